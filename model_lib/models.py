@@ -1,0 +1,226 @@
+"""Model builders, chosen by name. Each takes the GloVe matrix for the vocabulary and its own
+hyperparameters, and returns an uncompiled Keras model from int id sequences to P(positive).
+
+Models use only backend-agnostic Keras layers and ops (strings are handled before them), so the
+same builders run on the TensorFlow and the JAX backends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import keras
+import numpy as np
+from keras import ops
+
+# Hashing constants for the n-gram ids. All arithmetic stays below 2**31 (int32 on every backend):
+# ids < vocabulary size and hashes < buckets, so id * _MULTIPLIER and hash * _MULTIPLIER fit while
+# buckets <= MAX_NGRAM_BUCKETS.
+_MULTIPLIER = 1009
+MAX_NGRAM_BUCKETS = (2**31 - 1) // _MULTIPLIER - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDefaults:
+    """Training defaults of one model, used where the TrainConfig leaves a value null."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    dropout: float
+    clipnorm: float | None = None
+
+
+def seed_cnn(embedding_matrix: np.ndarray, *, max_length: int = 1000, dropout: float = 0.0, **_: Any) -> keras.Model:
+    """Return the original project's CNN: trainable GloVe embedding, 3x Conv1D(128, 5) with max
+    pooling 5/5/35, Dense(128), sigmoid.
+
+    The architecture is unchanged. What changed is the training recipe (see ``DEFAULTS``): the
+    original Adam lr=0.01 for 3 epochs at batch 1024 ended at 0.50, 0.59 and 0.86 test accuracy on
+    three seeds (measured here: at that rate the ReLU convolutions often die in the first epoch). Our
+    defaults are lr=0.001 (clipnorm 1.0 kept), batch 128, up to 6 epochs with early stopping on the
+    validation slice.
+
+    Raises:
+        ValueError: if ``max_length`` is not 1000 (the pooling sizes need exactly that length).
+    """
+    if max_length != 1000:
+        raise ValueError(f"seed_cnn: max_length must be 1000 (pooling 5/5/35), got {max_length}")
+    inputs = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
+    x = keras.layers.Embedding(
+        embedding_matrix.shape[0], embedding_matrix.shape[1],
+        embeddings_initializer=keras.initializers.Constant(embedding_matrix), name="glove",
+    )(inputs)
+    for pool in (5, 5, 35):
+        x = keras.layers.Conv1D(128, 5, activation="relu")(x)
+        x = keras.layers.MaxPooling1D(pool)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="p_positive")(x)
+    return keras.Model(inputs, outputs, name="seed_cnn")
+
+
+@keras.saving.register_keras_serializable(package="model_lib")
+class HashedNgrams(keras.layers.Layer):
+    """Maps id sequences to the ids of their distinct 1..order-grams; 0 marks padding and repeats.
+
+    Unigram ids are the token ids; a 2-gram gets ``vocab_size + hash``, a 3-gram
+    ``vocab_size + buckets + hash``. Each review's ids are sorted and repeats zeroed, so every n-gram
+    counts once (binary features, as in NB-SVM).
+    """
+
+    def __init__(self, vocab_size: int, buckets: int, order: int = 3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0 < buckets <= MAX_NGRAM_BUCKETS:
+            raise ValueError(f"ngram_buckets: expected 1..{MAX_NGRAM_BUCKETS}, got {buckets}")
+        if not 1 <= order <= 3:
+            raise ValueError(f"ngram_order: expected 1, 2 or 3, got {order}")
+        self.vocab_size, self.buckets, self.order = int(vocab_size), int(buckets), int(order)
+
+    @property
+    def id_count(self) -> int:
+        """Return how many distinct ids the layer can emit (the embedding's row count)."""
+        return self.vocab_size + self.buckets * (self.order - 1)
+
+    def call(self, ids: Any) -> Any:
+        ids = ops.cast(ids, "int32")
+        parts = [ids]
+        hashed, valid = ids, ids > 0
+        for n in range(2, self.order + 1):
+            nxt = ids[:, n - 1 :]
+            hashed = ops.mod(ops.mod(hashed[:, :-1] * _MULTIPLIER, self.buckets) + nxt, self.buckets)
+            valid = ops.logical_and(valid[:, :-1], nxt > 0)
+            offset = self.vocab_size + self.buckets * (n - 2)
+            parts.append(ops.where(valid, hashed + offset, 0))
+        ngrams = ops.sort(ops.concatenate(parts, axis=1), axis=-1)
+        repeat = ops.concatenate([ops.zeros_like(ngrams[:, :1], dtype="bool"), ngrams[:, 1:] == ngrams[:, :-1]], axis=1)
+        return ops.where(repeat, 0, ngrams)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "vocab_size": self.vocab_size, "buckets": self.buckets, "order": self.order}
+
+
+def distinct_ngram_ids(ids: np.ndarray, vocab_size: int, buckets: int, order: int) -> list[np.ndarray]:
+    """Return, per row of ``ids``, the distinct non-zero ids :class:`HashedNgrams` emits (NumPy twin)."""
+    rows = []
+    for row in np.asarray(ids, dtype=np.int64):
+        row = row[row > 0]  # padding is at the front and never inside a review
+        parts = [row]
+        hashed = row
+        for n in range(2, order + 1):
+            hashed = ((hashed[:-1] * _MULTIPLIER) % buckets + row[n - 1 :]) % buckets
+            parts.append(hashed + vocab_size + buckets * (n - 2))
+        rows.append(np.unique(np.concatenate(parts)))
+    return rows
+
+
+def nb_log_count_ratios(
+    ids: np.ndarray, labels: np.ndarray, vocab_size: int, buckets: int, order: int, alpha: float = 1.0
+) -> np.ndarray:
+    """Return the Naive-Bayes log-count ratio of each n-gram id (0 for ids never seen).
+
+    r = log((p / |p|_1) / (q / |q|_1)), with p and q the alpha-smoothed counts of reviews holding the
+    n-gram among positive and negative reviews (Wang & Manning, 2012).
+    """
+    size = vocab_size + buckets * (order - 1)
+    positive = np.zeros(size, dtype=np.float64)
+    negative = np.zeros(size, dtype=np.float64)
+    for row, label in zip(distinct_ngram_ids(ids, vocab_size, buckets, order), labels):
+        (positive if label else negative)[row] += 1.0
+    seen = (positive + negative) > 0
+    p, q = positive + alpha, negative + alpha
+    ratios = np.log((p / p[seen].sum()) / (q / q[seen].sum()))
+    ratios[~seen] = 0.0
+    ratios[0] = 0.0
+    return ratios.astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="model_lib")
+class MaskedSum(keras.layers.Layer):
+    """Sums per-id weights (batch, ids, 1) over ids, skipping id 0 (padding and repeats)."""
+
+    def call(self, weights: Any, ids: Any) -> Any:
+        present = ops.cast(ops.expand_dims(ids > 0, -1), weights.dtype)
+        return ops.sum(weights * present, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="model_lib")
+class MaskedMean(keras.layers.Layer):
+    """Averages token vectors (batch, length, dim) over non-padding positions."""
+
+    def call(self, vectors: Any, ids: Any) -> Any:
+        present = ops.cast(ops.expand_dims(ids > 0, -1), vectors.dtype)
+        return ops.sum(vectors * present, axis=1) / ops.maximum(ops.sum(present, axis=1), 1.0)
+
+
+def ngram_glove(
+    embedding_matrix: np.ndarray,
+    *,
+    max_length: int = 1000,
+    dropout: float = 0.5,
+    ngram_buckets: int = 2**20,
+    ngram_order: int = 3,
+    ngram_weights: np.ndarray | None = None,
+    ngram_scale: float = 0.02,
+    **_: Any,
+) -> keras.Model:
+    """Return the default model: an NB-weighted binary 1..3-gram linear branch plus a GloVe bag branch.
+
+    - Linear branch: each distinct hashed n-gram of a review has one weight, initialised to
+      ``ngram_scale`` times its Naive-Bayes log-count ratio on the training split (NB-SVM's feature
+      scaling, as a starting point rather than a fixed scale); the weights of the review's n-grams
+      are summed. Dropout removes whole n-grams at random.
+    - GloVe branch: the review's token vectors (trainable, GloVe-initialised) averaged over the
+      review, then one logistic unit.
+    The two logits are added; the output is P(positive).
+
+    Args:
+        embedding_matrix: (vocab ids, dim) GloVe matrix for the vocabulary (ids 0/1: padding/OOV).
+        ngram_weights: the NB log-count ratios from :func:`nb_log_count_ratios`; zeros if None.
+    """
+    vocab_size = embedding_matrix.shape[0]
+    inputs = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
+
+    ngrams_layer = HashedNgrams(vocab_size, ngram_buckets, ngram_order, name="ngrams")
+    ngram_ids = ngrams_layer(inputs)
+    initial = np.zeros((ngrams_layer.id_count, 1), np.float32)
+    if ngram_weights is not None:
+        initial[:, 0] = ngram_weights * ngram_scale
+    weights = keras.layers.Embedding(
+        ngrams_layer.id_count, 1, embeddings_initializer=keras.initializers.Constant(initial), name="ngram_weights"
+    )(ngram_ids)
+    weights = keras.layers.Dropout(dropout, name="ngram_dropout")(weights)
+    linear_logit = MaskedSum(name="linear_logit")(weights, ngram_ids)
+
+    vectors = keras.layers.Embedding(
+        vocab_size, embedding_matrix.shape[1],
+        embeddings_initializer=keras.initializers.Constant(embedding_matrix), name="glove",
+    )(inputs)
+    bag = MaskedMean(name="glove_bag")(vectors, inputs)
+    glove_logit = keras.layers.Dense(1, name="glove_logit")(bag)
+
+    logit = keras.layers.Add(name="logit")([linear_logit, glove_logit])
+    outputs = keras.layers.Activation("sigmoid", name="p_positive")(logit)
+    return keras.Model(inputs, outputs, name="ngram_glove")
+
+
+BUILDERS: dict[str, Callable[..., keras.Model]] = {"ngram_glove": ngram_glove, "seed_cnn": seed_cnn}
+
+DEFAULTS: dict[str, ModelDefaults] = {
+    "ngram_glove": ModelDefaults(epochs=6, batch_size=64, learning_rate=1e-3, dropout=0.5),
+    "seed_cnn": ModelDefaults(epochs=6, batch_size=128, learning_rate=1e-3, dropout=0.0, clipnorm=1.0),
+}
+
+
+def build_model(name: str, embedding_matrix: np.ndarray, **hyperparameters: Any) -> keras.Model:
+    """Return the uncompiled model ``name`` built on ``embedding_matrix``.
+
+    Raises:
+        ValueError: if ``name`` is not a known model.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"model: expected one of {', '.join(BUILDERS)}, got {name!r}")
+    return BUILDERS[name](embedding_matrix, **hyperparameters)

@@ -1,0 +1,190 @@
+"""The SageMaker training container contract: the only reader of SM_* variables and /opt/ml paths.
+
+The sagemaker-training toolkit sets SM_* variables from ``/opt/ml/input/config/*.json`` before it
+runs the entry point. Hyperparameters arrive three ways, all handled here:
+
+- ``hyperparameters.json``: every value JSON-encoded by the SDK (``"3"``, ``"true"``, ``"\\"cnn\\""``);
+- ``SM_HPS``: the decoded values, types kept (``{"epochs": 3, "glove_init": false}``);
+- ``--key value`` arguments: ``str()`` of the decoded value, so a false boolean arrives as ``"False"``.
+
+``"False"`` (any case) is false: only "true"/"false" spellings are booleans (see model_lib.config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from model_lib.errors import SageMakerEnvironmentError
+
+DEFAULT_BASE_DIR = Path("/opt/ml")
+REQUIRED_CHANNELS = ("train", "test", "vocab", "embeddings")
+
+
+def base_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Return the container's /opt/ml, or SAGEMAKER_BASE_DIR where set (local process mode)."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("SAGEMAKER_BASE_DIR") or DEFAULT_BASE_DIR)
+
+
+def decode_hyperparameter(value: Any) -> Any:
+    """Return a hyperparameter as the SDK meant it: JSON-decoded where it is a JSON string.
+
+    ``"3"`` -> 3, ``"\\"cnn\\""`` -> "cnn", ``"false"`` -> False; a string that is not JSON (``"cnn"``,
+    ``"False"``) stays a string, and the config turns "False" into False.
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def user_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``values`` decoded, without the SDK's own ``sagemaker_*`` entries."""
+    return {k: decode_hyperparameter(v) for k, v in values.items() if not k.startswith("sagemaker_")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel:
+    """One input channel: its folder and the single file in it (any name: DVC names objects by hash)."""
+
+    name: str
+    folder: Path
+
+    @property
+    def file(self) -> Path:
+        """Return the one file in the channel folder.
+
+        Raises:
+            SageMakerEnvironmentError: if the folder is missing, empty or holds several files.
+        """
+        if not self.folder.is_dir():
+            raise SageMakerEnvironmentError(f"channel {self.name!r}: folder {self.folder} does not exist")
+        files = sorted(p for p in self.folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise SageMakerEnvironmentError(f"channel {self.name!r}: {self.folder} is empty; expected one file")
+        if len(files) > 1:
+            names = ", ".join(p.name for p in files[:5])
+            raise SageMakerEnvironmentError(f"channel {self.name!r}: {self.folder} holds {len(files)} files ({names}); expected one")
+        return files[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class SageMakerEnvironment:
+    """Everything a training job reads from its container, typed."""
+
+    hyperparameters: dict[str, Any]
+    channels: dict[str, Channel]
+    model_dir: Path
+    output_data_dir: Path
+    output_dir: Path
+    checkpoint_dir: Path
+    hosts: list[str]
+    current_host: str
+    num_gpus: int
+    num_cpus: int
+    job_name: str | None
+
+    def channel(self, name: str) -> Channel:
+        """Return channel ``name``.
+
+        Raises:
+            SageMakerEnvironmentError: if the job was started without it.
+        """
+        if name not in self.channels:
+            have = ", ".join(sorted(self.channels)) or "none"
+            raise SageMakerEnvironmentError(f"channel {name!r} is missing (SM_CHANNEL_{name.upper()} not set); channels given: {have}")
+        return self.channels[name]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> "SageMakerEnvironment":
+        """Return the environment described by SM_* variables (and ``--key value`` arguments).
+
+        Raises:
+            SageMakerEnvironmentError: naming each required variable that is missing or malformed.
+        """
+        environ = dict(os.environ if environ is None else environ)
+        root = base_dir(environ)
+        missing = [name for name in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR") if not environ.get(name)]
+        if missing:
+            raise SageMakerEnvironmentError(
+                f"{', '.join(missing)} not set: run under the sagemaker-training toolkit, or pass them to "
+                "docker run (-e SM_MODEL_DIR=/opt/ml/model -e SM_OUTPUT_DATA_DIR=/opt/ml/output/data "
+                "-e SM_CHANNEL_TRAIN=... for each channel)"
+            )
+        hyperparameters = user_hyperparameters(_json_env(environ, "SM_HPS", {}))
+        hyperparameters.update(_hyperparameter_args(argv or []))
+        training_env = _json_env(environ, "SM_TRAINING_ENV", {})
+        return cls(
+            hyperparameters=hyperparameters,
+            channels=_channels(environ),
+            model_dir=Path(environ["SM_MODEL_DIR"]),
+            output_data_dir=Path(environ["SM_OUTPUT_DATA_DIR"]),
+            output_dir=Path(environ.get("SM_OUTPUT_DIR") or root / "output"),
+            checkpoint_dir=Path(environ.get("MODEL_LIB_CHECKPOINT_DIR") or root / "checkpoints"),
+            hosts=list(_json_env(environ, "SM_HOSTS", ["localhost"])),
+            current_host=environ.get("SM_CURRENT_HOST", "localhost"),
+            num_gpus=_int_env(environ, "SM_NUM_GPUS", 0),
+            num_cpus=_int_env(environ, "SM_NUM_CPUS", os.cpu_count() or 1),
+            job_name=(training_env.get("job_name") if isinstance(training_env, dict) else None) or environ.get("TRAINING_JOB_NAME"),
+        )
+
+
+def output_dir_for_failure(environ: Mapping[str, str] | None = None) -> Path:
+    """Return where the failure file goes: SM_OUTPUT_DIR, else <base dir>/output."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("SM_OUTPUT_DIR") or base_dir(environ) / "output")
+
+
+def _json_env(environ: Mapping[str, str], name: str, default: Any) -> Any:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise SageMakerEnvironmentError(f"{name}: expected JSON, got {raw[:80]!r}") from None
+
+
+def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SageMakerEnvironmentError(f"{name}: expected an integer, got {raw!r}") from None
+
+
+def _channels(environ: Mapping[str, str]) -> dict[str, Channel]:
+    names = _json_env(environ, "SM_CHANNELS", None)
+    if names is None:
+        names = [k[len("SM_CHANNEL_") :].lower() for k in environ if k.startswith("SM_CHANNEL_")]
+    channels = {}
+    for name in names:
+        folder = environ.get(f"SM_CHANNEL_{name.upper()}")
+        if folder:
+            channels[name] = Channel(name, Path(folder))
+    return channels
+
+
+def _hyperparameter_args(argv: list[str]) -> dict[str, Any]:
+    """Return ``--key value`` pairs as a dict (values stay strings; the config types them).
+
+    Raises:
+        SageMakerEnvironmentError: for an argument that is not ``--key value``.
+    """
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        key = argv[i]
+        if not key.startswith("--") or i + 1 >= len(argv):
+            raise SageMakerEnvironmentError(f"arguments: expected --key value pairs, got {argv[i:i + 2]}")
+        values[key[2:].replace("-", "_")] = argv[i + 1]
+        i += 2
+    return {k: v for k, v in values.items() if not k.startswith("sagemaker_")}

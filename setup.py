@@ -1,0 +1,27 @@
+"""model_lib: IMDB sentiment with GloVe 50d in Keras 3, run by DVC, MLflow and SageMaker script mode."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+# requirements.txt names what the library needs at run time (also what the training image installs);
+# constraints.txt pins every package of the environment to versions that resolve together.
+REQUIREMENTS = [
+    line.strip()
+    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+setup(
+    name="model-lib",
+    version="0.1.0",
+    description=__doc__,
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["model_lib", "model_lib.*"]),
+    install_requires=REQUIREMENTS,
+    extras_require={"sagemaker": ["sagemaker==2.257.7", "sagemaker-training==5.1.4"]},
+    entry_points={"console_scripts": ["model-lib=model_lib.cli:main"]},
+    license="Apache-2.0",
+)
