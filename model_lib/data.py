@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gzip
 import io
 import json
 import logging
@@ -16,9 +17,10 @@ import os
 import re
 import sys
 import tarfile
+import zlib
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 
@@ -195,23 +197,22 @@ def _tar_members(path: Path) -> Iterator[tuple[str, bytes]]:
     with path.open("rb") as raw, tqdm(
         total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=not show, file=sys.stderr
     ) as bar:
-        stream = io.BufferedReader(_ProgressReader(raw, bar), buffer_size=1 << 20)  # type: ignore[arg-type]
+        stream: IO[bytes] = io.BufferedReader(_ProgressReader(raw, bar), buffer_size=1 << 20)  # type: ignore[arg-type]
         try:
-            # Streaming mode ("r|*") reads the archive once, in order, without extracting to disk.
-            with tarfile.open(fileobj=stream, mode="r|*") as archive:
+            if stream.peek(2)[:2] == b"\x1f\x8b":  # type: ignore[attr-defined]
+                # GzipFile checks the trailer: tarfile alone ends quietly when a cut lands on a member boundary.
+                stream = gzip.GzipFile(fileobj=stream, mode="rb")
+            # Streaming mode ("r|") reads the archive once, in order, without extracting to disk.
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
                 for member in archive:
                     if member.isfile() and member.name.endswith(".txt"):
                         extracted = archive.extractfile(member)
                         if extracted is not None:
                             yield member.name, extracted.read()
-        except (tarfile.TarError, EOFError, OSError, _zlib_error()) as exc:
+            while stream.read(1 << 20):
+                pass
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise DataError(f"{path}: truncated or not a tar archive ({exc.__class__.__name__}: {exc})") from None
-
-
-def _zlib_error() -> type[Exception]:
-    import zlib
-
-    return zlib.error
 
 
 def _read_aclimdb_tarball(path: Path, on_decode_error: str) -> Reviews:

@@ -11,10 +11,9 @@ import dataclasses
 import io
 import logging
 import os
-import re
 import zipfile
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Callable, Sequence
 
 import numpy as np
 
@@ -65,8 +64,7 @@ def load_glove(source: str | os.PathLike[str] = "bundled", *, dim: int = 50, mem
         if path.suffix.lower() == ".zip":
             glove, where = _load_zip(path, dim, member)
         else:
-            with path.open("rb") as handle:
-                glove = _parse_text(handle, str(path))
+            glove = _parse_text(lambda: path.open("rb"), str(path))
             where = str(path)
     if glove.dim != dim:
         raise EmbeddingError(f"{where}: vectors have {glove.dim} dimensions, but embedding_dim is {dim}")
@@ -105,44 +103,48 @@ def _load_zip(path: Path, dim: int, member: str | None) -> tuple[Glove, str]:
         if member not in names:
             raise EmbeddingError(f"{path}: no member {member!r}; members are {names}")
         where = f"{path}!{member}"
-        with archive.open(member) as handle:
-            return _parse_text(handle, where), where
+        name = member
+        return _parse_text(lambda: archive.open(name), where), where
 
 
-def _parse_text(handle: IO[bytes], where: str) -> Glove:
+def _parse_text(opener: Callable[[], IO[bytes]], where: str) -> Glove:
     """Return the vectors of a GloVe text stream, parsed by pandas' C engine (vectorised)."""
     import pandas as pd
 
-    buffered = io.BufferedReader(handle) if not isinstance(handle, io.BufferedReader) else handle  # type: ignore[arg-type]
-    first = buffered.peek(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
-    width = len(first.split(" ")) - 1
-    if width < 1:
-        raise EmbeddingError(f"{where}: line 1: expected a word followed by numbers")
-    dtypes = {0: str, **{i: np.float32 for i in range(1, width + 1)}}
-    try:
-        # No quoting, no comments, no NA strings: GloVe has words like '#', '"', 'nan' and 'null'.
-        frame = pd.read_csv(
-            buffered, sep=" ", header=None, quoting=csv.QUOTE_NONE, na_filter=False, keep_default_na=False,
-            dtype=dtypes, engine="c", encoding="utf-8", names=list(range(width + 1)),
-        )
-    except pd.errors.ParserError as exc:
-        raise EmbeddingError(f"{where}: {_line_message(str(exc), width)}") from None
-    except ValueError as exc:
-        raise EmbeddingError(f"{where}: a value is not a number ({exc}); expected a word and {width} numbers per line") from None
+    with opener() as raw:
+        buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+        first = buffered.peek(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+        width = len(first.split(" ")) - 1
+        if width < 1:
+            raise EmbeddingError(f"{where}: line 1: expected a word followed by numbers")
+        dtypes = {0: str, **{i: np.float32 for i in range(1, width + 1)}}
+        try:
+            # No quoting, no comments, no NA strings: GloVe has words like '#', '"', 'nan' and 'null'.
+            frame = pd.read_csv(
+                buffered, sep=" ", header=None, quoting=csv.QUOTE_NONE, na_filter=False, keep_default_na=False,
+                dtype=dtypes, engine="c", encoding="utf-8", names=list(range(width + 1)),
+            )
+        except (pd.errors.ParserError, ValueError):
+            frame = None
+    if frame is None:
+        # The fast parser says only that something is wrong; find the line for the message.
+        raise EmbeddingError(f"{where}: {_first_bad_line(opener, width)}")
     if frame.empty:
         raise EmbeddingError(f"{where}: no vectors")
-    vectors = frame.iloc[:, 1:].to_numpy(dtype=np.float32)
-    short = np.flatnonzero(np.isnan(vectors).any(axis=1))
-    if len(short):
-        raise EmbeddingError(f"{where}: line {short[0] + 1}: fewer than {width} numbers (line 1 has {width})")
-    return Glove(frame.iloc[:, 0].astype(str).tolist(), vectors)
+    return Glove(frame.iloc[:, 0].astype(str).tolist(), frame.iloc[:, 1:].to_numpy(dtype=np.float32))
 
 
-def _line_message(message: str, width: int) -> str:
-    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
-    if match:
-        return f"line {match.group(2)}: {int(match.group(3)) - 1} numbers, but line 1 has {width}"
-    return f"cannot parse ({message}); expected a word and {width} numbers per line"
+def _first_bad_line(opener: Callable[[], IO[bytes]], width: int) -> str:
+    with opener() as raw:
+        for number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="\n"), start=1):
+            fields = line.rstrip("\r\n").split(" ")
+            if len(fields) - 1 != width:
+                return f"line {number}: {len(fields) - 1} numbers, but line 1 has {width}"
+            try:
+                [float(value) for value in fields[1:]]
+            except ValueError:
+                return f"line {number}: a value is not a number; expected a word and {width} numbers"
+    return f"cannot parse; expected a word and {width} numbers per line"
 
 
 @dataclasses.dataclass

@@ -118,9 +118,11 @@ def distinct_ngram_ids(ids: np.ndarray, vocab_size: int, buckets: int, order: in
 
 
 def nb_log_count_ratios(
-    ids: np.ndarray, labels: np.ndarray, vocab_size: int, buckets: int, order: int, alpha: float = 1.0
+    ids: np.ndarray, labels: np.ndarray, vocab_size: int, buckets: int, order: int, *, alpha: float = 1.0,
+    min_count: int = 2,
 ) -> np.ndarray:
-    """Return the Naive-Bayes log-count ratio of each n-gram id (0 for ids never seen).
+    """Return the Naive-Bayes log-count ratio of each n-gram id; 0 for ids in fewer than
+    ``min_count`` reviews (and for padding).
 
     r = log((p / |p|_1) / (q / |q|_1)), with p and q the alpha-smoothed counts of reviews holding the
     n-gram among positive and negative reviews (Wang & Manning, 2012).
@@ -130,11 +132,11 @@ def nb_log_count_ratios(
     negative = np.zeros(size, dtype=np.float64)
     for row, label in zip(distinct_ngram_ids(ids, vocab_size, buckets, order), labels):
         (positive if label else negative)[row] += 1.0
-    seen = (positive + negative) > 0
+    kept = (positive + negative) >= min_count
+    kept[0] = False
     p, q = positive + alpha, negative + alpha
-    ratios = np.log((p / p[seen].sum()) / (q / q[seen].sum()))
-    ratios[~seen] = 0.0
-    ratios[0] = 0.0
+    ratios = np.log((p / p[kept].sum()) / (q / q[kept].sum()))
+    ratios[~kept] = 0.0
     return ratios.astype(np.float32)
 
 
@@ -165,6 +167,7 @@ def ngram_glove(
     ngram_order: int = 3,
     ngram_weights: np.ndarray | None = None,
     ngram_scale: float = 0.02,
+    ngram_step: float = 1.0,
     **_: Any,
 ) -> keras.Model:
     """Return the default model: an NB-weighted binary 1..3-gram linear branch plus a GloVe bag branch.
@@ -188,10 +191,23 @@ def ngram_glove(
     ngram_ids = ngrams_layer(inputs)
     initial = np.zeros((ngrams_layer.id_count, 1), np.float32)
     if ngram_weights is not None:
-        initial[:, 0] = ngram_weights * ngram_scale
+        initial[:, 0] = ngram_weights * ngram_scale / ngram_step
     weights = keras.layers.Embedding(
         ngrams_layer.id_count, 1, embeddings_initializer=keras.initializers.Constant(initial), name="ngram_weights"
     )(ngram_ids)
+    if ngram_step != 1.0:
+        # Adam moves every weight by about the learning rate per step whatever its gradient's scale;
+        # a fixed factor on the stored weights makes the n-gram weights' steps that much smaller.
+        weights = keras.layers.Rescaling(ngram_step, name="ngram_step")(weights)
+    if ngram_weights is not None:
+        # n-grams seen in fewer than min_count training reviews (ratio exactly 0) stay switched off:
+        # otherwise each review's unique n-grams memorise its label within one epoch.
+        active = (ngram_weights != 0).astype(np.float32)[:, None]
+        gate = keras.layers.Embedding(
+            ngrams_layer.id_count, 1, embeddings_initializer=keras.initializers.Constant(active), trainable=False,
+            name="ngram_active",
+        )(ngram_ids)
+        weights = keras.layers.Multiply(name="active_weights")([weights, gate])
     weights = keras.layers.Dropout(dropout, name="ngram_dropout")(weights)
     linear_logit = MaskedSum(name="linear_logit")(weights, ngram_ids)
 

@@ -1,0 +1,225 @@
+"""Shared fixtures: tiny data made in the test, and real servers on 127.0.0.1 stopped by PID."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+POSITIVE = ["a wonderful , moving film", "great acting and a great story", "i loved it , truly brilliant",
+            "superb direction , beautiful music", "funny , warm and wonderful"]
+NEGATIVE = ["a dull , boring film", "terrible acting and a bad story", "i hated it , truly awful",
+            "poor direction , annoying music", "boring , slow and bad"]
+
+
+def review_rows(count: int = 200) -> list[tuple[str, int]]:
+    """Return ``count`` short reviews alternating positive and negative, each a little different."""
+    rows = []
+    for i in range(count):
+        label = i % 2
+        base = (POSITIVE if label else NEGATIVE)[(i // 2) % 5]
+        rows.append((f"{base} <br /><br />number {i} .", label))
+    return rows
+
+
+@pytest.fixture
+def tiny_reviews(tmp_path: Path) -> Path:
+    """A 200-review CSV (text,label) with <br /> tags."""
+    import csv
+
+    path = tmp_path / "reviews.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(review_rows())
+    return path
+
+
+GLOVE_WORDS = {
+    "the": [0.1, 0.2, 0.3], "#hashtag": [0.5, 0.5, 0.5], "nan": [1.0, 2.0, 3.0], "null": [-1.0, 0.0, 1.0],
+    "good": [0.9, 0.1, 0.0], "bad": [-0.9, -0.1, 0.0], "n't": [0.0, -0.5, 0.2], '"': [0.3, 0.3, -0.3],
+}
+
+
+def glove_text(words: dict[str, list[float]] = GLOVE_WORDS) -> str:
+    return "".join(f"{w} {' '.join(str(v) for v in vec)}\n" for w, vec in words.items())
+
+
+@pytest.fixture
+def tiny_glove(tmp_path: Path) -> Path:
+    """A 3-dimensional GloVe text file whose words include '#hashtag', 'nan', 'null' and '"'."""
+    path = tmp_path / "glove.6B.3d.txt"
+    path.write_text(glove_text(), encoding="utf-8")
+    return path
+
+
+def make_aclimdb_tarball(path: Path, per_class: int = 3, extra: dict[str, bytes] | None = None) -> Path:
+    """Write a mini aclImdb_v1.tar.gz: train/test x pos/neg, an unsup review, and a README."""
+    with tarfile.open(path, "w:gz") as archive:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+        add("aclImdb/README", b"mini")
+        for split in ("train", "test"):
+            for label, words in (("pos", "great wonderful"), ("neg", "awful boring")):
+                for i in range(per_class):
+                    add(f"aclImdb/{split}/{label}/{i}_{7 if label == 'pos' else 2}.txt",
+                        f"{split} {words} review {i}<br />end".encode())
+        add("aclImdb/train/unsup/0_0.txt", b"unlabelled")
+        for name, data in (extra or {}).items():
+            add(name, data)
+    return path
+
+
+@pytest.fixture
+def aclimdb_tarball(tmp_path: Path) -> Path:
+    return make_aclimdb_tarball(tmp_path / "aclImdb_v1.tar.gz")
+
+
+def write_prepared(folder: Path, count: int = 240, max_length: int = 40, seed: int = 0) -> dict[str, Path]:
+    """Write the four prepare outputs for a tiny separable data set; return them by channel name."""
+    from model_lib.embeddings import Glove, embedding_matrix
+    from model_lib.text import Vocabulary
+    from model_lib.training import save_split
+
+    rows = review_rows(count)
+    texts, labels = [t for t, _ in rows], np.asarray([label for _, label in rows], dtype=np.int8)
+    vocabulary = Vocabulary.fit(texts[: count * 3 // 4], max_size=200, min_count=1)
+    rng = np.random.default_rng(seed)
+    glove = Glove(vocabulary.tokens[:10], rng.normal(size=(10, 8)).astype(np.float32))
+    ids = vocabulary.encode(texts, max_length)
+    folder.mkdir(parents=True, exist_ok=True)
+    cut = count * 3 // 4
+    save_split(folder / "train.npz", ids[:cut], labels[:cut])
+    save_split(folder / "test.npz", ids[cut:], labels[cut:])
+    vocabulary.save(folder / "vocab.txt")
+    np.save(folder / "embeddings.npy", embedding_matrix(glove, vocabulary.tokens).matrix)
+    return {"train": folder / "train.npz", "test": folder / "test.npz", "vocab": folder / "vocab.txt",
+            "embeddings": folder / "embeddings.npy"}
+
+
+@pytest.fixture
+def tiny_prepared(tmp_path: Path) -> dict[str, Path]:
+    return write_prepared(tmp_path / "prepared")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"no answer from {url} within {seconds} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 that proxies artifacts; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("wb"), start_new_session=True,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", process, 90)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A real moto server (S3, ECR, IAM, SageMaker, STS) on 127.0.0.1; yields its endpoint URL."""
+    port = free_port()
+    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
+    process = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/moto-api/", process, 60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+@pytest.fixture
+def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point boto3 at the moto server with throw-away credentials (never real ones)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto_server
+
+
+def sagemaker_env(base: Path, channels: dict[str, Path] | None = None, hps: dict[str, object] | None = None) -> dict[str, str]:
+    """Return the SM_* variables the toolkit would set for ``base`` (for in-process unit tests)."""
+    env = {
+        "SM_MODEL_DIR": str(base / "model"), "SM_OUTPUT_DATA_DIR": str(base / "output" / "data"),
+        "SM_OUTPUT_DIR": str(base / "output"), "SM_HPS": json.dumps(hps or {}), "SAGEMAKER_BASE_DIR": str(base),
+        "SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-1", "SM_NUM_GPUS": "0", "SM_NUM_CPUS": "2",
+    }
+    if channels:
+        env["SM_CHANNELS"] = json.dumps(sorted(channels))
+        for name, folder in channels.items():
+            env[f"SM_CHANNEL_{name.upper()}"] = str(folder)
+    return env
+
+
+@pytest.fixture
+def sagemaker_base_dir(tmp_path: Path, tiny_prepared: dict[str, Path]) -> Path:
+    """A SAGEMAKER_BASE_DIR laid out as the toolkit expects, channels filled from tiny prepared data,
+    each file under a hash-like name (as DVC names objects)."""
+    from model_lib.sagemaker.local import lay_out
+
+    base = tmp_path / "opt_ml"
+    lay_out(base, {"epochs": "1"}, tiny_prepared, REPO / "entry_point")
+    for name in tiny_prepared:
+        folder = base / "input" / "data" / name
+        only = next(folder.iterdir())
+        only.rename(folder / f"{abs(hash(name)) % 10**12:012x}")
+    return base

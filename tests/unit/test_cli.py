@@ -1,0 +1,69 @@
+"""The model-lib command as a user runs it: exit codes, one-line errors, help, predict."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MODEL_LIB = [sys.executable, "-m", "model_lib.cli"]
+
+
+def model_lib(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MODEL_LIB, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_every_stage_and_predict(tmp_path):
+    result = model_lib("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("ingest", "prepare", "train", "evaluate", "predict", "sagemaker-local", "launch"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        (None, "params.yaml: params file not found"),
+        ("prepare:\n  seed: 1\n", "params.yaml: missing section 'train'"),
+        ("train:\n  epoch: 3\n", "params.yaml: train: unknown key 'epoch'"),
+        ("train:\n  epochs: three\n", "params.yaml: train.epochs: expected an integer, got 'three'"),
+        ("train:\n  batch_size: -8\n", "params.yaml: train.batch_size: expected a positive number, got -8"),
+        ("train:\n  epochs: 0\n", "params.yaml: train.epochs: expected a positive number, got 0"),
+    ],
+)
+def test_bad_params_exit_2_with_one_line_naming_key_and_value(tmp_path, params, message):
+    if params is not None:
+        (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
+    result = model_lib("train", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"model-lib train: error: {message}")
+    assert not (tmp_path / "models").exists()
+
+
+def test_params_option_reads_another_file(tmp_path):
+    (tmp_path / "other.yaml").write_text("ingest:\n  source: nowhere.csv\n", encoding="utf-8")
+    result = model_lib("ingest", "--params", "other.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nowhere.csv: review source not found" in result.stderr
+    assert not (tmp_path / "data" / "reviews.jsonl").exists()
+
+
+def test_override_of_another_section_is_refused(tmp_path):
+    (tmp_path / "params.yaml").write_text("ingest:\n  limit: 10\n", encoding="utf-8")
+    result = model_lib("ingest", "-S", "train.epochs=2", cwd=tmp_path)
+    assert result.returncode == 2 and "reads only the 'ingest' section" in result.stderr
+
+
+def test_ingest_writes_one_clean_file(tmp_path, tiny_reviews):
+    (tmp_path / "params.yaml").write_text(f"ingest:\n  source: {tiny_reviews}\n  limit: 50\n", encoding="utf-8")
+    result = model_lib("ingest", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "data" / "reviews.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 50 and "<br" not in lines[0]
+    assert "ingest: 50 reviews (25 positive)" in result.stdout
+
+
+def test_predict_without_texts_is_a_usage_error(tmp_path):
+    result = model_lib("predict", cwd=tmp_path)
+    assert result.returncode == 2 and "give review texts" in result.stderr

@@ -1,0 +1,128 @@
+"""Review sources: bundled IMDB, aclImdb tarball and folder, CSV and JSONL; cleaning; the split."""
+
+import tarfile
+
+import numpy as np
+import pytest
+from sklearn.model_selection import train_test_split
+
+from model_lib.data import Reviews, load_reviews, read_reviews_jsonl, split_indices, write_reviews_jsonl
+from model_lib.errors import DataError
+from tests.conftest import make_aclimdb_tarball
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_reviews("bundled")
+
+
+def test_bundled_source_is_the_25000_imdb_rows_in_file_order(bundled):
+    assert len(bundled) == 25000
+    assert np.bincount(bundled.labels).tolist() == [12500, 12500]
+    assert bundled.texts[0].startswith("I rented I AM CURIOUS-YELLOW")
+    assert not any("<br" in t for t in bundled.texts[:500])
+
+
+def test_default_split_is_sklearns_stratified_split(bundled):
+    train, test = split_indices(bundled, test_size=0.2, seed=42)
+    expected_train, expected_test = train_test_split(
+        np.arange(25000), test_size=0.2, random_state=42, stratify=bundled.labels
+    )
+    assert np.array_equal(train, expected_train) and np.array_equal(test, expected_test)
+
+
+def test_tarball_is_read_in_place_with_official_split(aclimdb_tarball, tmp_path):
+    reviews = load_reviews(aclimdb_tarball)
+    assert len(reviews) == 12  # unsup and README ignored
+    assert reviews.split.count("train") == 6 and reviews.split.count("test") == 6
+    assert "<br" not in reviews.texts[0] and reviews.texts[0].endswith(" end")
+    assert not (tmp_path / "aclImdb").exists()
+    train, test = split_indices(reviews, test_size=0.5, seed=1)
+    assert {reviews.split[i] for i in train} == {"train"} and {reviews.split[i] for i in test} == {"test"}
+
+
+def test_extracted_folder_gives_same_reviews_as_tarball(aclimdb_tarball, tmp_path):
+    with tarfile.open(aclimdb_tarball) as archive:
+        archive.extractall(tmp_path / "x", filter="data")
+    from_folder = load_reviews(tmp_path / "x" / "aclImdb")
+    from_tarball = load_reviews(aclimdb_tarball)
+    assert from_folder.texts == from_tarball.texts and from_folder.split == from_tarball.split
+
+
+def test_truncated_tarball_is_an_error_naming_the_file(aclimdb_tarball, tmp_path):
+    cut = tmp_path / "cut.tar.gz"
+    data = aclimdb_tarball.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.tar\.gz: truncated or not a tar archive"):
+        load_reviews(cut)
+
+
+def test_missing_source_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="review source not found"):
+        load_reviews(tmp_path / "aclImdb_v1.tar.gz")
+
+
+def test_non_utf8_review_is_replaced_and_counted(tmp_path):
+    tarball = make_aclimdb_tarball(tmp_path / "a.tar.gz", extra={"aclImdb/train/pos/99_9.txt": b"caf\xe9 great"})
+    reviews = load_reviews(tarball)
+    assert reviews.decode_errors == 1
+    assert any("caf\ufffd great" in t for t in reviews.texts)
+
+
+def test_non_utf8_review_fails_with_file_name_when_asked(tmp_path):
+    tarball = make_aclimdb_tarball(tmp_path / "a.tar.gz", extra={"aclImdb/train/pos/99_9.txt": b"caf\xe9"})
+    with pytest.raises(DataError, match=r"aclImdb/train/pos/99_9\.txt: not valid UTF-8"):
+        load_reviews(tarball, on_decode_error="fail")
+
+
+def test_csv_reviews_are_cleaned(tiny_reviews):
+    reviews = load_reviews(tiny_reviews)
+    assert len(reviews) == 200 and reviews.split is None
+    assert "<br" not in reviews.texts[0]
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("text,rating\nok,1\n", "missing column 'label'"),
+        ("text,label\n,1\n", "line 2: empty text"),
+        ("text,label\ngood,2\n", "line 2: label must be 0 or 1, got '2'"),
+        ("text,label\ngood,yes\n", "line 2: label must be 0 or 1, got 'yes'"),
+    ],
+)
+def test_bad_csv_is_an_error_naming_line_and_field(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        load_reviews(path)
+
+
+def test_jsonl_reviews_and_missing_field(tmp_path):
+    good = tmp_path / "r.jsonl"
+    good.write_text('{"text": "fine", "label": 1}\n{"text": "bad", "label": 0}\n', encoding="utf-8")
+    assert load_reviews(good).labels.tolist() == [1, 0]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 1: missing field 'label'"):
+        load_reviews(bad)
+
+
+def test_subset_is_stratified_seeded_and_in_file_order(bundled):
+    sample = bundled.subset(1000, seed=3)
+    assert np.bincount(sample.labels).tolist() == [500, 500]
+    assert sample.texts == bundled.subset(1000, seed=3).texts
+    positions = [bundled.texts.index(t) for t in sample.texts[:20]]
+    assert positions == sorted(positions)
+
+
+def test_jsonl_round_trip_keeps_split(aclimdb_tarball, tmp_path):
+    reviews = load_reviews(aclimdb_tarball)
+    write_reviews_jsonl(reviews, tmp_path / "r.jsonl")
+    again = read_reviews_jsonl(tmp_path / "r.jsonl")
+    assert again.texts == reviews.texts and again.split == reviews.split
+
+
+def test_empty_training_split_is_an_error():
+    reviews = Reviews(["a", "b"], np.asarray([0, 1], np.int8), split=["test", "test"])
+    with pytest.raises(DataError, match="training split is empty"):
+        split_indices(reviews)

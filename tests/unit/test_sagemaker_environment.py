@@ -1,0 +1,95 @@
+"""The container contract: every hyperparameter encoding the SDK and toolkit produce, channels, errors."""
+
+import json
+
+import pytest
+
+from model_lib.config import TrainConfig, from_mapping
+from model_lib.errors import ConfigError, SageMakerEnvironmentError
+from model_lib.sagemaker.environment import SageMakerEnvironment, decode_hyperparameter
+from model_lib.sagemaker.local import encode_hyperparameters
+from tests.conftest import sagemaker_env
+
+
+def config_from(env, argv=None):
+    return from_mapping(TrainConfig, SageMakerEnvironment.from_env(env, argv).hyperparameters, "hyperparameters")
+
+
+@pytest.mark.parametrize("raw,value", [("3", 3), ('"seed_cnn"', "seed_cnn"), ("false", False), ("0.5", 0.5),
+                                       ("seed_cnn", "seed_cnn"), ("False", "False")])
+def test_json_encoded_hyperparameters_decode(raw, value):
+    assert decode_hyperparameter(raw) == value
+
+
+def test_sdk_encoding_round_trips_through_the_config():
+    encoded = encode_hyperparameters({"epochs": 3, "model": "seed_cnn", "glove_init": False, "dropout": None})
+    assert encoded == {"epochs": "3", "model": '"seed_cnn"', "glove_init": "false"}
+    config = from_mapping(TrainConfig, {k: decode_hyperparameter(v) for k, v in encoded.items()}, "hp")
+    assert (config.epochs, config.model, config.glove_init) == (3, "seed_cnn", False)
+
+
+def test_sm_hps_keeps_types_and_drops_sdk_entries(tmp_path):
+    env = sagemaker_env(tmp_path, hps={"epochs": 2, "glove_init": False, "sagemaker_program": "train.py"})
+    config = config_from(env)
+    assert config.epochs == 2 and config.glove_init is False
+
+
+def test_false_string_argument_is_false(tmp_path):
+    # The toolkit passes str(False) on the command line.
+    config = config_from(sagemaker_env(tmp_path), ["--glove_init", "False", "--epochs", "4"])
+    assert config.glove_init is False and config.epochs == 4
+
+
+def test_model_argument_is_not_taken_for_model_dir(tmp_path):
+    env = SageMakerEnvironment.from_env(sagemaker_env(tmp_path), ["--model", "seed_cnn"])
+    assert env.hyperparameters == {"model": "seed_cnn"}
+    assert env.model_dir == tmp_path / "model"
+
+
+def test_unknown_hyperparameter_is_an_error_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match="hyperparameters: unknown key 'epoch'"):
+        config_from(sagemaker_env(tmp_path, hps={"epoch": 3}))
+
+
+def test_wrong_type_hyperparameter_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="hyperparameters.epochs: expected an integer, got 'three'"):
+        config_from(sagemaker_env(tmp_path, hps={"epochs": "three"}))
+
+
+def test_missing_variables_are_named_with_a_docker_hint():
+    with pytest.raises(SageMakerEnvironmentError, match="SM_MODEL_DIR, SM_OUTPUT_DATA_DIR not set.*docker run"):
+        SageMakerEnvironment.from_env({"SM_CHANNEL_TRAIN": "/data"})
+
+
+def test_environment_fields(tmp_path):
+    env = SageMakerEnvironment.from_env({
+        **sagemaker_env(tmp_path, {"train": tmp_path / "train"}),
+        "SM_TRAINING_ENV": json.dumps({"job_name": "job-1"}),
+    })
+    assert env.hosts == ["algo-1"] and env.current_host == "algo-1"
+    assert (env.num_gpus, env.num_cpus, env.job_name) == (0, 2, "job-1")
+    assert env.checkpoint_dir == tmp_path / "checkpoints"
+    assert env.output_dir == tmp_path / "output"
+
+
+def test_channel_with_one_file_of_any_name(tmp_path):
+    folder = tmp_path / "train"
+    folder.mkdir()
+    (folder / "4f1c2a9e").write_bytes(b"x")
+    env = SageMakerEnvironment.from_env(sagemaker_env(tmp_path, {"train": folder}))
+    assert env.channel("train").file == folder / "4f1c2a9e"
+
+
+def test_missing_empty_and_crowded_channels_are_errors(tmp_path):
+    empty, crowded = tmp_path / "empty", tmp_path / "crowded"
+    empty.mkdir()
+    crowded.mkdir()
+    (crowded / "a").write_bytes(b"1")
+    (crowded / "b").write_bytes(b"2")
+    env = SageMakerEnvironment.from_env(sagemaker_env(tmp_path, {"test": empty, "vocab": crowded}))
+    with pytest.raises(SageMakerEnvironmentError, match="channel 'train' is missing"):
+        env.channel("train")
+    with pytest.raises(SageMakerEnvironmentError, match="channel 'test': .* is empty; expected one file"):
+        env.channel("test").file
+    with pytest.raises(SageMakerEnvironmentError, match="channel 'vocab': .* holds 2 files \\(a, b\\); expected one"):
+        env.channel("vocab").file
