@@ -72,7 +72,7 @@ class TrainConfig:
     patience: int = _setting(2, "epochs without validation-loss improvement before stopping", "non_negative")
     glove_init: bool = _setting(True, "initialise the word embedding from GloVe (false: random, for ablation)")
     dropout: float | None = _setting(None, "dropout rate; null uses the model's default", "unit_interval")
-    ngram_buckets: int = _setting(2**20, "hash buckets for each of the 2- and 3-gram orders (ngram_glove)", "positive")
+    ngram_buckets: int = _setting(2097143, "hash buckets for each of the 2- and 3-gram orders (ngram_glove)", "positive")
     ngram_order: int = _setting(3, "longest n-gram in the linear branch, 1 to 3 (ngram_glove)", "order")
     threads: int | None = _setting(None, "TensorFlow intra/inter-op threads; null lets TensorFlow decide", "positive")
 

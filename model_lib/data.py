@@ -321,7 +321,7 @@ def write_reviews_jsonl(reviews: Reviews, path: str | os.PathLike[str]) -> None:
             row: dict[str, object] = {"text": text, "label": int(label)}
             if reviews.split is not None:
                 row["split"] = reviews.split[i]
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(row) + "\n")  # ASCII: U+2028 and U+0085 stay escaped
 
 
 def read_reviews_jsonl(path: str | os.PathLike[str]) -> Reviews:

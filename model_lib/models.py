@@ -163,11 +163,10 @@ def ngram_glove(
     *,
     max_length: int = 1000,
     dropout: float = 0.5,
-    ngram_buckets: int = 2**20,
+    ngram_buckets: int = 2097143,
     ngram_order: int = 3,
     ngram_weights: np.ndarray | None = None,
     ngram_scale: float = 0.02,
-    ngram_step: float = 1.0,
     **_: Any,
 ) -> keras.Model:
     """Return the default model: an NB-weighted binary 1..3-gram linear branch plus a GloVe bag branch.
@@ -191,14 +190,10 @@ def ngram_glove(
     ngram_ids = ngrams_layer(inputs)
     initial = np.zeros((ngrams_layer.id_count, 1), np.float32)
     if ngram_weights is not None:
-        initial[:, 0] = ngram_weights * ngram_scale / ngram_step
+        initial[:, 0] = ngram_weights * ngram_scale
     weights = keras.layers.Embedding(
         ngrams_layer.id_count, 1, embeddings_initializer=keras.initializers.Constant(initial), name="ngram_weights"
     )(ngram_ids)
-    if ngram_step != 1.0:
-        # Adam moves every weight by about the learning rate per step whatever its gradient's scale;
-        # a fixed factor on the stored weights makes the n-gram weights' steps that much smaller.
-        weights = keras.layers.Rescaling(ngram_step, name="ngram_step")(weights)
     if ngram_weights is not None:
         # n-grams seen in fewer than min_count training reviews (ratio exactly 0) stay switched off:
         # otherwise each review's unique n-grams memorise its label within one epoch.

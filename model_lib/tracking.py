@@ -107,25 +107,42 @@ class MlflowTracker:
     def log_raw_text_model(self, model: Any, examples: Sequence[str]) -> str:
         """Log the raw-string Keras model (Keras flavour) with its signature and input example.
 
-        The model is saved with ``mlflow.keras.save_model`` into a folder that exists first, then
-        uploaded as the run's ``model`` artifact: MLflow 3.17's ``mlflow.keras.log_model`` writes
-        the input example before creating its folder and fails (FileNotFoundError).
+        The flavour's model is stored in Keras' exported (SavedModel) format, so
+        ``mlflow.pyfunc.load_model`` works in a process that never imported model_lib (a ``.keras``
+        file needs our registered layers importable). Two MLflow 3.17 bugs shape this:
+        ``mlflow.keras.log_model`` writes the input example before creating its folder
+        (FileNotFoundError), and ``save_exported_model=True`` cannot express a string input
+        (it passes the schema's numpy dtype name to ``tf.TensorSpec``). So the flavour folder is
+        written by ``save_model`` into a folder made first, the export is written with a
+        ``tf.string`` signature by Keras, and the flavour's ``save_exported_model`` flag is set.
 
         Returns:
             the model URI (``runs:/<run id>/model``) that ``mlflow.pyfunc.load_model`` accepts.
         """
         import tempfile
 
+        import keras
         import numpy as np
-        from mlflow.models import infer_signature
+        import tensorflow as tf
+        from mlflow.models import Model, infer_signature
 
-        # Keras takes object arrays of str (not numpy '<U' arrays), and so does the pyfunc wrapper.
-        example = np.asarray(list(examples), dtype=object)
-        signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+        from model_lib.training import predict
+
+        example = np.asarray(list(examples), dtype=object).reshape(-1, 1)
+        signature = infer_signature(example, predict(model, list(examples)).reshape(-1, 1))
         with tempfile.TemporaryDirectory() as folder:
             target = Path(folder) / "model"
             target.mkdir()
             self._mlflow.keras.save_model(model, str(target), signature=signature, input_example=example)
+            data = target / "data"
+            (data / "model.keras").unlink()
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            archive.add_endpoint("serve", model.call, input_signature=[tf.TensorSpec([None, 1], tf.string, name="review")])
+            archive.write_out(str(data / "model"), verbose=False)
+            description = Model.load(str(target))
+            description.flavors["keras"]["save_exported_model"] = True
+            description.save(str(target / "MLmodel"))
             self._mlflow.log_artifacts(str(target), artifact_path="model")
         return f"runs:/{self.run_id}/model"
 

@@ -222,8 +222,9 @@ def _load_checkpoint(directory: Path | None, config: TrainConfig) -> tuple[keras
 
 
 def raw_string_model(model: keras.Model, vocabulary: Vocabulary, max_length: int) -> keras.Model:
-    """Return a model taking a batch of raw review strings and returning P(positive) per review."""
-    texts = keras.Input(shape=(), dtype="string", name="review")
+    """Return a model taking raw review strings, shape (batch, 1) like a one-column table, and
+    returning P(positive) per review, shape (batch, 1)."""
+    texts = keras.Input(shape=(1,), dtype="string", name="review")
     ids = vocabulary.encoder(max_length)(texts)
     return keras.Model(texts, model(ids), name=f"{model.name}_raw_text")
 
@@ -345,7 +346,7 @@ def predict(model: keras.Model, texts: Sequence[str], batch_size: int = 256) -> 
 
     if len(texts) == 0:
         return np.zeros((0,), dtype=np.float32)
-    probabilities = model.predict(tf.constant(list(texts)), batch_size=batch_size, verbose=0)
+    probabilities = model.predict(tf.reshape(tf.constant(list(texts)), [-1, 1]), batch_size=batch_size, verbose=0)
     return np.asarray(probabilities, dtype=np.float32).reshape(-1)
 
 

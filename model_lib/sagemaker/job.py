@@ -37,21 +37,24 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
     Raises:
         SageMakerEnvironmentError, ConfigError, DataError: for a bad contract, hyperparameter or channel.
     """
-    from model_lib import evaluation, training
     from model_lib._io import write_json
     from model_lib.config import TrainConfig, from_mapping
-    from model_lib.sagemaker.environment import SageMakerEnvironment
+    from model_lib.sagemaker.environment import REQUIRED_CHANNELS, SageMakerEnvironment
 
+    # The contract is checked before TensorFlow is imported, so a bad job fails in a second.
     env = SageMakerEnvironment.from_env(environ, argv)
     config = from_mapping(TrainConfig, env.hyperparameters, "hyperparameters")
-    files = {name: env.channel(name).file for name in ("train", "test", "vocab", "embeddings")}
+    files = {name: env.channel(name).file for name in REQUIRED_CHANNELS}
     _check_writable(env.model_dir, "SM_MODEL_DIR")
     _check_writable(env.output_data_dir, "SM_OUTPUT_DATA_DIR")
+
+    from model_lib import evaluation, training
+
     data = training.load_prepared(files["train"], files["test"], files["vocab"], files["embeddings"])
     logger.info("job %s: %s on %d train / %d test reviews", env.job_name, config.model, len(data.x_train), len(data.x_test))
 
     tracker = None
-    if os.environ.get("MLFLOW_TRACKING_URI") if environ is None else environ.get("MLFLOW_TRACKING_URI"):
+    if (os.environ if environ is None else environ).get("MLFLOW_TRACKING_URI"):
         from model_lib.tracking import MlflowTracker, lineage_tags
 
         tracker = MlflowTracker()
@@ -63,7 +66,10 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
         data.vocabulary.save(env.model_dir / "vocab.txt")
         probabilities = result.model.predict(data.x_test, batch_size=512, verbose=0).reshape(-1)
         metrics = evaluation.write_report(env.output_data_dir, data.y_test, probabilities, history=result.history)
-        write_json(env.model_dir / "metrics.json", {**metrics, "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
+        write_json(
+            env.model_dir / "metrics.json",
+            {**metrics, "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "hyperparameters": result.hyperparameters},
+        )
         if tracker is not None:
             tracker.log_metrics(metrics, prefix="test_")
             tracker.log_raw_text_model(result.raw_model, ["A moving, beautifully acted film.", "Dull and far too long."])

@@ -1,0 +1,131 @@
+"""The main job: real `dvc repro` in a temporary copy of the repo, on a small subset, with MLflow."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SMALL = {"ingest": {"limit": 400}, "prepare": {"vocab_size": 3000}, "train": {"epochs": 1, "ngram_buckets": 4096}}
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline_repo(tmp_path_factory):
+    """A git copy of the repo (tracked and new files), params shrunk, after one `dvc repro`."""
+    copy = tmp_path_factory.mktemp("repo")
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True)
+    for name in listed.stdout.splitlines():
+        source = REPO / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    for section, values in SMALL.items():
+        params[section].update(values)
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (copy / "dvc.lock").unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        run(command, copy, env)
+    first = run(["dvc", "repro"], copy, env)
+    return copy, env, first
+
+
+def test_repro_writes_every_declared_output(pipeline_repo):
+    copy, _, _ = pipeline_repo
+    for path in ("data/reviews.jsonl", "data/prepared/train.npz", "data/prepared/test.npz", "data/prepared/vocab.txt",
+                 "data/prepared/embeddings.npy", "models/model.keras", "reports/metrics.json", "reports/roc.png",
+                 "reports/confusion_matrix.png", "reports/training_curves.png", "reports/history.csv"):
+        assert (copy / path).is_file(), path
+    assert len((copy / "data/reviews.jsonl").read_text(encoding="utf-8").split("\n")) == 401  # never splitlines(): U+2028
+
+
+def test_dvc_metrics_show_reports_test_accuracy(pipeline_repo):
+    copy, env, _ = pipeline_repo
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], copy, env).stdout)
+    metrics = shown[""]["data"]["reports/metrics.json"]["data"]
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n"] == 80
+    prepared = shown[""]["data"]["data/prepared/prepare.json"]["data"]
+    assert prepared["train_reviews"] == 320 and prepared["glove_coverage"] > 0.9
+
+
+def test_dvc_plots_render_to_json(pipeline_repo):
+    copy, env, _ = pipeline_repo
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], copy, env).stdout)
+    assert {"Training curves", "ROC", "Confusion matrix"} <= set(plots["data"])
+
+
+def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipeline_repo):
+    import mlflow
+
+    copy, _, _ = pipeline_repo
+    reference = json.loads((copy / "models/mlflow_run.json").read_text())
+    assert reference["tracking_uri"].startswith("sqlite:")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{copy}/mlflow.db")
+    run_info = client.get_run(reference["run_id"])
+    assert run_info.data.params["model"] == "ngram_glove" and run_info.data.params["epochs"] == "1"
+    assert run_info.data.params["evaluate.threshold"] == "0.5"
+    assert len(client.get_metric_history(reference["run_id"], "val_loss")) == 1
+    assert "test_accuracy" in run_info.data.metrics and "test_roc_auc" in run_info.data.metrics
+    tags = run_info.data.tags
+    assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
+    assert set(tags) >= {"dvc_md5.train", "dvc_md5.test", "dvc_md5.vocab", "dvc_md5.embeddings"}
+    figures = {f.path for f in client.list_artifacts(reference["run_id"], "figures")}
+    assert figures == {"figures/roc.png", "figures/confusion_matrix.png", "figures/training_curves.png"}
+
+
+
+def test_mlflow_model_predicts_in_a_process_that_never_imports_model_lib(pipeline_repo):
+    copy, env, _ = pipeline_repo
+    run_id = json.loads((copy / "models/mlflow_run.json").read_text())["run_id"]
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri('sqlite:///{copy}/mlflow.db')\n"
+        f"model = mlflow.pyfunc.load_model('runs:/{run_id}/model')\n"
+        "out = model.predict(pd.DataFrame({'review': ['A wonderful film.', 'A boring film.', 'Meh.']}))\n"
+        "assert 'model_lib' not in sys.modules\n"
+        "print(' '.join(f'{p:.6f}' for p in __import__('numpy').asarray(out).reshape(-1)))\n"
+    )
+    result = run([sys.executable, "-c", script], copy, env)
+    probabilities = [float(p) for p in result.stdout.split()]
+    assert len(probabilities) == 3 and all(0.0 <= p <= 1.0 for p in probabilities)
+
+
+def test_second_repro_changes_nothing(pipeline_repo):
+    copy, env, first = pipeline_repo
+    assert "Running stage 'train'" in first.stdout
+    again = run(["dvc", "repro"], copy, env)
+    assert "Running stage" not in again.stdout
+    status = run(["dvc", "status"], copy, env)
+    assert "Data and pipelines are up to date" in status.stdout
+
+
+def test_outputs_push_to_the_local_remote(pipeline_repo):
+    copy, env, _ = pipeline_repo
+    run(["dvc", "push"], copy, env)
+    assert any((copy / "dvc-remote").rglob("*"))
+
+
+def test_exp_run_with_a_changed_param(pipeline_repo):
+    copy, env, _ = pipeline_repo
+    run(["dvc", "exp", "run", "-S", "train.epochs=2"], copy, env)
+    history = json.loads((copy / "models/history.json").read_text())
+    assert history["hyperparameters"]["epochs"] == 2
+    diff = run(["dvc", "params", "diff", "--json"], copy, env).stdout
+    assert '"train.epochs"' in diff

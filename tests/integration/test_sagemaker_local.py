@@ -1,0 +1,93 @@
+"""The real sagemaker-training toolkit `train` on a SAGEMAKER_BASE_DIR: success and each bad input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_lib.sagemaker.local import run_toolkit
+
+pytestmark = pytest.mark.integration
+
+
+def hyperparameters(base: Path) -> dict[str, str]:
+    return json.loads((base / "input" / "config" / "hyperparameters.json").read_text())
+
+
+def set_hyperparameters(base: Path, **values: str) -> None:
+    path = base / "input" / "config" / "hyperparameters.json"
+    path.write_text(json.dumps({**hyperparameters(base), **values}))
+
+
+def failure(base: Path) -> str:
+    return (base / "output" / "failure").read_text(encoding="utf-8")
+
+
+def test_job_trains_and_writes_a_raw_string_model(sagemaker_base_dir):
+    assert run_toolkit(sagemaker_base_dir, timeout=600) == 0
+    model_dir = sagemaker_base_dir / "model"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["metrics.json", "model.keras", "vocab.txt"]
+    from model_lib.training import load_model, predict
+
+    probabilities = predict(load_model(model_dir / "model.keras"), ["a wonderful , moving film", "a dull , boring film"])
+    assert probabilities.shape == (2,) and np.all((probabilities >= 0) & (probabilities <= 1))
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["n"] == 60 and 0 <= metrics["accuracy"] <= 1
+    assert {"history.csv", "roc.csv", "confusion.csv", "roc.png"} <= {p.name for p in (sagemaker_base_dir / "output" / "data").iterdir()}
+    assert not (sagemaker_base_dir / "output" / "failure").exists()
+
+
+def test_false_string_hyperparameter_is_false_in_the_job(sagemaker_base_dir):
+    set_hyperparameters(sagemaker_base_dir, glove_init="False")  # not JSON: arrives as the string "False"
+    assert run_toolkit(sagemaker_base_dir, timeout=600) == 0
+    metrics = json.loads((sagemaker_base_dir / "model" / "metrics.json").read_text())
+    assert metrics["hyperparameters"]["glove_init"] is False
+
+
+def remove_channel(base: Path) -> None:
+    shutil.rmtree(base / "input" / "data" / "vocab")
+    config = base / "input" / "config" / "inputdataconfig.json"
+    channels = json.loads(config.read_text())
+    del channels["vocab"]
+    config.write_text(json.dumps(channels))
+
+
+def empty_channel(base: Path) -> None:
+    for path in (base / "input" / "data" / "test").iterdir():
+        path.unlink()
+
+
+def crowd_channel(base: Path) -> None:
+    (base / "input" / "data" / "train" / "extra.npz").write_bytes(b"second file")
+
+
+def mismatch_vocab(base: Path) -> None:
+    vocab = next((base / "input" / "data" / "vocab").iterdir())
+    vocab.write_text("just\nthree\nwords\n", encoding="utf-8")
+
+
+def unwritable_model_dir(base: Path) -> None:
+    (base / "model").rmdir()
+    (base / "model").write_text("a file where the model folder should be")
+
+
+@pytest.mark.parametrize(
+    "break_job,expected",
+    [
+        (lambda b: set_hyperparameters(b, epochs='"three"'), "ConfigError: hyperparameters.epochs: expected an integer, got 'three'"),
+        (lambda b: set_hyperparameters(b, epoch="3"), "ConfigError: hyperparameters: unknown key 'epoch'"),
+        (remove_channel, "SageMakerEnvironmentError: channel 'vocab' is missing"),
+        (empty_channel, "SageMakerEnvironmentError: channel 'test': "),
+        (crowd_channel, "SageMakerEnvironmentError: channel 'train': "),
+        (mismatch_vocab, "DataError: embeddings: "),
+        (unwritable_model_dir, "SageMakerEnvironmentError: SM_MODEL_DIR="),
+    ],
+    ids=["wrong-type", "unknown-hyperparameter", "missing-channel", "empty-channel", "multi-file-channel",
+         "vocab-embeddings-mismatch", "unwritable-model-dir"],
+)
+def test_bad_input_fails_with_a_failure_file_naming_the_cause(sagemaker_base_dir, break_job, expected):
+    break_job(sagemaker_base_dir)
+    assert run_toolkit(sagemaker_base_dir, timeout=600) != 0
+    assert failure(sagemaker_base_dir).startswith(expected)
