@@ -9,8 +9,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from model_lib.errors import ModelLibError
 
@@ -27,7 +28,12 @@ def _add_params_options(parser: argparse.ArgumentParser, section: str | None) ->
     parser.add_argument("--params", default="params.yaml", metavar="PATH", help="params file (default: params.yaml)")
     example = f"{section}.epochs=2" if section == "train" else "train.epochs=2"
     parser.add_argument(
-        "-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help=f"override a param for this run, e.g. -S {example} (repeatable)",
     )
 
@@ -48,16 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
     predict = commands.add_parser(
-        "predict", help="print label and P(positive) for reviews", allow_abbrev=False,
+        "predict",
+        help="print label and P(positive) for reviews",
+        allow_abbrev=False,
         description="Print 'label<TAB>probability<TAB>text' for each review given as arguments or in --file.",
     )
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="review texts")
     predict.add_argument("--file", type=Path, help="a UTF-8 file with one review per line ('-' reads stdin)")
-    predict.add_argument("--model", type=Path, default=Path("models/model.keras"), help="raw-string .keras model (default: models/model.keras)")
-    predict.add_argument("--threshold", type=float, default=0.5, help="P(positive) at or above which the label is positive (default 0.5)")
+    predict.add_argument(
+        "--model", type=Path, default=Path("models/model.keras"), help="raw-string .keras model (default: models/model.keras)"
+    )
+    predict.add_argument(
+        "--threshold", type=float, default=0.5, help="P(positive) at or above which the label is positive (default 0.5)"
+    )
 
     local = commands.add_parser(
-        "sagemaker-local", allow_abbrev=False,
+        "sagemaker-local",
+        allow_abbrev=False,
         help="run the real sagemaker-training toolkit on this machine (no Docker) on the prepare outputs",
         description=(
             "Lay out a SAGEMAKER_BASE_DIR (input/config/*.json as the SDK writes them, one folder per channel, "
@@ -66,17 +79,33 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_params_options(local, "train")
-    local.add_argument("--base-dir", type=Path, default=Path("sagemaker-local"), help="the SAGEMAKER_BASE_DIR to create (default: sagemaker-local/)")
-    local.add_argument("--source-dir", type=Path, default=None, help="code to submit (default: the entry_point/ folder of this repo)")
-    local.add_argument("--prepared", type=Path, default=Path("data/prepared"), help="folder with the prepare outputs (default: data/prepared)")
+    local.add_argument(
+        "--base-dir",
+        type=Path,
+        default=Path("sagemaker-local"),
+        help="the SAGEMAKER_BASE_DIR to create (default: sagemaker-local/)",
+    )
+    local.add_argument(
+        "--source-dir", type=Path, default=None, help="code to submit (default: the entry_point/ folder of this repo)"
+    )
+    local.add_argument(
+        "--prepared", type=Path, default=Path("data/prepared"), help="folder with the prepare outputs (default: data/prepared)"
+    )
     local.add_argument("--keep", action="store_true", help="reuse an existing --base-dir instead of refusing to overwrite it")
 
     launch = commands.add_parser(
-        "launch", allow_abbrev=False, help="start a SageMaker training job (SDK v2 Estimator) on the DVC-pushed data",
-        description="Build the Estimator from params.yaml and the Terraform outputs, check every channel's object exists in S3, and start the job.",
+        "launch",
+        allow_abbrev=False,
+        help="start a SageMaker training job (SDK v2 Estimator) on the DVC-pushed data",
+        description=(
+            "Build the Estimator from params.yaml and the Terraform outputs, check every channel's object "
+            "exists in S3, and start the job."
+        ),
     )
     _add_params_options(launch, "train")
-    launch.add_argument("--image-uri", required=False, help="training image URI (default: Terraform output ecr_repository_url + ':cpu')")
+    launch.add_argument(
+        "--image-uri", required=False, help="training image URI (default: Terraform output ecr_repository_url + ':cpu')"
+    )
     launch.add_argument("--role-arn", required=False, help="execution role ARN (default: Terraform output sagemaker_role_arn)")
     launch.add_argument("--bucket", required=False, help="S3 bucket (default: Terraform output bucket_name)")
     launch.add_argument("--terraform-outputs", type=Path, default=None, help="JSON from `terraform output -json`")
@@ -114,10 +143,16 @@ def _run_stage(args: argparse.Namespace) -> int:
     elif args.command == "train":
         summary = pipeline.train(config, track=not args.no_mlflow)
         run = f", MLflow run {summary['run_id']}" if "run_id" in summary else ""
-        print(f"train: {summary['epochs_run']} epochs (best {summary['best_epoch']}) in {summary['train_seconds']:.0f} s{run} -> {pipeline.Paths().model}")
+        print(
+            f"train: {summary['epochs_run']} epochs (best {summary['best_epoch']}) "
+            f"in {summary['train_seconds']:.0f} s{run} -> {pipeline.Paths().model}"
+        )
     else:
         metrics = pipeline.evaluate(config, track=not args.no_mlflow)
-        print(f"evaluate: accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, ROC AUC {metrics['roc_auc']:.4f} -> {pipeline.Paths().reports}/")
+        print(
+            f"evaluate: accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, "
+            f"ROC AUC {metrics['roc_auc']:.4f} -> {pipeline.Paths().reports}/"
+        )
     return 0
 
 
@@ -176,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``model-lib`` with ``argv``; return the exit code (2 for errors the user can fix)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     handlers: dict[str, Any] = {"predict": _predict, "sagemaker-local": _sagemaker_local, "launch": _launch}
     try:
         return int(handlers.get(args.command, _run_stage)(args))

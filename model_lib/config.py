@@ -11,8 +11,9 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -63,7 +64,9 @@ class PrepareConfig:
 class TrainConfig:
     """Hyperparameters of one training run (also the SageMaker hyperparameters)."""
 
-    model: str = _setting("ngram_glove", "model builder: 'ngram_glove' (default) or 'seed_cnn'", choices=("ngram_glove", "seed_cnn"))
+    model: str = _setting(
+        "ngram_glove", "model builder: 'ngram_glove' (default) or 'seed_cnn'", choices=("ngram_glove", "seed_cnn")
+    )
     epochs: int | None = _setting(None, "maximum epochs; null uses the model's default", "positive")
     batch_size: int | None = _setting(None, "batch size; null uses the model's default", "positive")
     learning_rate: float | None = _setting(None, "Adam learning rate; null uses the model's default", "positive")
@@ -112,7 +115,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """
     args = typing.get_args(annotation)
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        inner = [a for a in args if a is not type(None)][0]
+        inner = next(a for a in args if a is not type(None))
         if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "")):
             return None
         return _coerce(value, inner, where)
@@ -221,9 +224,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, dict[st
     return grouped
 
 
-def load_section(
-    section: str, params_path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None
-) -> Any:
+def load_section(section: str, params_path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Any:
     """Return the config dataclass of ``section`` from a params file, with overrides applied last.
 
     Raises:

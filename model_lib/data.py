@@ -18,9 +18,10 @@ import re
 import sys
 import tarfile
 import zlib
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class Reviews:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, limit: int | None, seed: int = 42) -> "Reviews":
+    def subset(self, limit: int | None, seed: int = 42) -> Reviews:
         """Return ``limit`` reviews drawn stratified by label (seeded), in their original order.
 
         The bundled file holds all negative reviews first, so "the first N" would be one class.
@@ -176,14 +177,14 @@ def _read_aclimdb_folder(path: Path, on_decode_error: str) -> Reviews:
 class _ProgressReader(io.RawIOBase):
     """A file wrapper that advances a progress bar by the compressed bytes read."""
 
-    def __init__(self, handle: io.BufferedReader, bar: "object") -> None:
+    def __init__(self, handle: io.BufferedReader, bar: object) -> None:
         self._handle = handle
         self._bar = bar
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         count = self._handle.readinto(buffer)
         self._bar.update(count)  # type: ignore[attr-defined]
         return count
@@ -194,12 +195,14 @@ def _tar_members(path: Path) -> Iterator[tuple[str, bytes]]:
 
     size = path.stat().st_size
     show = sys.stderr.isatty() or size > 10_000_000
-    with path.open("rb") as raw, tqdm(
-        total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=not show, file=sys.stderr
-    ) as bar:
-        stream: IO[bytes] = io.BufferedReader(_ProgressReader(raw, bar), buffer_size=1 << 20)  # type: ignore[arg-type]
+    with (
+        path.open("rb") as raw,
+        tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=not show, file=sys.stderr) as bar,
+    ):
+        buffered = io.BufferedReader(_ProgressReader(raw, bar), buffer_size=1 << 20)  # type: ignore[arg-type]
+        stream: Any = buffered
         try:
-            if stream.peek(2)[:2] == b"\x1f\x8b":  # type: ignore[attr-defined]
+            if buffered.peek(2)[:2] == b"\x1f\x8b":
                 # GzipFile checks the trailer: tarfile alone ends quietly when a cut lands on a member boundary.
                 stream = gzip.GzipFile(fileobj=stream, mode="rb")
             # Streaming mode ("r|") reads the archive once, in order, without extracting to disk.
@@ -282,9 +285,7 @@ def _read_table(path: Path, rows: Iterable[tuple[int, dict[str, object]]]) -> Re
     return Reviews(texts, np.asarray(labels, dtype=np.int8))
 
 
-def split_indices(
-    reviews: Reviews, *, test_size: float = 0.2, seed: int = 42
-) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(reviews: Reviews, *, test_size: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     """Return (train, test) row indices: the source's own split if it has one, else a stratified one.
 
     The stratified split is exactly ``train_test_split(arange(n), test_size=test_size,

@@ -12,8 +12,9 @@ import io
 import logging
 import os
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -112,7 +113,7 @@ def _parse_text(opener: Callable[[], IO[bytes]], where: str) -> Glove:
     import pandas as pd
 
     with opener() as raw:
-        buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+        buffered: Any = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast(Any, raw))
         first = buffered.peek(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
         width = len(first.split(" ")) - 1
         if width < 1:
@@ -121,8 +122,16 @@ def _parse_text(opener: Callable[[], IO[bytes]], where: str) -> Glove:
         try:
             # No quoting, no comments, no NA strings: GloVe has words like '#', '"', 'nan' and 'null'.
             frame = pd.read_csv(
-                buffered, sep=" ", header=None, quoting=csv.QUOTE_NONE, na_filter=False, keep_default_na=False,
-                dtype=dtypes, engine="c", encoding="utf-8", names=list(range(width + 1)),
+                buffered,
+                sep=" ",
+                header=None,
+                quoting=csv.QUOTE_NONE,
+                na_filter=False,
+                keep_default_na=False,
+                dtype=dtypes,
+                engine="c",
+                encoding="utf-8",
+                names=list(range(width + 1)),
             )
         except (pd.errors.ParserError, ValueError):
             frame = None

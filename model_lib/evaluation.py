@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,9 @@ from model_lib._io import atomic_path, write_json, write_text
 from model_lib.errors import DataError
 
 
-def evaluate(y_true: Sequence[int] | np.ndarray, probabilities: Sequence[float] | np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+def evaluate(
+    y_true: Sequence[int] | np.ndarray, probabilities: Sequence[float] | np.ndarray, threshold: float = 0.5
+) -> dict[str, Any]:
     """Return accuracy, precision, recall, F1, ROC AUC and the confusion matrix as a dict.
 
     ``confusion_matrix`` is [[tn, fp], [fn, tp]] (rows: actual 0/1, columns: predicted 0/1).
@@ -44,7 +47,7 @@ def evaluate(y_true: Sequence[int] | np.ndarray, probabilities: Sequence[float] 
         "roc_auc": auc,
         "confusion_matrix": matrix.tolist(),
         "threshold": threshold,
-        "n": int(len(y)),
+        "n": len(y),
     }
 
 

@@ -8,7 +8,8 @@ same builders run on the TensorFlow and the JAX backends.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -49,8 +50,10 @@ def seed_cnn(embedding_matrix: np.ndarray, *, max_length: int = 1000, dropout: f
         raise ValueError(f"seed_cnn: max_length must be 1000 (pooling 5/5/35), got {max_length}")
     inputs = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
     x = keras.layers.Embedding(
-        embedding_matrix.shape[0], embedding_matrix.shape[1],
-        embeddings_initializer=keras.initializers.Constant(embedding_matrix), name="glove",
+        embedding_matrix.shape[0],
+        embedding_matrix.shape[1],
+        embeddings_initializer=keras.initializers.Constant(embedding_matrix),
+        name="glove",
     )(inputs)
     for pool in (5, 5, 35):
         x = keras.layers.Conv1D(128, 5, activation="relu")(x)
@@ -118,7 +121,13 @@ def distinct_ngram_ids(ids: np.ndarray, vocab_size: int, buckets: int, order: in
 
 
 def nb_log_count_ratios(
-    ids: np.ndarray, labels: np.ndarray, vocab_size: int, buckets: int, order: int, *, alpha: float = 1.0,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    vocab_size: int,
+    buckets: int,
+    order: int,
+    *,
+    alpha: float = 1.0,
     min_count: int = 2,
 ) -> np.ndarray:
     """Return the Naive-Bayes log-count ratio of each n-gram id; 0 for ids in fewer than
@@ -199,7 +208,10 @@ def ngram_glove(
         # otherwise each review's unique n-grams memorise its label within one epoch.
         active = (ngram_weights != 0).astype(np.float32)[:, None]
         gate = keras.layers.Embedding(
-            ngrams_layer.id_count, 1, embeddings_initializer=keras.initializers.Constant(active), trainable=False,
+            ngrams_layer.id_count,
+            1,
+            embeddings_initializer=keras.initializers.Constant(active),
+            trainable=False,
             name="ngram_active",
         )(ngram_ids)
         weights = keras.layers.Multiply(name="active_weights")([weights, gate])
@@ -207,8 +219,10 @@ def ngram_glove(
     linear_logit = MaskedSum(name="linear_logit")(weights, ngram_ids)
 
     vectors = keras.layers.Embedding(
-        vocab_size, embedding_matrix.shape[1],
-        embeddings_initializer=keras.initializers.Constant(embedding_matrix), name="glove",
+        vocab_size,
+        embedding_matrix.shape[1],
+        embeddings_initializer=keras.initializers.Constant(embedding_matrix),
+        name="glove",
     )(inputs)
     bag = MaskedMean(name="glove_bag")(vectors, inputs)
     glove_logit = keras.layers.Dense(1, name="glove_logit")(bag)

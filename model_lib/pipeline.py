@@ -73,8 +73,12 @@ def ingest(config: IngestConfig, paths: Paths = Paths()) -> dict[str, Any]:
     reviews = load_reviews(config.source, on_decode_error=config.on_decode_error).subset(config.limit, config.seed)
     write_reviews_jsonl(reviews, paths.reviews)
     positives = int(reviews.labels.sum())
-    summary = {"reviews": len(reviews), "positive": positives, "negative": len(reviews) - positives,
-               "decode_errors": reviews.decode_errors}
+    summary = {
+        "reviews": len(reviews),
+        "positive": positives,
+        "negative": len(reviews) - positives,
+        "decode_errors": reviews.decode_errors,
+    }
     logger.info("ingest: %s", summary)
     return summary
 
@@ -106,8 +110,8 @@ def prepare(config: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
         np.save(tmp, matrix.matrix)
     oov = float((ids[train_idx] == 1).sum() / max(1, (ids[train_idx] > 0).sum()))
     report = {
-        "train_reviews": int(len(train_idx)),
-        "test_reviews": int(len(test_idx)),
+        "train_reviews": len(train_idx),
+        "test_reviews": len(test_idx),
         "vocabulary_tokens": len(vocabulary),
         "glove_coverage": round(matrix.coverage, 6),
         "train_oov_token_share": round(oov, 6),
@@ -135,9 +139,13 @@ def train(config: TrainConfig, paths: Paths = Paths(), *, track: bool = True, ve
             tracker.set_tags({**lineage_tags(inputs), "model_lib.stage": "train"})
         result = training.run(config, data, checkpoint_dir=paths.checkpoints, tracker=tracker, verbose=verbose)
         training.save_model(result.raw_model, paths.model)
-        summary = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                   "train_seconds": round(result.train_seconds, 2), "hyperparameters": result.hyperparameters,
-                   "history": result.history}
+        summary = {
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "train_seconds": round(result.train_seconds, 2),
+            "hyperparameters": result.hyperparameters,
+            "history": result.history,
+        }
         if tracker is not None:
             tracker.log_metrics({"train_seconds": result.train_seconds, "best_epoch": result.best_epoch})
             examples = ["A moving, beautifully acted film.", "Dull, predictable and far too long."]
@@ -185,4 +193,3 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
             tracker.log_artifacts([paths.reports / "metrics.json", paths.prepare_report], artifact_path="reports")
     logger.info("evaluate: accuracy %.4f, ROC AUC %s", metrics["accuracy"], metrics["roc_auc"])
     return metrics
-

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -83,7 +84,7 @@ class Vocabulary:
         return len(self.tokens) + 2
 
     @classmethod
-    def fit(cls, texts: Iterable[str], *, max_size: int = 30000, min_count: int = 2) -> "Vocabulary":
+    def fit(cls, texts: Iterable[str], *, max_size: int = 30000, min_count: int = 2) -> Vocabulary:
         """Return the ``max_size`` most frequent tokens of ``texts`` seen at least ``min_count`` times.
 
         Ties are broken by the token itself, so the same texts always give the same vocabulary.
@@ -107,7 +108,7 @@ class Vocabulary:
             Path(tmp).write_bytes(("\n".join(self.tokens) + "\n").encode("utf-8"))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Vocabulary":
+    def load(cls, path: str | os.PathLike[str]) -> Vocabulary:
         """Return the vocabulary saved at ``path``.
 
         Lines are split on "\\n" only: ``str.splitlines`` would also split on U+0085 and U+2028.
@@ -130,7 +131,7 @@ class Vocabulary:
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from None
 
-    def encoder(self, max_length: int) -> "TextEncoder":
+    def encoder(self, max_length: int) -> TextEncoder:
         """Return the Keras layer mapping raw strings to 'pre'-padded id sequences of ``max_length``."""
         return TextEncoder(vocabulary=self.tokens, max_length=max_length)
 
@@ -158,7 +159,10 @@ class TextEncoder(keras.layers.Layer):
         self.vocabulary = list(vocabulary)
         self.max_length = int(max_length)
         self.vectorize = keras.layers.TextVectorization(
-            standardize=glove_standardize, split="whitespace", vocabulary=self.vocabulary, ragged=True,
+            standardize=glove_standardize,
+            split="whitespace",
+            vocabulary=self.vocabulary,
+            ragged=True,
             name="vectorize",
         )
 

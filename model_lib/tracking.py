@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from model_lib._io import write_json
 
@@ -70,7 +71,7 @@ class MlflowTracker:
         self._run = mlflow.start_run(run_id=run_id)
         self.run_id: str = self._run.info.run_id
 
-    def __enter__(self) -> "MlflowTracker":
+    def __enter__(self) -> MlflowTracker:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -95,7 +96,9 @@ class MlflowTracker:
 
     def log_metrics(self, metrics: Mapping[str, Any], prefix: str = "") -> None:
         """Log the numeric entries of ``metrics`` (nested lists and nulls are skipped)."""
-        numeric = {f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numeric = {
+            f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         self._mlflow.log_metrics(numeric)
 
     def log_artifacts(self, paths: Iterable[str | os.PathLike[str]], artifact_path: str | None = None) -> None:

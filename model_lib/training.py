@@ -13,8 +13,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -119,7 +120,9 @@ def load_embedding_matrix(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def load_prepared(
-    train: str | os.PathLike[str], test: str | os.PathLike[str], vocab: str | os.PathLike[str],
+    train: str | os.PathLike[str],
+    test: str | os.PathLike[str],
+    vocab: str | os.PathLike[str],
     embeddings: str | os.PathLike[str],
 ) -> PreparedData:
     """Return the prepared data from its four files, checked to fit together.
@@ -176,7 +179,7 @@ def _validation_split(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarra
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(len(y))
-    count = int(round(len(y) * share))
+    count = round(len(y) * share)
     if count < 2 or len(y) - count < 2:
         raise DataError(f"train: {len(y)} reviews are too few for validation_split={share}")
     stratify = y if min(np.bincount(y.astype(int), minlength=2)) >= 2 else None
@@ -197,8 +200,13 @@ def _compiled_model(config: TrainConfig, hp: dict[str, Any], data: PreparedData,
             data.x_train[fit_idx], data.y_train[fit_idx], matrix.shape[0], config.ngram_buckets, config.ngram_order
         )
     model = build_model(
-        config.model, matrix, max_length=data.max_length, dropout=hp["dropout"],
-        ngram_buckets=config.ngram_buckets, ngram_order=config.ngram_order, **extra,
+        config.model,
+        matrix,
+        max_length=data.max_length,
+        dropout=hp["dropout"],
+        ngram_buckets=config.ngram_buckets,
+        ngram_order=config.ngram_order,
+        **extra,
     )
     optimizer = keras.optimizers.Adam(learning_rate=hp["learning_rate"], clipnorm=hp["clipnorm"])
     model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
@@ -278,8 +286,14 @@ def run(
         order = fit_idx[np.random.default_rng([config.seed, epoch]).permutation(len(fit_idx))]
         _reseed_random_layers(model, config.seed, epoch)
         fitted = model.fit(
-            data.x_train[order], data.y_train[order].astype("float32"), batch_size=hp["batch_size"],
-            epochs=epoch + 1, initial_epoch=epoch, shuffle=False, validation_data=(x_val, y_val), verbose=verbose,
+            data.x_train[order],
+            data.y_train[order].astype("float32"),
+            batch_size=hp["batch_size"],
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,
+            validation_data=(x_val, y_val),
+            verbose=verbose,
         )
         metrics = {name: float(values[-1]) for name, values in fitted.history.items()}
         state["history"].append({"epoch": epoch + 1, **metrics})
@@ -363,4 +377,3 @@ __all__ = [
     "save_model",
     "save_split",
 ]
-

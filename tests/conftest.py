@@ -12,8 +12,8 @@ import sys
 import tarfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -22,10 +22,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-POSITIVE = ["a wonderful , moving film", "great acting and a great story", "i loved it , truly brilliant",
-            "superb direction , beautiful music", "funny , warm and wonderful"]
-NEGATIVE = ["a dull , boring film", "terrible acting and a bad story", "i hated it , truly awful",
-            "poor direction , annoying music", "boring , slow and bad"]
+POSITIVE = [
+    "a wonderful , moving film",
+    "great acting and a great story",
+    "i loved it , truly brilliant",
+    "superb direction , beautiful music",
+    "funny , warm and wonderful",
+]
+NEGATIVE = [
+    "a dull , boring film",
+    "terrible acting and a bad story",
+    "i hated it , truly awful",
+    "poor direction , annoying music",
+    "boring , slow and bad",
+]
 
 
 def review_rows(count: int = 200) -> list[tuple[str, int]]:
@@ -52,8 +62,14 @@ def tiny_reviews(tmp_path: Path) -> Path:
 
 
 GLOVE_WORDS = {
-    "the": [0.1, 0.2, 0.3], "#hashtag": [0.5, 0.5, 0.5], "nan": [1.0, 2.0, 3.0], "null": [-1.0, 0.0, 1.0],
-    "good": [0.9, 0.1, 0.0], "bad": [-0.9, -0.1, 0.0], "n't": [0.0, -0.5, 0.2], '"': [0.3, 0.3, -0.3],
+    "the": [0.1, 0.2, 0.3],
+    "#hashtag": [0.5, 0.5, 0.5],
+    "nan": [1.0, 2.0, 3.0],
+    "null": [-1.0, 0.0, 1.0],
+    "good": [0.9, 0.1, 0.0],
+    "bad": [-0.9, -0.1, 0.0],
+    "n't": [0.0, -0.5, 0.2],
+    '"': [0.3, 0.3, -0.3],
 }
 
 
@@ -72,6 +88,7 @@ def tiny_glove(tmp_path: Path) -> Path:
 def make_aclimdb_tarball(path: Path, per_class: int = 3, extra: dict[str, bytes] | None = None) -> Path:
     """Write a mini aclImdb_v1.tar.gz: train/test x pos/neg, an unsup review, and a README."""
     with tarfile.open(path, "w:gz") as archive:
+
         def add(name: str, data: bytes) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -81,8 +98,10 @@ def make_aclimdb_tarball(path: Path, per_class: int = 3, extra: dict[str, bytes]
         for split in ("train", "test"):
             for label, words in (("pos", "great wonderful"), ("neg", "awful boring")):
                 for i in range(per_class):
-                    add(f"aclImdb/{split}/{label}/{i}_{7 if label == 'pos' else 2}.txt",
-                        f"{split} {words} review {i}<br />end".encode())
+                    add(
+                        f"aclImdb/{split}/{label}/{i}_{7 if label == 'pos' else 2}.txt",
+                        f"{split} {words} review {i}<br />end".encode(),
+                    )
         add("aclImdb/train/unsup/0_0.txt", b"unlabelled")
         for name, data in (extra or {}).items():
             add(name, data)
@@ -112,8 +131,12 @@ def write_prepared(folder: Path, count: int = 240, max_length: int = 40, seed: i
     save_split(folder / "test.npz", ids[cut:], labels[cut:])
     vocabulary.save(folder / "vocab.txt")
     np.save(folder / "embeddings.npy", embedding_matrix(glove, vocabulary.tokens).matrix)
-    return {"train": folder / "train.npz", "test": folder / "test.npz", "vocab": folder / "vocab.txt",
-            "embeddings": folder / "embeddings.npy"}
+    return {
+        "train": folder / "train.npz",
+        "test": folder / "test.npz",
+        "vocab": folder / "vocab.txt",
+        "embeddings": folder / "embeddings.npy",
+    }
 
 
 @pytest.fixture
@@ -158,9 +181,25 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     process = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("wb"), start_new_session=True,
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(root / "server.log").open("wb"),
+        start_new_session=True,
     )
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", process, 90)
@@ -176,7 +215,10 @@ def moto_server() -> Iterator[str]:
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
     process = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         _wait_http(f"http://127.0.0.1:{port}/moto-api/", process, 60)
@@ -199,9 +241,15 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def sagemaker_env(base: Path, channels: dict[str, Path] | None = None, hps: dict[str, object] | None = None) -> dict[str, str]:
     """Return the SM_* variables the toolkit would set for ``base`` (for in-process unit tests)."""
     env = {
-        "SM_MODEL_DIR": str(base / "model"), "SM_OUTPUT_DATA_DIR": str(base / "output" / "data"),
-        "SM_OUTPUT_DIR": str(base / "output"), "SM_HPS": json.dumps(hps or {}), "SAGEMAKER_BASE_DIR": str(base),
-        "SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-1", "SM_NUM_GPUS": "0", "SM_NUM_CPUS": "2",
+        "SM_MODEL_DIR": str(base / "model"),
+        "SM_OUTPUT_DATA_DIR": str(base / "output" / "data"),
+        "SM_OUTPUT_DIR": str(base / "output"),
+        "SM_HPS": json.dumps(hps or {}),
+        "SAGEMAKER_BASE_DIR": str(base),
+        "SM_HOSTS": '["algo-1"]',
+        "SM_CURRENT_HOST": "algo-1",
+        "SM_NUM_GPUS": "0",
+        "SM_NUM_CPUS": "2",
     }
     if channels:
         env["SM_CHANNELS"] = json.dumps(sorted(channels))

@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from model_lib.errors import SageMakerEnvironmentError
 
@@ -70,7 +71,9 @@ class Channel:
             raise SageMakerEnvironmentError(f"channel {self.name!r}: {self.folder} is empty; expected one file")
         if len(files) > 1:
             names = ", ".join(p.name for p in files[:5])
-            raise SageMakerEnvironmentError(f"channel {self.name!r}: {self.folder} holds {len(files)} files ({names}); expected one")
+            raise SageMakerEnvironmentError(
+                f"channel {self.name!r}: {self.folder} holds {len(files)} files ({names}); expected one"
+            )
         return files[0]
 
 
@@ -98,11 +101,13 @@ class SageMakerEnvironment:
         """
         if name not in self.channels:
             have = ", ".join(sorted(self.channels)) or "none"
-            raise SageMakerEnvironmentError(f"channel {name!r} is missing (SM_CHANNEL_{name.upper()} not set); channels given: {have}")
+            raise SageMakerEnvironmentError(
+                f"channel {name!r} is missing (SM_CHANNEL_{name.upper()} not set); channels given: {have}"
+            )
         return self.channels[name]
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> "SageMakerEnvironment":
+    def from_env(cls, environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> SageMakerEnvironment:
         """Return the environment described by SM_* variables (and ``--key value`` arguments).
 
         Raises:
@@ -131,7 +136,8 @@ class SageMakerEnvironment:
             current_host=environ.get("SM_CURRENT_HOST", "localhost"),
             num_gpus=_int_env(environ, "SM_NUM_GPUS", 0),
             num_cpus=_int_env(environ, "SM_NUM_CPUS", os.cpu_count() or 1),
-            job_name=(training_env.get("job_name") if isinstance(training_env, dict) else None) or environ.get("TRAINING_JOB_NAME"),
+            job_name=(training_env.get("job_name") if isinstance(training_env, dict) else None)
+            or environ.get("TRAINING_JOB_NAME"),
         )
 
 
@@ -184,7 +190,7 @@ def _hyperparameter_args(argv: list[str]) -> dict[str, Any]:
     while i < len(argv):
         key = argv[i]
         if not key.startswith("--") or i + 1 >= len(argv):
-            raise SageMakerEnvironmentError(f"arguments: expected --key value pairs, got {argv[i:i + 2]}")
+            raise SageMakerEnvironmentError(f"arguments: expected --key value pairs, got {argv[i : i + 2]}")
         values[key[2:].replace("-", "_")] = argv[i + 1]
         i += 2
     return {k: v for k, v in values.items() if not k.startswith("sagemaker_")}

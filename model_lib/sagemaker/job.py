@@ -9,8 +9,8 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from model_lib.errors import SageMakerEnvironmentError
 
@@ -68,7 +68,12 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
         metrics = evaluation.write_report(env.output_data_dir, data.y_test, probabilities, history=result.history)
         write_json(
             env.model_dir / "metrics.json",
-            {**metrics, "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "hyperparameters": result.hyperparameters},
+            {
+                **metrics,
+                "best_epoch": result.best_epoch,
+                "train_seconds": result.train_seconds,
+                "hyperparameters": result.hyperparameters,
+            },
         )
         if tracker is not None:
             tracker.log_metrics(metrics, prefix="test_")

@@ -17,8 +17,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from model_lib.config import TrainConfig, to_dict
 from model_lib.errors import SageMakerEnvironmentError
@@ -30,8 +31,8 @@ _MARKER = ".model-lib-sagemaker-local"
 
 
 def default_source_dir() -> Path:
-    """Return the repo's ``entry_point/`` folder (the code a job submits)."""
-    return Path(__file__).resolve().parents[2] / "entry_point"
+    """Return ``entry_point/`` in the working folder (the repo root, where DVC runs): the code a job submits."""
+    return Path.cwd() / "entry_point"
 
 
 def encode_hyperparameters(values: Mapping[str, Any]) -> dict[str, str]:
@@ -101,11 +102,19 @@ def lay_out(
     }
     encoded = {**dict(hyperparameters), **{k: json.dumps(v) for k, v in submitted.items()}}
     (config / "hyperparameters.json").write_text(json.dumps(encoded, indent=2), encoding="utf-8")
-    channels = {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"} for name in channel_files}
+    channels = {
+        name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        for name in channel_files
+    }
     (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2), encoding="utf-8")
-    resources = {"current_host": "localhost", "hosts": ["localhost"], "network_interface_name": "lo",
-                 "current_instance_type": "local", "current_group_name": "homogeneousCluster",
-                 "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": ["localhost"]}]}
+    resources = {
+        "current_host": "localhost",
+        "hosts": ["localhost"],
+        "network_interface_name": "lo",
+        "current_instance_type": "local",
+        "current_group_name": "homogeneousCluster",
+        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": ["localhost"]}],
+    }
     (config / "resourceconfig.json").write_text(json.dumps(resources, indent=2), encoding="utf-8")
     for name, source in channel_files.items():
         folder = base_dir / "input" / "data" / name
@@ -120,7 +129,14 @@ def run_toolkit(
 ) -> int:
     """Run the toolkit's ``train`` with SAGEMAKER_BASE_DIR=``base_dir`` in a child process; return its exit code."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
-    env.update({"SAGEMAKER_BASE_DIR": str(base_dir.resolve()), "TRAINING_JOB_NAME": job_name, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
+    env.update(
+        {
+            "SAGEMAKER_BASE_DIR": str(base_dir.resolve()),
+            "TRAINING_JOB_NAME": job_name,
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+    )
     command = [sys.executable, "-c", "from sagemaker_training.cli.train import main; main()"]
     return subprocess.run(command, env=env, cwd=base_dir, timeout=timeout, check=False).returncode
 
@@ -145,7 +161,7 @@ def run_local(
         raise SageMakerEnvironmentError(f"{missing[0]}: not found; run `dvc repro prepare` (or model-lib prepare) first")
     source = source_dir or default_source_dir()
     if not (source / "train.py").is_file():
-        raise SageMakerEnvironmentError(f"{source}: no train.py to submit")
+        raise SageMakerEnvironmentError(f"{source}: no train.py to submit; run from the repo root or pass --source-dir")
     lay_out(base_dir, encode_hyperparameters(to_dict(config)), files, source, reuse=reuse)
     started = time.perf_counter()
     code = run_toolkit(base_dir, extra_env)

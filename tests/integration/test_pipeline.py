@@ -27,7 +27,9 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 def pipeline_repo(tmp_path_factory):
     """A git copy of the repo (tracked and new files), params shrunk, after one `dvc repro`."""
     copy = tmp_path_factory.mktemp("repo")
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     for name in listed.stdout.splitlines():
         source = REPO / name
         if source.is_file():
@@ -49,9 +51,19 @@ def pipeline_repo(tmp_path_factory):
 
 def test_repro_writes_every_declared_output(pipeline_repo):
     copy, _, _ = pipeline_repo
-    for path in ("data/reviews.jsonl", "data/prepared/train.npz", "data/prepared/test.npz", "data/prepared/vocab.txt",
-                 "data/prepared/embeddings.npy", "models/model.keras", "reports/metrics.json", "reports/roc.png",
-                 "reports/confusion_matrix.png", "reports/training_curves.png", "reports/history.csv"):
+    for path in (
+        "data/reviews.jsonl",
+        "data/prepared/train.npz",
+        "data/prepared/test.npz",
+        "data/prepared/vocab.txt",
+        "data/prepared/embeddings.npy",
+        "models/model.keras",
+        "reports/metrics.json",
+        "reports/roc.png",
+        "reports/confusion_matrix.png",
+        "reports/training_curves.png",
+        "reports/history.csv",
+    ):
         assert (copy / path).is_file(), path
     assert len((copy / "data/reviews.jsonl").read_text(encoding="utf-8").split("\n")) == 401  # never splitlines(): U+2028
 
@@ -88,7 +100,6 @@ def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipel
     assert set(tags) >= {"dvc_md5.train", "dvc_md5.test", "dvc_md5.vocab", "dvc_md5.embeddings"}
     figures = {f.path for f in client.list_artifacts(reference["run_id"], "figures")}
     assert figures == {"figures/roc.png", "figures/confusion_matrix.png", "figures/training_curves.png"}
-
 
 
 def test_mlflow_model_predicts_in_a_process_that_never_imports_model_lib(pipeline_repo):

@@ -35,7 +35,9 @@ def test_job_trains_and_writes_a_raw_string_model(sagemaker_base_dir):
     assert probabilities.shape == (2,) and np.all((probabilities >= 0) & (probabilities <= 1))
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["n"] == 60 and 0 <= metrics["accuracy"] <= 1
-    assert {"history.csv", "roc.csv", "confusion.csv", "roc.png"} <= {p.name for p in (sagemaker_base_dir / "output" / "data").iterdir()}
+    assert {"history.csv", "roc.csv", "confusion.csv", "roc.png"} <= {
+        p.name for p in (sagemaker_base_dir / "output" / "data").iterdir()
+    }
     assert not (sagemaker_base_dir / "output" / "failure").exists()
 
 
@@ -76,7 +78,10 @@ def unwritable_model_dir(base: Path) -> None:
 @pytest.mark.parametrize(
     "break_job,expected",
     [
-        (lambda b: set_hyperparameters(b, epochs='"three"'), "ConfigError: hyperparameters.epochs: expected an integer, got 'three'"),
+        (
+            lambda b: set_hyperparameters(b, epochs='"three"'),
+            "ConfigError: hyperparameters.epochs: expected an integer, got 'three'",
+        ),
         (lambda b: set_hyperparameters(b, epoch="3"), "ConfigError: hyperparameters: unknown key 'epoch'"),
         (remove_channel, "SageMakerEnvironmentError: channel 'vocab' is missing"),
         (empty_channel, "SageMakerEnvironmentError: channel 'test': "),
@@ -84,8 +89,15 @@ def unwritable_model_dir(base: Path) -> None:
         (mismatch_vocab, "DataError: embeddings: "),
         (unwritable_model_dir, "SageMakerEnvironmentError: SM_MODEL_DIR="),
     ],
-    ids=["wrong-type", "unknown-hyperparameter", "missing-channel", "empty-channel", "multi-file-channel",
-         "vocab-embeddings-mismatch", "unwritable-model-dir"],
+    ids=[
+        "wrong-type",
+        "unknown-hyperparameter",
+        "missing-channel",
+        "empty-channel",
+        "multi-file-channel",
+        "vocab-embeddings-mismatch",
+        "unwritable-model-dir",
+    ],
 )
 def test_bad_input_fails_with_a_failure_file_naming_the_cause(sagemaker_base_dir, break_job, expected):
     break_job(sagemaker_base_dir)

@@ -25,9 +25,7 @@ def test_bundled_source_is_the_25000_imdb_rows_in_file_order(bundled):
 
 def test_default_split_is_sklearns_stratified_split(bundled):
     train, test = split_indices(bundled, test_size=0.2, seed=42)
-    expected_train, expected_test = train_test_split(
-        np.arange(25000), test_size=0.2, random_state=42, stratify=bundled.labels
-    )
+    expected_train, expected_test = train_test_split(np.arange(25000), test_size=0.2, random_state=42, stratify=bundled.labels)
     assert np.array_equal(train, expected_train) and np.array_equal(test, expected_test)
 
 

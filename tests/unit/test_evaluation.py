@@ -26,8 +26,10 @@ def test_one_class_has_no_auc_and_mismatched_lengths_fail():
 def test_report_writes_metrics_plot_data_and_figures(tmp_path):
     y = np.asarray([0, 1, 0, 1, 1])
     p = np.asarray([0.2, 0.8, 0.3, 0.4, 0.9])
-    history = [{"epoch": 1, "loss": 0.6, "val_loss": 0.7, "accuracy": 0.6, "val_accuracy": 0.5},
-               {"epoch": 2, "loss": 0.4, "val_loss": 0.5, "accuracy": 0.8, "val_accuracy": 0.7}]
+    history = [
+        {"epoch": 1, "loss": 0.6, "val_loss": 0.7, "accuracy": 0.6, "val_accuracy": 0.5},
+        {"epoch": 2, "loss": 0.4, "val_loss": 0.5, "accuracy": 0.8, "val_accuracy": 0.7},
+    ]
     metrics = write_report(tmp_path, y, p, history=history)
     assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"] == metrics["accuracy"] == 0.8
     assert (tmp_path / "confusion.csv").read_text().splitlines()[:2] == ["actual,predicted", "0,0"]

@@ -15,8 +15,10 @@ def config_from(env, argv=None):
     return from_mapping(TrainConfig, SageMakerEnvironment.from_env(env, argv).hyperparameters, "hyperparameters")
 
 
-@pytest.mark.parametrize("raw,value", [("3", 3), ('"seed_cnn"', "seed_cnn"), ("false", False), ("0.5", 0.5),
-                                       ("seed_cnn", "seed_cnn"), ("False", "False")])
+@pytest.mark.parametrize(
+    "raw,value",
+    [("3", 3), ('"seed_cnn"', "seed_cnn"), ("false", False), ("0.5", 0.5), ("seed_cnn", "seed_cnn"), ("False", "False")],
+)
 def test_json_encoded_hyperparameters_decode(raw, value):
     assert decode_hyperparameter(raw) == value
 
@@ -62,10 +64,12 @@ def test_missing_variables_are_named_with_a_docker_hint():
 
 
 def test_environment_fields(tmp_path):
-    env = SageMakerEnvironment.from_env({
-        **sagemaker_env(tmp_path, {"train": tmp_path / "train"}),
-        "SM_TRAINING_ENV": json.dumps({"job_name": "job-1"}),
-    })
+    env = SageMakerEnvironment.from_env(
+        {
+            **sagemaker_env(tmp_path, {"train": tmp_path / "train"}),
+            "SM_TRAINING_ENV": json.dumps({"job_name": "job-1"}),
+        }
+    )
     assert env.hosts == ["algo-1"] and env.current_host == "algo-1"
     assert (env.num_gpus, env.num_cpus, env.job_name) == (0, 2, "job-1")
     assert env.checkpoint_dir == tmp_path / "checkpoints"
@@ -90,6 +94,6 @@ def test_missing_empty_and_crowded_channels_are_errors(tmp_path):
     with pytest.raises(SageMakerEnvironmentError, match="channel 'train' is missing"):
         env.channel("train")
     with pytest.raises(SageMakerEnvironmentError, match="channel 'test': .* is empty; expected one file"):
-        env.channel("test").file
+        _ = env.channel("test").file
     with pytest.raises(SageMakerEnvironmentError, match="channel 'vocab': .* holds 2 files \\(a, b\\); expected one"):
-        env.channel("vocab").file
+        _ = env.channel("vocab").file

@@ -1,0 +1,45 @@
+# The two commands of the README: `make run` (the DVC pipeline on the bundled data, MLflow tracking
+# locally) and `make test` (the whole suite through tox). Both create .venv first if it is missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint docker-build docker-push docker-login clean-venv
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@echo
+	@echo "Done. Look at: .venv/bin/dvc metrics show | .venv/bin/dvc plots show | reports/*.png"
+	@echo "      .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db | .venv/bin/model-lib predict \"A wonderful film.\""
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tox run
+
+lint: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tox run -e lint
+
+clean-venv:
+	rm -rf $(VENV) .tox
+
+# Training images (docker/README.md): the ECR URL comes from `terraform output`.
+ECR_URL ?= $(shell terraform -chdir=terraform output -raw ecr_repository_url 2>/dev/null)
+AWS_REGION ?= $(shell terraform -chdir=terraform output -raw region 2>/dev/null)
+TAG ?= $(shell git rev-parse --short HEAD)
+
+docker-login:
+	aws ecr get-login-password --region $(AWS_REGION) | docker login --username AWS --password-stdin $(firstword $(subst /, ,$(ECR_URL)))
+
+docker-build:
+	python3 -m pip wheel --no-deps -w docker/dist .
+	ECR_URL=$(ECR_URL) TAG=$(TAG) docker compose -f docker/docker-compose.yml build
+
+docker-push: docker-build
+	ECR_URL=$(ECR_URL) TAG=$(TAG) docker compose -f docker/docker-compose.yml push
