@@ -141,7 +141,8 @@ def _run_stage(args: argparse.Namespace) -> int:
             f"{report['vocabulary_tokens']} tokens, GloVe coverage {report['glove_coverage']:.2%} -> {pipeline.Paths().prepared}/"
         )
     elif args.command == "train":
-        summary = pipeline.train(config, track=not args.no_mlflow)
+        # Keras' progress bar on a terminal; one line per epoch in logs (DVC, CI).
+        summary = pipeline.train(config, track=not args.no_mlflow, verbose="auto" if sys.stdout.isatty() else 2)
         run = f", MLflow run {summary['run_id']}" if "run_id" in summary else ""
         print(
             f"train: {summary['epochs_run']} epochs (best {summary['best_epoch']}) "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -14,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,38 +176,31 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             pass
 
 
+@contextlib.contextmanager
+def serving(command: list[str], health_path: str, port: int, env: dict[str, str], seconds: float, **popen: Any) -> Iterator[str]:
+    """Run a server on 127.0.0.1:``port`` in its own session; yield its URL once ``health_path``
+    answers; stop it (and its workers) by its process group."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True, **popen)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(url + health_path, process, seconds)
+        yield url
+    finally:
+        _stop(process)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 that proxies artifacts; yields its URI."""
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
+    command = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+    ]  # fmt: skip
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root}/mlflow.db",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        cwd=root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(root / "server.log").open("wb"),
-        start_new_session=True,
-    )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/health", process, 90)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(process)
+    with (root / "server.log").open("wb") as log, serving(command, "/health", port, env, 90, cwd=root, stderr=log) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -213,18 +208,9 @@ def moto_server() -> Iterator[str]:
     """A real moto server (S3, ECR, IAM, SageMaker, STS) on 127.0.0.1; yields its endpoint URL."""
     port = free_port()
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
-    process = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/moto-api/", process, 60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(process)
+    command = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with serving(command, "/moto-api/", port, env, 60, stderr=subprocess.DEVNULL) as url:
+        yield url
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from model_lib.config import TrainConfig, to_dict
 from model_lib.errors import SageMakerEnvironmentError
@@ -87,7 +88,7 @@ def build_estimator(
     from sagemaker.estimator import Estimator
 
     name = job_name or f"model-lib-{time.strftime('%Y%m%d-%H%M%S')}"
-    env = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
+    env: dict[str, Any] = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
     env.update(environment or {})
     return Estimator(
         image_uri=image_uri,
@@ -134,8 +135,14 @@ def launch(
     session = sagemaker.Session(boto_session=boto_session, default_bucket=bucket)
     name = job_name or f"model-lib-{time.strftime('%Y%m%d-%H%M%S')}"
     estimator = build_estimator(
-        config, image_uri=image_uri, role_arn=role_arn, bucket=bucket, session=session,
-        instance_type=instance_type, job_name=name, source_dir=source_dir,
+        config,
+        image_uri=image_uri,
+        role_arn=role_arn,
+        bucket=bucket,
+        session=session,
+        instance_type=instance_type,
+        job_name=name,
+        source_dir=source_dir,
     )
     inputs = {channel: TrainingInput(uri, distribution="FullyReplicated") for channel, uri in uris.items()}
     estimator.fit(inputs=inputs, job_name=name, wait=wait, logs="All" if wait else "None")

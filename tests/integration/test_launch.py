@@ -42,7 +42,9 @@ def test_launch_sends_encoded_hyperparameters_channels_and_no_credentials(aws, m
     session, bucket, uris, role = aws
     requests = []
     # moto does not store a job's Environment: read the API parameters as boto3 sends them.
-    session.events.register("provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: requests.append(dict(params)))
+    session.events.register(
+        "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: requests.append(dict(params))
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     name = launch(
         TrainConfig(epochs=2, glove_init=False),

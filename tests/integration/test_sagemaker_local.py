@@ -103,3 +103,18 @@ def test_bad_input_fails_with_a_failure_file_naming_the_cause(sagemaker_base_dir
     break_job(sagemaker_base_dir)
     assert run_toolkit(sagemaker_base_dir, timeout=600) != 0
     assert failure(sagemaker_base_dir).startswith(expected)
+
+
+def test_job_logs_to_the_mlflow_server_named_at_launch(sagemaker_base_dir, mlflow_server):
+    import mlflow
+
+    env = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": "sagemaker-local-test",
+           "MODEL_LIB_MLFLOW_TAGS": '{"launched_by": "test"}'}  # fmt: skip
+    assert run_toolkit(sagemaker_base_dir, extra_env=env, timeout=600) == 0
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("sagemaker-local-test")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["epochs"] == "1" and "test_accuracy" in run.data.metrics
+    assert run.data.tags["launched_by"] == "test" and run.data.tags["model_lib.stage"] == "sagemaker"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # uploaded through the server, no store access
+    assert "model/MLmodel" in {f.path for f in client.list_artifacts(run.info.run_id, "model")}

@@ -1,0 +1,25 @@
+# Read by `model-lib launch` (terraform output -json) and `make docker-push`.
+output "bucket_name" {
+  description = "S3 bucket: DVC remote under dvc/, checkpoints/, jobs/, code/, mlflow/."
+  value       = aws_s3_bucket.ml.bucket
+}
+
+output "dvc_remote_url" {
+  description = "URL for `dvc remote add -d s3 <url>`."
+  value       = "s3://${aws_s3_bucket.ml.bucket}/dvc"
+}
+
+output "ecr_repository_url" {
+  description = "Repository for the cpu and gpu training images."
+  value       = aws_ecr_repository.training.repository_url
+}
+
+output "sagemaker_role_arn" {
+  description = "Execution role the training jobs assume."
+  value       = aws_iam_role.sagemaker.arn
+}
+
+output "region" {
+  description = "Region of every resource."
+  value       = var.region
+}

@@ -1,0 +1,64 @@
+variable "region" {
+  description = "AWS region for the bucket, the registry and the training jobs."
+  type        = string
+  default     = "us-east-1"
+  validation {
+    condition     = can(regex("^[a-z]{2}(-gov)?-[a-z]+-[0-9]$", var.region))
+    error_message = "region must look like us-east-1."
+  }
+}
+
+variable "name" {
+  description = "Prefix of every resource name (bucket, repository, role)."
+  type        = string
+  default     = "model-lib"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,30}$", var.name))
+    error_message = "name must be 3-31 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "bucket_name" {
+  description = "Name of the S3 bucket for the DVC remote, checkpoints, job outputs and MLflow artefacts (globally unique)."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.bucket_name))
+    error_message = "bucket_name must be a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)."
+  }
+}
+
+variable "checkpoint_expiry_days" {
+  description = "Days after which objects under checkpoints/ expire (a finished job's checkpoints are no longer needed)."
+  type        = number
+  default     = 14
+  validation {
+    condition     = var.checkpoint_expiry_days >= 1 && var.checkpoint_expiry_days <= 3650
+    error_message = "checkpoint_expiry_days must be between 1 and 3650."
+  }
+}
+
+variable "untagged_image_expiry_days" {
+  description = "Days after which untagged images in the ECR repository are deleted."
+  type        = number
+  default     = 7
+  validation {
+    condition     = var.untagged_image_expiry_days >= 1
+    error_message = "untagged_image_expiry_days must be at least 1."
+  }
+}
+
+variable "kept_image_count" {
+  description = "Number of tagged images the ECR lifecycle policy keeps."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.kept_image_count >= 1
+    error_message = "kept_image_count must be at least 1."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = { project = "model-lib" }
+}

@@ -1,0 +1,148 @@
+"""Terraform, checked with the real tools offline: fmt, validate through the provider mirror, and a
+real apply/destroy against a moto server, with boto3 checking what was created."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+MIRROR = Path(os.environ.get("MODEL_LIB_TF_MIRROR", "/opt/tf-plugins"))
+HAS_MIRROR = (MIRROR / "registry.terraform.io" / "hashicorp" / "aws").is_dir()
+HAS_TERRAFORM = shutil.which("terraform") is not None
+needs_terraform = pytest.mark.skipif(not HAS_TERRAFORM, reason="terraform is not installed on this machine")
+needs_mirror = pytest.mark.skipif(
+    not HAS_MIRROR, reason=f"no AWS provider mirror at {MIRROR} (set MODEL_LIB_TF_MIRROR): validate/apply need it offline"
+)
+
+
+def terraform(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["terraform", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"terraform {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A copy of terraform/ and a CLI config that installs the AWS provider from the local mirror."""
+    shutil.copytree(REPO / "terraform", tmp_path / "tf", ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
+    cli = tmp_path / "terraformrc"
+    cli.write_text(
+        "provider_installation {\n"
+        f'  filesystem_mirror {{\n    path = "{MIRROR}"\n    include = ["registry.terraform.io/hashicorp/aws"]\n  }}\n'
+        '  direct {\n    exclude = ["registry.terraform.io/hashicorp/aws"]\n  }\n}\n'
+    )
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(cli), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    return tmp_path / "tf", env
+
+
+@needs_terraform
+def test_terraform_files_are_formatted(workdir):
+    folder, env = workdir
+    terraform("fmt", "-check", "-recursive", cwd=folder, env=env)
+
+
+@needs_terraform
+@needs_mirror
+def test_terraform_validates_offline(workdir):
+    folder, env = workdir
+    terraform("init", "-backend=false", "-input=false", cwd=folder, env=env)
+    terraform("validate", cwd=folder, env=env)
+
+
+@needs_terraform
+@needs_mirror
+def test_bad_bucket_name_is_refused_by_validation(workdir):
+    folder, env = workdir
+    terraform("init", "-backend=false", "-input=false", cwd=folder, env=env)
+    result = subprocess.run(
+        ["terraform", "plan", "-input=false", "-var", "bucket_name=Bad_Name", "-refresh=false"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0 and "bucket_name must be a valid S3 bucket name" in result.stderr
+
+
+PROVIDER_OVERRIDE = """
+provider "aws" {{
+  region                      = "us-east-1"
+  access_key                  = "testing"
+  secret_key                  = "testing"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = false
+  skip_metadata_api_check     = true
+  s3_use_path_style           = true
+  endpoints {{
+    s3         = "{url}"
+    ecr        = "{url}"
+    iam        = "{url}"
+    sts        = "{url}"
+    sagemaker  = "{url}"
+    cloudwatch = "{url}"
+    logs       = "{url}"
+  }}
+}}
+"""
+
+
+@needs_terraform
+@needs_mirror
+@pytest.mark.integration
+def test_apply_creates_a_locked_down_bucket_registry_and_role_then_destroys(workdir, aws_env):
+    import boto3
+
+    folder, env = workdir
+    (folder / "moto_override.tf").write_text(PROVIDER_OVERRIDE.format(url=aws_env))
+    env = {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
+    bucket = "model-lib-tf-test"
+    terraform("init", "-backend=false", "-input=false", cwd=folder, env=env)
+    terraform("apply", "-auto-approve", "-input=false", "-var", f"bucket_name={bucket}", cwd=folder, env=env)
+    try:
+        outputs = {k: v["value"] for k, v in json.loads(terraform("output", "-json", cwd=folder, env=env).stdout).items()}
+        assert outputs["bucket_name"] == bucket and outputs["dvc_remote_url"] == f"s3://{bucket}/dvc"
+        assert outputs["ecr_repository_url"].endswith("/model-lib-training")
+
+        s3 = boto3.client("s3")
+        encryption = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+        assert encryption["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        assert all(block.values()) and len(block) == 4
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+        deny = policy["Statement"][0]
+        assert deny["Effect"] == "Deny" and deny["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        checkpoints = next(r for r in rules if r["ID"] == "expire-old-checkpoints")
+        assert checkpoints["Filter"]["Prefix"] == "checkpoints/" and checkpoints["Expiration"]["Days"] == 14
+
+        repository = boto3.client("ecr").describe_repositories(repositoryNames=["model-lib-training"])["repositories"][0]
+        assert repository["imageScanningConfiguration"]["scanOnPush"] is True
+        assert repository["imageTagMutability"] == "IMMUTABLE"
+
+        iam = boto3.client("iam")
+        role_name = outputs["sagemaker_role_arn"].rsplit("/", 1)[1]
+        trust = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
+        assert trust["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+        assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []  # no *FullAccess
+        (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
+        document = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]
+        s3_resources = [
+            r for s in document["Statement"] if any(a.startswith("s3:") for a in _list(s["Action"])) for r in _list(s["Resource"])
+        ]
+        assert s3_resources and all(r.startswith(f"arn:aws:s3:::{bucket}") for r in s3_resources)
+        ecr_pull = next(s for s in document["Statement"] if s["Sid"] == "PullTrainingImage")
+        assert _list(ecr_pull["Resource"]) == [repository["repositoryArn"]]
+    finally:
+        terraform("destroy", "-auto-approve", "-input=false", "-var", f"bucket_name={bucket}", cwd=folder, env=env)
+    assert bucket not in [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]]
+
+
+def _list(value):
+    return value if isinstance(value, list) else [value]
