@@ -136,7 +136,9 @@ class MlflowTracker:
         with tempfile.TemporaryDirectory() as folder:
             target = Path(folder) / "model"
             target.mkdir()
-            self._mlflow.keras.save_model(model, str(target), signature=signature, input_example=example)
+            self._mlflow.keras.save_model(
+                model, str(target), signature=signature, input_example=example, pip_requirements=_serving_requirements()
+            )
             data = target / "data"
             (data / "model.keras").unlink()
             archive = keras.export.ExportArchive()
@@ -148,6 +150,25 @@ class MlflowTracker:
             description.save(str(target / "MLmodel"))
             self._mlflow.log_artifacts(str(target), artifact_path="model")
         return f"runs:/{self.run_id}/model"
+
+
+def _serving_requirements() -> list[str]:
+    """Return what loading the exported model needs, pinned to this environment's versions.
+
+    MLflow's own inference loads the model in a subprocess and, for this flavour, falls back to
+    listing Keras alone.
+    """
+    from importlib import metadata
+
+    pins = []
+    for names in (("tensorflow-cpu", "tensorflow"), ("keras",), ("mlflow",), ("pandas",), ("numpy",)):
+        for name in names:
+            try:
+                pins.append(f"{name}=={metadata.version(name)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return pins
 
 
 def write_run_reference(path: str | os.PathLike[str], tracker: MlflowTracker) -> None:

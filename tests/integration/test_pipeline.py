@@ -98,6 +98,10 @@ def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipel
     tags = run_info.data.tags
     assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     assert set(tags) >= {"dvc_md5.train", "dvc_md5.test", "dvc_md5.vocab", "dvc_md5.embeddings"}
+    requirements = mlflow.artifacts.download_artifacts(
+        run_id=reference["run_id"], artifact_path="model/requirements.txt", tracking_uri=f"sqlite:///{copy}/mlflow.db"
+    )
+    assert "tensorflow" in Path(requirements).read_text()  # what serving the exported model needs
     figures = {f.path for f in client.list_artifacts(reference["run_id"], "figures")}
     assert figures == {"figures/roc.png", "figures/confusion_matrix.png", "figures/training_curves.png"}
 
