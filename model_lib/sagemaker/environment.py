@@ -22,6 +22,7 @@ from typing import Any
 from model_lib.errors import SageMakerEnvironmentError
 
 DEFAULT_BASE_DIR = Path("/opt/ml")
+CONTAINER_CHECKPOINT_DIR = DEFAULT_BASE_DIR / "checkpoints"  # where SageMaker syncs checkpoint_s3_uri
 REQUIRED_CHANNELS = ("train", "test", "vocab", "embeddings")
 
 
@@ -131,7 +132,7 @@ class SageMakerEnvironment:
             model_dir=Path(environ["SM_MODEL_DIR"]),
             output_data_dir=Path(environ["SM_OUTPUT_DATA_DIR"]),
             output_dir=Path(environ.get("SM_OUTPUT_DIR") or root / "output"),
-            checkpoint_dir=Path(environ.get("MODEL_LIB_CHECKPOINT_DIR") or root / "checkpoints"),
+            checkpoint_dir=root / CONTAINER_CHECKPOINT_DIR.name,
             hosts=list(_json_env(environ, "SM_HOSTS", ["localhost"])),
             current_host=environ.get("SM_CURRENT_HOST", "localhost"),
             num_gpus=_int_env(environ, "SM_NUM_GPUS", 0),

@@ -19,6 +19,7 @@ from typing import Any
 
 from model_lib.config import TrainConfig, to_dict
 from model_lib.errors import SageMakerEnvironmentError
+from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
 from model_lib.sagemaker.local import CHANNEL_FILES
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def build_estimator(
         output_path=f"s3://{bucket}/jobs",
         code_location=f"s3://{bucket}/code",
         checkpoint_s3_uri=f"s3://{bucket}/checkpoints/{name}",
-        checkpoint_local_path="/opt/ml/checkpoints",
+        checkpoint_local_path=str(CONTAINER_CHECKPOINT_DIR),
         sagemaker_session=session,
         disable_profiler=True,
         debugger_hook_config=False,
