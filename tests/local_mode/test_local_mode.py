@@ -15,20 +15,20 @@ train: {model: ngram_glove, epochs: 1, seed: 42, ngram_buckets: 4096}
 """
 
 
-def model_lib(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_model_lib(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run([str(BIN / "model-lib"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
 
 
 def test_installed_wheel_trains_through_the_toolkit_and_the_model_predicts(tmp_path):
-    import model_lib
+    import model_lib as installed
 
-    assert "site-packages" in model_lib.__file__, "tox -e local must test the built wheel, not the source tree"
+    assert "site-packages" in installed.__file__, "tox -e local must test the built wheel, not the source tree"
     (tmp_path / "params.yaml").write_text(PARAMS, encoding="utf-8")
     for stage in ("ingest", "prepare"):
-        result = model_lib(stage, cwd=tmp_path)
+        result = run_model_lib(stage, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-    job = model_lib("sagemaker-local", "--source-dir", str(REPO / "entry_point"), cwd=tmp_path)
+    job = run_model_lib("sagemaker-local", "--source-dir", str(REPO / "entry_point"), cwd=tmp_path)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
     model_path = tmp_path / "sagemaker-local" / "model" / "model.keras"
     assert f"model:   {model_path.parent}" in job.stdout or "model:" in job.stdout
@@ -41,5 +41,5 @@ def test_installed_wheel_trains_through_the_toolkit_and_the_model_predicts(tmp_p
 
 def test_failing_job_exits_non_zero_with_the_reason(tmp_path):
     (tmp_path / "params.yaml").write_text(PARAMS, encoding="utf-8")
-    job = model_lib("sagemaker-local", "--source-dir", str(REPO / "entry_point"), cwd=tmp_path)
+    job = run_model_lib("sagemaker-local", "--source-dir", str(REPO / "entry_point"), cwd=tmp_path)
     assert job.returncode == 2 and "run `dvc repro prepare`" in job.stderr
