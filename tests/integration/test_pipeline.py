@@ -144,3 +144,15 @@ def test_exp_run_with_a_changed_param(pipeline_repo):
     assert history["hyperparameters"]["epochs"] == 2
     diff = run(["dvc", "params", "diff", "--json"], copy, env).stdout
     assert '"train.epochs"' in diff
+
+
+def test_predict_prints_label_and_probability_per_review(pipeline_repo):
+    copy, env, _ = pipeline_repo
+    (copy / "reviews.txt").write_text("A wonderful, moving film.\n\nDull and far too long.\n", encoding="utf-8")
+    result = run(["model-lib", "predict", "Great acting.", "--file", "reviews.txt"], copy, env)
+    lines = result.stdout.strip().split("\n")
+    assert len(lines) == 3  # one argument + two non-empty lines of the file
+    for line, text in zip(lines, ["Great acting.", "A wonderful, moving film.", "Dull and far too long."]):
+        label, probability, shown = line.split("\t")
+        assert label in ("positive", "negative") and 0.0 <= float(probability) <= 1.0 and shown == text
+        assert (label == "positive") == (float(probability) >= 0.5)
