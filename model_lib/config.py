@@ -72,7 +72,7 @@ class TrainConfig:
     learning_rate: float | None = _setting(None, "Adam learning rate; null uses the model's default", "positive")
     seed: int = _setting(42, "seed for weights, validation slice, data order and dropout", "non_negative")
     validation_split: float = _setting(0.1, "share of the training split held out for early stopping", "fraction")
-    patience: int = _setting(2, "epochs without validation-loss improvement before stopping", "non_negative")
+    patience: int = _setting(2, "epochs in a row without a lower validation loss before stopping (0 acts as 1)", "non_negative")
     glove_init: bool = _setting(True, "initialise the word embedding from GloVe (false: random, for ablation)")
     dropout: float | None = _setting(None, "dropout rate; null uses the model's default", "unit_interval")
     ngram_buckets: int = _setting(2097143, "hash buckets for each of the 2- and 3-gram orders (ngram_glove)", "positive")

@@ -281,8 +281,8 @@ def run(
 
     started = time.perf_counter()
     for epoch in range(state["epoch"] + 1, hp["epochs"]):
-        if state["wait"] > config.patience:
-            break
+        if state["wait"] >= max(config.patience, 1):
+            break  # `patience` epochs in a row without a lower validation loss (0 counts as 1)
         order = fit_idx[np.random.default_rng([config.seed, epoch]).permutation(len(fit_idx))]
         _reseed_random_layers(model, config.seed, epoch)
         fitted = model.fit(

@@ -75,3 +75,12 @@ def test_glove_init_false_changes_the_starting_embedding(data):
     random_rows = without.model.get_layer("glove").get_weights()[0]
     np.testing.assert_allclose(glove_rows, data.embedding_matrix, atol=1e-6)
     assert not np.allclose(random_rows, data.embedding_matrix, atol=1e-3)
+
+
+def test_training_stops_after_patience_epochs_without_improvement(data):
+    # A learning rate this large makes validation loss rise after the first epoch.
+    result = run(dataclasses.replace(FAST, epochs=8, learning_rate=50.0, patience=1), data, verbose=0)
+    losses = [row["val_loss"] for row in result.history]
+    best = losses.index(min(losses))
+    assert len(result.history) == best + 2  # one epoch without improvement, then stop
+    assert result.best_epoch == best + 1
