@@ -4,6 +4,7 @@ regression baseline computed in the same run.
 
     python benchmarks/quality.py                      # everything (seed_cnn: ~40 min on 2 cores)
     python benchmarks/quality.py --skip seed_cnn      # default model, ablation, baseline
+    python benchmarks/quality.py --skip ngram_glove ngram_glove_random_init --results quality_seed_cnn
 Prints a table and writes benchmarks/results/quality.json.
 """
 
@@ -31,8 +32,8 @@ def prepared_default_split():
     from model_lib.config import PrepareConfig
     from model_lib.data import load_reviews, split_indices
     from model_lib.embeddings import embedding_matrix, load_glove
+    from model_lib.prepared import PreparedData
     from model_lib.text import Vocabulary
-    from model_lib.training import PreparedData
 
     config = PrepareConfig()
     reviews = load_reviews("bundled")
@@ -85,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--skip", nargs="*", default=[], choices=list(RUNS), help="runs to leave out")
+    parser.add_argument("--results", default="quality", help="results file name under benchmarks/results (default: quality)")
     args = parser.parse_args()
 
     data, train, test = prepared_default_split()
@@ -107,7 +109,7 @@ def main() -> None:
         summary[name] = {"accuracy_mean": statistics.mean(accuracies), "accuracy_min": min(accuracies), "runs": len(accuracies)}
     shown = [{k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows]
     print(table(shown, ["run", "seed", "accuracy", "roc_auc", "train_seconds", "epochs", "best_epoch"]))
-    print(f"wrote {write_results('quality', {'runs': rows, 'summary': summary, 'seeds': args.seeds})}")
+    print(f"wrote {write_results(args.results, {'runs': rows, 'summary': summary, 'seeds': args.seeds})}")
     if "ngram_glove" in summary and summary["ngram_glove"]["accuracy_min"] < 0.91:
         print("NOTE: the default model fell below 0.91 on at least one seed", file=sys.stderr)
 

@@ -13,6 +13,11 @@ Example:
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import logging
+import sys
+from types import ModuleType
 from typing import Any
 
 __version__ = "0.1.0"
@@ -36,11 +41,12 @@ _EXPORTS = {
     "embedding_matrix": "model_lib.embeddings",
     "Vocabulary": "model_lib.text",
     "build_model": "model_lib.models",
-    "PreparedData": "model_lib.training",
+    "PreparedData": "model_lib.prepared",
     "TrainResult": "model_lib.training",
-    "load_prepared": "model_lib.training",
-    "load_model": "model_lib.training",
-    "predict": "model_lib.training",
+    "TrainingInterrupted": "model_lib.errors",
+    "load_prepared": "model_lib.prepared",
+    "load_model": "model_lib.inference",
+    "predict": "model_lib.inference",
     "evaluate": "model_lib.evaluation",
 }
 
@@ -66,3 +72,40 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+def _register_layers() -> None:
+    # Importing these registers our layers (TextEncoder, HashedNgrams, ...) with Keras.
+    importlib.import_module("model_lib.inference")
+
+
+class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
+    """Registers our layers as soon as Keras has been imported, so that ``import model_lib`` then
+    ``keras.models.load_model("models/model.keras")`` works without importing TensorFlow here
+    (Keras itself only imports ``keras*`` modules when it meets an unknown class)."""
+
+    def find_spec(self, fullname: str, path: Any, target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        loader = spec.loader if spec is not None else None
+        if spec is None or loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        original = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            original(module)
+            try:
+                _register_layers()
+            except Exception:  # never break `import keras`; model_lib.load_model still registers them
+                logging.getLogger(__name__).debug("could not register model_lib layers with Keras", exc_info=True)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_layers()
+elif not any(isinstance(finder, _RegisterAfterKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAfterKeras())

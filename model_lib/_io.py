@@ -21,7 +21,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.",
+        prefix=f".tmp-{target.name}.",
         suffix=suffix if suffix is not None else "".join(target.suffixes[-1:]),
         dir=target.parent,
     )

@@ -13,13 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model_lib.errors import ModelLibError
+from model_lib.errors import ModelLibError, TrainingInterrupted
 
 STAGES = ("ingest", "prepare", "train", "evaluate")
 _STAGE_HELP = {
     "ingest": "read the review source (params: ingest) and write data/reviews.jsonl",
     "prepare": "split, fit the vocabulary, encode, build the GloVe matrix (params: prepare) into data/prepared/",
-    "train": "train (params: train), write models/model.keras and log the run to MLflow",
+    "train": (
+        "train (params: train), write models/model.keras and log the run to MLflow; stopped (Ctrl-C, SIGTERM) it "
+        "saves its state in checkpoints/ and the next run resumes there, in the same MLflow run"
+    ),
     "evaluate": "score models/model.keras on the test split (params: evaluate); write reports/ and add to the MLflow run",
 }
 
@@ -174,7 +177,7 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 def _predict(args: argparse.Namespace) -> int:
     texts = _read_texts(args)
-    from model_lib.training import load_model, predict
+    from model_lib.inference import load_model, predict
 
     probabilities = predict(load_model(args.model), texts)
     for text, probability in zip(texts, probabilities):
@@ -191,8 +194,8 @@ def _sagemaker_local(args: argparse.Namespace) -> int:
     config = load_section("train", args.params, _overrides_for("train", args.overrides))
     result = run_local(config, prepared=args.prepared, base_dir=args.base_dir, source_dir=args.source_dir, reuse=args.keep)
     print(f"sagemaker-local: exit code {result.exit_code}")
-    print(f"  model:   {result.model_dir}")
-    print(f"  output:  {result.output_data_dir}")
+    print(f"  model:   {result.model_dir.resolve()}")
+    print(f"  output:  {result.output_data_dir.resolve()}")
     if result.failure:
         print(f"  failure: {result.failure_file}\n    {result.failure.strip().splitlines()[0] if result.failure.strip() else ''}")
     return result.exit_code
@@ -221,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelLibError as exc:
         print(f"model-lib {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as exc:
+        print(f"model-lib {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,11 @@ from model_lib.errors import ConfigError
 
 T = TypeVar("T")
 
+# The n-gram hashing keeps every id below 2**31 (int32 on every backend): see model_lib.models.
+NGRAM_HASH_MULTIPLIER = 1009
+MAX_NGRAM_BUCKETS = (2**31 - 1) // NGRAM_HASH_MULTIPLIER - 1
+SEED_CNN_LENGTH = 1000  # seed_cnn's pooling sizes 5/5/35 need exactly this many tokens
+
 
 def _setting(default: Any, help: str, check: str | None = None, choices: tuple[str, ...] = ()) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, "check": check, "choices": choices})
@@ -75,9 +80,17 @@ class TrainConfig:
     patience: int = _setting(2, "epochs in a row without a lower validation loss before stopping (0 acts as 1)", "non_negative")
     glove_init: bool = _setting(True, "initialise the word embedding from GloVe (false: random, for ablation)")
     dropout: float | None = _setting(None, "dropout rate; null uses the model's default", "unit_interval")
-    ngram_buckets: int = _setting(2097143, "hash buckets for each of the 2- and 3-gram orders (ngram_glove)", "positive")
+    ngram_buckets: int = _setting(
+        2097143, f"hash buckets for each of the 2- and 3-gram orders (ngram_glove), 1 to {MAX_NGRAM_BUCKETS}", "buckets"
+    )
     ngram_order: int = _setting(3, "longest n-gram in the linear branch, 1 to 3 (ngram_glove)", "order")
     threads: int | None = _setting(None, "TensorFlow intra/inter-op threads; null lets TensorFlow decide", "positive")
+    checkpoint_steps: int = _setting(
+        100,
+        "save the whole training state every N steps (and at each epoch end) when a checkpoint folder is "
+        "used; 0 saves at epoch ends only",
+        "non_negative",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +113,7 @@ _CHECKS = {
     "fraction": (lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
     "unit_interval": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
     "order": (lambda v: 1 <= v <= 3, "1, 2 or 3"),
+    "buckets": (lambda v: 1 <= v <= MAX_NGRAM_BUCKETS, f"an integer from 1 to {MAX_NGRAM_BUCKETS}"),
 }
 
 
@@ -241,3 +255,17 @@ def load_section(section: str, params_path: str | Path = "params.yaml", override
 def to_dict(config: Any) -> dict[str, Any]:
     """Return a config dataclass as a plain dict (for logging and JSON)."""
     return dataclasses.asdict(config)
+
+
+def check_train_fits_data(config: TrainConfig, train_shape: tuple[int, ...]) -> None:
+    """Check the hyperparameters can train on encoded reviews of ``train_shape`` (reviews, tokens).
+
+    Raises:
+        ConfigError: naming the key, its value and what the data need.
+    """
+    length = train_shape[1] if len(train_shape) == 2 else None
+    if config.model == "seed_cnn" and length != SEED_CNN_LENGTH:
+        raise ConfigError(
+            f"train.model: 'seed_cnn' needs reviews encoded to {SEED_CNN_LENGTH} tokens (its pooling is 5/5/35), "
+            f"but the prepared data have {length}; set prepare.max_length: {SEED_CNN_LENGTH} or use model ngram_glove"
+        )

@@ -21,8 +21,10 @@ from model_lib.errors import EmbeddingError
 
 logger = logging.getLogger(__name__)
 
+# The id layout shared by the vocabulary, the encoded splits and the embedding matrix.
 PAD_ID = 0
 OOV_ID = 1
+FIRST_TOKEN_ID = 2
 
 
 @dataclasses.dataclass
@@ -183,7 +185,7 @@ def embedding_matrix(glove: Glove, tokens: Sequence[str], *, seed: int = 42) -> 
     vectors = np.asarray(glove.vectors)
     rng = np.random.default_rng(seed)
     scale = float(vectors[: min(len(vectors), 10000)].std())
-    matrix = np.zeros((len(tokens) + 2, glove.dim), dtype=np.float32)
-    matrix[2:][found] = vectors[rows[found]]
-    matrix[2:][~found] = rng.normal(0.0, scale, size=(int((~found).sum()), glove.dim)).astype(np.float32)
+    matrix = np.zeros((len(tokens) + FIRST_TOKEN_ID, glove.dim), dtype=np.float32)
+    matrix[FIRST_TOKEN_ID:][found] = vectors[rows[found]]
+    matrix[FIRST_TOKEN_ID:][~found] = rng.normal(0.0, scale, size=(int((~found).sum()), glove.dim)).astype(np.float32)
     return EmbeddingMatrix(matrix, int(found.sum()), len(tokens))

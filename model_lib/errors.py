@@ -24,3 +24,24 @@ class EmbeddingError(ModelLibError):
 
 class SageMakerEnvironmentError(ModelLibError):
     """The SageMaker container contract (SM_* variables, channels, hyperparameters) is not met."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal (SIGTERM from a spot reclaim, Ctrl-C) after saving its state.
+
+    Not a user error: the run resumes where it stopped when started again with the same checkpoint
+    folder. ``exit_code`` follows the shell convention (128 + signal number).
+    """
+
+    def __init__(self, signal_number: int, checkpoint: str | None) -> None:
+        import signal
+
+        name = signal.Signals(signal_number).name
+        where = f"state saved in {checkpoint}; run again to resume" if checkpoint else "no checkpoint folder"
+        super().__init__(f"training stopped by {name}: {where}")
+        self.signal_number = signal_number
+        self.checkpoint = checkpoint
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal_number

@@ -15,11 +15,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from model_lib.config import MAX_NGRAM_BUCKETS, SEED_CNN_LENGTH
+from model_lib.config import NGRAM_HASH_MULTIPLIER as _MULTIPLIER
+
 # Hashing constants for the n-gram ids. All arithmetic stays below 2**31 (int32 on every backend):
 # ids < vocabulary size and hashes < buckets, so id * _MULTIPLIER and hash * _MULTIPLIER fit while
 # buckets <= MAX_NGRAM_BUCKETS.
-_MULTIPLIER = 1009
-MAX_NGRAM_BUCKETS = (2**31 - 1) // _MULTIPLIER - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +34,7 @@ class ModelDefaults:
     clipnorm: float | None = None
 
 
-def seed_cnn(embedding_matrix: np.ndarray, *, max_length: int = 1000, dropout: float = 0.0, **_: Any) -> keras.Model:
+def seed_cnn(embedding_matrix: np.ndarray, *, max_length: int = SEED_CNN_LENGTH, dropout: float = 0.0, **_: Any) -> keras.Model:
     """Return the original project's CNN: trainable GloVe embedding, 3x Conv1D(128, 5) with max
     pooling 5/5/35, Dense(128), sigmoid.
 
@@ -48,7 +49,7 @@ def seed_cnn(embedding_matrix: np.ndarray, *, max_length: int = 1000, dropout: f
     Raises:
         ValueError: if ``max_length`` is not 1000 (the pooling sizes need exactly that length).
     """
-    if max_length != 1000:
+    if max_length != SEED_CNN_LENGTH:
         raise ValueError(f"seed_cnn: max_length must be 1000 (pooling 5/5/35), got {max_length}")
     inputs = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
     x = keras.layers.Embedding(embedding_matrix.shape[0], embedding_matrix.shape[1], name="glove")(inputs)

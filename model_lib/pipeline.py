@@ -5,16 +5,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from model_lib._io import atomic_path, write_json
-from model_lib.config import EvaluateConfig, IngestConfig, PrepareConfig, TrainConfig, to_dict
+from model_lib._io import write_json
+from model_lib.config import EvaluateConfig, IngestConfig, PrepareConfig, TrainConfig
+from model_lib.prepared import channel_paths
 
 logger = logging.getLogger(__name__)
 
@@ -30,20 +29,25 @@ class Paths:
     checkpoints: Path = Path("checkpoints")
 
     @property
+    def channels(self) -> dict[str, Path]:
+        """Return the prepared file of each SageMaker channel."""
+        return channel_paths(self.prepared)
+
+    @property
     def train(self) -> Path:
-        return self.prepared / "train.npz"
+        return self.channels["train"]
 
     @property
     def test(self) -> Path:
-        return self.prepared / "test.npz"
+        return self.channels["test"]
 
     @property
     def vocab(self) -> Path:
-        return self.prepared / "vocab.txt"
+        return self.channels["vocab"]
 
     @property
     def embeddings(self) -> Path:
-        return self.prepared / "embeddings.npy"
+        return self.channels["embeddings"]
 
     @property
     def prepare_report(self) -> Path:
@@ -93,9 +97,9 @@ def prepare(config: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
         DataError, EmbeddingError: for missing or bad inputs, or an empty split.
     """
     from model_lib.data import read_reviews_jsonl, split_indices
-    from model_lib.embeddings import embedding_matrix, load_glove
+    from model_lib.embeddings import OOV_ID, PAD_ID, embedding_matrix, load_glove
+    from model_lib.prepared import save_embedding_matrix, save_split
     from model_lib.text import Vocabulary
-    from model_lib.training import save_split
 
     reviews = read_reviews_jsonl(paths.reviews)
     train_idx, test_idx = split_indices(reviews, test_size=config.test_size, seed=config.seed)
@@ -106,9 +110,8 @@ def prepare(config: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
     save_split(paths.train, ids[train_idx], reviews.labels[train_idx])
     save_split(paths.test, ids[test_idx], reviews.labels[test_idx])
     vocabulary.save(paths.vocab)
-    with atomic_path(paths.embeddings, suffix=".npy") as tmp:
-        np.save(tmp, matrix.matrix)
-    oov = float((ids[train_idx] == 1).sum() / max(1, (ids[train_idx] > 0).sum()))
+    save_embedding_matrix(paths.embeddings, matrix.matrix)
+    oov = float((ids[train_idx] == OOV_ID).sum() / max(1, (ids[train_idx] > PAD_ID).sum()))
     report = {
         "train_reviews": len(train_idx),
         "test_reviews": len(test_idx),
@@ -124,72 +127,45 @@ def prepare(config: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
 def train(config: TrainConfig, paths: Paths = Paths(), *, track: bool = True, verbose: int | str = "auto") -> dict[str, Any]:
     """Train on the prepared files, save the raw-string model and log the run to MLflow.
 
-    Returns:
-        a summary: run id, epochs run, best epoch, training seconds.
-    """
-    from model_lib import training
-    from model_lib.tracking import MlflowTracker, lineage_tags, write_run_reference
+    An interrupted run (Ctrl-C, SIGTERM, a crash) resumes from ``checkpoints/`` when run again, in
+    the same MLflow run.
 
-    data = training.load_prepared(paths.train, paths.test, paths.vocab, paths.embeddings)
-    inputs = {"train": paths.train, "test": paths.test, "vocab": paths.vocab, "embeddings": paths.embeddings}
-    tracker = MlflowTracker() if track else None
-    try:
-        if tracker is not None:
-            tracker.log_params(training.effective_hyperparameters(config))
-            tracker.set_tags({**lineage_tags(inputs), "model_lib.stage": "train"})
-        result = training.run(config, data, checkpoint_dir=paths.checkpoints, tracker=tracker, verbose=verbose)
-        training.save_model(result.raw_model, paths.model)
-        summary = {
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "train_seconds": round(result.train_seconds, 2),
-            "hyperparameters": result.hyperparameters,
-            "history": result.history,
-        }
-        if tracker is not None:
-            tracker.log_metrics({"train_seconds": result.train_seconds, "best_epoch": result.best_epoch})
-            examples = ["A moving, beautifully acted film.", "Dull, predictable and far too long."]
-            tracker.log_raw_text_model(result.raw_model, examples)
-            write_run_reference(paths.run_reference, tracker)
-            summary["run_id"] = tracker.run_id
-        write_json(paths.history, summary)
-        training.clear_checkpoints(paths.checkpoints)
-    except BaseException:
-        if tracker is not None:
-            tracker.end("FAILED")
-        raise
-    if tracker is not None:
-        tracker.end()
-    return summary
+    Returns:
+        a summary: run id, epochs run, best epoch, training seconds, history.
+
+    Raises:
+        ConfigError, DataError: for hyperparameters or prepared files that cannot work.
+        TrainingInterrupted: when a stop signal arrived (the state is saved).
+    """
+    from model_lib.lifecycle import RunPaths, train_and_record
+
+    run_paths = RunPaths(
+        model=paths.model, checkpoints=paths.checkpoints, summary=paths.history, run_reference=paths.run_reference
+    )
+    return train_and_record(config, paths.channels, run_paths, track=track, tags={"model_lib.stage": "train"}, verbose=verbose)
 
 
 def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = True) -> dict[str, Any]:
     """Score the saved model on the test split, write metrics, plot data and figures; add them to
     the training run in MLflow. Returns the metrics.
+
+    Raises:
+        DataError: if the model, the history or the test split is missing or malformed.
     """
     import json
 
-    import keras
-
-    from model_lib import evaluation, training
+    from model_lib.inference import load_model
+    from model_lib.lifecycle import evaluate_model
+    from model_lib.prepared import load_split
     from model_lib.tracking import MlflowTracker, read_run_reference
 
-    x_test, y_test = training.load_split(paths.test)
-    raw_model = training.load_model(paths.model)
-    core = next(layer for layer in raw_model.layers if isinstance(layer, keras.Model))
-    started = time.perf_counter()
-    probabilities = np.asarray(core.predict(x_test, batch_size=512, verbose=0)).reshape(-1)
+    x_test, y_test = load_split(paths.test)
+    model = load_model(paths.model)
     history = json.loads(paths.history.read_text(encoding="utf-8"))["history"] if paths.history.is_file() else None
-    metrics = evaluation.write_report(paths.reports, y_test, probabilities, threshold=config.threshold, history=history)
-    metrics["predict_seconds"] = round(time.perf_counter() - started, 3)
-    write_json(paths.reports / "metrics.json", metrics)
-    run_id = read_run_reference(paths.run_reference)
-    if track:
-        with MlflowTracker(run_id=run_id) as tracker:
-            tracker.log_params({f"evaluate.{k}": v for k, v in to_dict(config).items()})
-            tracker.log_metrics(metrics, prefix="test_")
-            figures = [paths.reports / n for n in ("training_curves.png", "roc.png", "confusion_matrix.png")]
-            tracker.log_artifacts(figures, artifact_path="figures")
-            tracker.log_artifacts([paths.reports / "metrics.json", paths.prepare_report], artifact_path="reports")
+    run_id = read_run_reference(paths.run_reference) if track else None
+    with MlflowTracker(run_id=run_id) if track else contextlib.nullcontext() as tracker:
+        metrics = evaluate_model(model, x_test, y_test, paths.reports, config, history=history, tracker=tracker)
+        if tracker is not None:
+            tracker.log_artifacts([paths.prepare_report], artifact_path="reports")
     logger.info("evaluate: accuracy %.4f, ROC AUC %s", metrics["accuracy"], metrics["roc_auc"])
     return metrics

@@ -23,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 
 from model_lib._io import atomic_path
+from model_lib.embeddings import FIRST_TOKEN_ID, PAD_ID
 from model_lib.errors import DataError
 
-PAD_TOKEN = ""
 OOV_TOKEN = "[UNK]"
 _BATCH = 2048
 
@@ -83,7 +83,7 @@ class Vocabulary:
     @property
     def size(self) -> int:
         """Return the number of ids, padding and OOV included (the embedding's row count)."""
-        return len(self.tokens) + 2
+        return len(self.tokens) + FIRST_TOKEN_ID
 
     @classmethod
     def fit(cls, texts: Iterable[str], *, max_size: int = 30000, min_count: int = 2) -> Vocabulary:
@@ -179,7 +179,7 @@ class TextEncoder(keras.layers.Layer):
         # each row's last max_length tokens (reversed); reversing both axes restores the order with
         # padding in front.
         flipped = tf.RaggedTensor.from_row_lengths(tf.reverse(ragged.flat_values, [0]), tf.reverse(ragged.row_lengths(), [0]))
-        dense = flipped.to_tensor(default_value=0, shape=[None, self.max_length])
+        dense = flipped.to_tensor(default_value=PAD_ID, shape=[None, self.max_length])
         return tf.cast(tf.reverse(dense, [0, 1]), "int32")
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, int]:

@@ -58,8 +58,16 @@ def lineage_tags(inputs: Mapping[str, str | os.PathLike[str]], repo: str | os.Pa
     return tags
 
 
+RESTARTS_TAG = "model_lib.restarts"
+
+
 class MlflowTracker:
-    """Logs one training run to MLflow; ``run_id`` names it so another stage can add to it."""
+    """Logs one training run to MLflow; ``run_id`` names it so another stage (or a restarted job)
+    adds to it.
+
+    As a context manager it ends the run FINISHED, KILLED when training was stopped by a signal (the
+    run is reopened when training resumes), or FAILED on any other exception.
+    """
 
     def __init__(self, run_id: str | None = None, experiment: str | None = None) -> None:
         import mlflow
@@ -70,12 +78,25 @@ class MlflowTracker:
             mlflow.set_experiment(name)
         self._run = mlflow.start_run(run_id=run_id)
         self.run_id: str = self._run.info.run_id
+        self.reopened = run_id is not None
 
     def __enter__(self) -> MlflowTracker:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.end("FAILED" if exc_type is not None else "FINISHED")
+        from model_lib.errors import TrainingInterrupted
+
+        if exc_type is None:
+            self.end("FINISHED")
+        else:
+            self.end("KILLED" if isinstance(exc, (TrainingInterrupted, KeyboardInterrupt)) else "FAILED")
+
+    def count_restart(self) -> int:
+        """Add one to the run's restart count tag; return the new count."""
+        current = self._mlflow.get_run(self.run_id).data.tags.get(RESTARTS_TAG, "0")
+        count = int(current) + 1 if current.isdigit() else 1
+        self._mlflow.set_tag(RESTARTS_TAG, str(count))
+        return count
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run with ``status``."""
@@ -93,6 +114,18 @@ class MlflowTracker:
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Log one epoch's metrics with step = epoch (0-based)."""
         self._mlflow.log_metrics(metrics, step=epoch)
+
+    def log_history(self, history: Sequence[Mapping[str, float]]) -> None:
+        """Log the epochs of ``history`` that the run does not hold yet (after a restart: an epoch
+        whose checkpoint was saved but whose metrics were not sent before the process died)."""
+        if not history:
+            return
+        probe = next(k for k in history[0] if k != "epoch")
+        logged = {m.step for m in self._mlflow.MlflowClient().get_metric_history(self.run_id, probe)}
+        for row in history:
+            epoch = int(row["epoch"]) - 1
+            if epoch not in logged:
+                self.log_epoch(epoch, {k: float(v) for k, v in row.items() if k != "epoch"})
 
     def log_metrics(self, metrics: Mapping[str, Any], prefix: str = "") -> None:
         """Log the numeric entries of ``metrics`` (nested lists and nulls are skipped)."""
@@ -129,7 +162,7 @@ class MlflowTracker:
         import tensorflow as tf
         from mlflow.models import Model, infer_signature
 
-        from model_lib.training import predict
+        from model_lib.inference import predict
 
         example = np.asarray(list(examples), dtype=object).reshape(-1, 1)
         signature = infer_signature(example, predict(model, list(examples)).reshape(-1, 1))
@@ -172,10 +205,12 @@ def _serving_requirements() -> list[str]:
 
 
 def write_run_reference(path: str | os.PathLike[str], tracker: MlflowTracker) -> None:
-    """Write the run id and tracking URI, so the next stage adds to the same run."""
-    import mlflow
+    """Write the run id, so the next stage adds to the same run.
 
-    write_json(path, {"run_id": tracker.run_id, "tracking_uri": mlflow.get_tracking_uri()})
+    The file is committed to git, so it holds no tracking URI: a local store's URI is a machine's
+    path, and a server's may carry credentials.
+    """
+    write_json(path, {"run_id": tracker.run_id})
 
 
 def read_run_reference(path: str | os.PathLike[str]) -> str | None:

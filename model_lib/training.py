@@ -1,36 +1,48 @@
 """The one training path: ``run(config, data)`` serves the library, the DVC stage and SageMaker.
 
-Data order is a function of (seed, epoch) and every random layer is re-seeded from (seed, epoch) at
-the start of each epoch, so a run resumed from its last end-of-epoch checkpoint continues exactly as
-if it had never stopped (Keras' BackupAndRestore alone restarts the epoch with other data order).
+The loop is written out step by step (``train_on_batch``) so that a run can stop after any step and
+continue exactly: the data order is a function of (seed, epoch), every random layer is re-seeded
+from (seed, epoch) at the start of an epoch, and a checkpoint holds every variable (weights,
+optimizer slots, dropout seed states, running metrics) plus the position (epoch, step). A run
+stopped at any moment and started again ends with bitwise the same weights as one never stopped
+(Keras' BackupAndRestore restarts the epoch, with other data order).
+
+SIGTERM (a spot reclaim) and SIGINT (Ctrl-C) during a run with a checkpoint folder save the state
+at the next step boundary and raise :class:`~model_lib.errors.TrainingInterrupted`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
+import math
 import os
 import random
+import signal
+import threading
 import time
-from collections.abc import Sequence
+import types
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import keras
 import numpy as np
 
-from model_lib._io import atomic_path, write_json
+from model_lib import checkpoints
 from model_lib.config import TrainConfig, to_dict
-from model_lib.errors import DataError
+from model_lib.embeddings import FIRST_TOKEN_ID
+from model_lib.errors import DataError, TrainingInterrupted
 from model_lib.models import DEFAULTS, build_model, nb_log_count_ratios
-from model_lib.text import Vocabulary
+from model_lib.prepared import PreparedData
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_MODEL = "last.keras"
-CHECKPOINT_BEST = "best.weights.h5"
-CHECKPOINT_STATE = "state.json"
+# Settings that change how a run is carried out but not what it computes: a checkpoint made with
+# other values of these is still resumed.
+_NOT_IN_FINGERPRINT = ("checkpoint_steps", "threads")
 
 
 class EpochLogger(Protocol):
@@ -38,103 +50,8 @@ class EpochLogger(Protocol):
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
-
-@dataclasses.dataclass
-class PreparedData:
-    """Encoded splits, their vocabulary and the GloVe matrix for it (the SageMaker channels)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    vocabulary: Vocabulary
-    embedding_matrix: np.ndarray
-
-    @property
-    def max_length(self) -> int:
-        """Return the encoded sequence length."""
-        return int(self.x_train.shape[1])
-
-    def check(self) -> None:
-        """Check the parts fit together.
-
-        Raises:
-            DataError: if the matrix rows differ from the vocabulary's ids, an id is out of range,
-                the splits differ in length, or the training split is empty.
-        """
-        if self.embedding_matrix.ndim != 2 or self.embedding_matrix.shape[0] != self.vocabulary.size:
-            raise DataError(
-                f"embeddings: {self.embedding_matrix.shape[0]} rows, but the vocabulary has "
-                f"{len(self.vocabulary)} tokens (+2 for padding and OOV = {self.vocabulary.size}); "
-                "were they prepared together?"
-            )
-        if len(self.x_train) == 0:
-            raise DataError("train: the training split is empty")
-        for name, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            if x.ndim != 2 or len(x) != len(y):
-                raise DataError(f"{name}: expected x of shape (n, length) and n labels, got {x.shape} and {y.shape}")
-            if x.size and (int(x.max()) >= self.vocabulary.size or int(x.min()) < 0):
-                raise DataError(f"{name}: token id {int(x.max())} is outside the vocabulary's {self.vocabulary.size} ids")
-        if self.x_test.shape[1] != self.x_train.shape[1]:
-            raise DataError(f"test: sequence length {self.x_test.shape[1]} differs from train's {self.x_train.shape[1]}")
-
-
-def save_split(path: str | os.PathLike[str], x: np.ndarray, y: np.ndarray) -> None:
-    """Write one encoded split as a single ``.npz`` file (x: int32 ids, y: int8 labels), atomically."""
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, x=x.astype(np.int32), y=y.astype(np.int8))
-
-
-def load_split(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Return (x, y) of an encoded split file.
-
-    Raises:
-        DataError: if the file is missing or is not such a file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: encoded split not found")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return archive["x"], archive["y"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: not an encoded split (.npz with x and y): {exc}") from None
-
-
-def load_embedding_matrix(path: str | os.PathLike[str]) -> np.ndarray:
-    """Return the embedding matrix saved as ``.npy``.
-
-    Raises:
-        DataError: if the file is missing or not a 2-D float array.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: embedding matrix not found")
-    try:
-        matrix = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a .npy matrix: {exc}") from None
-    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
-        raise DataError(f"{path}: expected a 2-D float matrix, got {matrix.dtype} {matrix.shape}")
-    return matrix.astype(np.float32, copy=False)
-
-
-def load_prepared(
-    train: str | os.PathLike[str],
-    test: str | os.PathLike[str],
-    vocab: str | os.PathLike[str],
-    embeddings: str | os.PathLike[str],
-) -> PreparedData:
-    """Return the prepared data from its four files, checked to fit together.
-
-    Raises:
-        DataError: if a file is missing or malformed, or the files do not fit together.
-    """
-    x_train, y_train = load_split(train)
-    x_test, y_test = load_split(test)
-    data = PreparedData(x_train, y_train, x_test, y_test, Vocabulary.load(vocab), load_embedding_matrix(embeddings))
-    data.check()
-    return data
+    def log_history(self, history: list[dict[str, float]]) -> None:
+        """Receive the history of a resumed run (to log epochs that were never sent)."""
 
 
 def effective_hyperparameters(config: TrainConfig) -> dict[str, Any]:
@@ -148,6 +65,19 @@ def effective_hyperparameters(config: TrainConfig) -> dict[str, Any]:
     return values
 
 
+def fingerprint(config: TrainConfig, data: PreparedData) -> dict[str, Any]:
+    """Return what identifies a training: its hyperparameters and a digest of its data.
+
+    A checkpoint is resumed only by a run with the same fingerprint.
+    """
+    values = {k: v for k, v in to_dict(config).items() if k not in _NOT_IN_FINGERPRINT}
+    digest = 0
+    for array in (data.x_train, data.y_train, data.embedding_matrix):
+        digest = zlib.crc32(np.ascontiguousarray(array).data, digest)
+    values["data"] = f"{data.x_train.shape}:{len(data.vocabulary)}:{digest:08x}"
+    return values
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What a run produced: the id-sequence model, the raw-string model and the per-epoch history."""
@@ -158,7 +88,7 @@ class TrainResult:
     hyperparameters: dict[str, Any]
     best_epoch: int
     train_seconds: float
-    resumed_from_epoch: int | None = None
+    resumed_from: tuple[int, int] | None = None  # (epoch, step), both 0-based, of the resumed state
 
 
 def _seed_everything(seed: int) -> None:
@@ -167,12 +97,15 @@ def _seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+def _seed_variables(model: keras.Model) -> list[Any]:
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights and "seed_generator" in v.path]
+
+
 def _reseed_random_layers(model: keras.Model, seed: int, epoch: int) -> None:
     """Set every SeedGenerator state (dropout) to a function of (seed, epoch)."""
-    weights = {id(v) for v in model.weights}
-    for i, variable in enumerate(v for v in model.variables if id(v) not in weights):
-        if "seed_generator" in variable.path:
-            variable.assign(np.asarray([seed + i, epoch], dtype=variable.dtype))
+    for i, variable in enumerate(_seed_variables(model)):
+        variable.assign(np.asarray([seed + i, epoch], dtype=variable.dtype))
 
 
 def _validation_split(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,8 +125,8 @@ def _compiled_model(config: TrainConfig, hp: dict[str, Any], data: PreparedData,
     if not config.glove_init:
         # Ablation: same shape and scale as GloVe, but no information in it.
         rng = np.random.default_rng(config.seed)
-        matrix = rng.normal(0.0, float(matrix[2:].std()), matrix.shape).astype(np.float32)
-        matrix[:2] = 0.0
+        matrix = rng.normal(0.0, float(matrix[FIRST_TOKEN_ID:].std()), matrix.shape).astype(np.float32)
+        matrix[:FIRST_TOKEN_ID] = 0.0  # padding and OOV rows
     extra: dict[str, Any] = {}
     if config.model == "ngram_glove":
         extra["ngram_weights"] = nb_log_count_ratios(
@@ -213,28 +146,65 @@ def _compiled_model(config: TrainConfig, hp: dict[str, Any], data: PreparedData,
     return model
 
 
-def _save_checkpoint(directory: Path, model: keras.Model, state: dict[str, Any]) -> None:
-    with atomic_path(directory / CHECKPOINT_MODEL, suffix=".keras") as tmp:
-        model.save(tmp)
-    write_json(directory / CHECKPOINT_STATE, state)
+def _variable_groups(model: keras.Model) -> dict[str, list[Any]]:
+    return {
+        "model": list(model.variables),
+        "optimizer": list(model.optimizer.variables),
+        "metrics": list(model.metrics_variables),
+    }
 
 
-def _load_checkpoint(directory: Path | None, config: TrainConfig) -> tuple[keras.Model, dict[str, Any]] | None:
-    if directory is None or not (directory / CHECKPOINT_STATE).is_file() or not (directory / CHECKPOINT_MODEL).is_file():
-        return None
-    state = json.loads((directory / CHECKPOINT_STATE).read_text(encoding="utf-8"))
-    if state.get("config") != to_dict(config):
-        logger.warning("checkpoint in %s is from other hyperparameters; starting afresh", directory)
-        return None
-    return keras.models.load_model(directory / CHECKPOINT_MODEL), state
+def _restore(model: keras.Model, generation: checkpoints.Generation, probe: tuple[np.ndarray, np.ndarray]) -> None:
+    """Load every variable of ``generation`` into ``model`` (built and compiled the same way).
+
+    Raises:
+        ValueError: if the saved variables do not match the model's in number or shape.
+    """
+    model.optimizer.build(model.trainable_variables)
+    model.test_on_batch(*probe)  # builds the compiled metrics' variables, which are then overwritten
+    for group, variables in _variable_groups(model).items():
+        saved = generation.arrays[group]
+        if len(saved) != len(variables):
+            raise ValueError(f"{group}: {len(saved)} saved variables, the model has {len(variables)}")
+        for variable, value in zip(variables, saved):
+            if tuple(variable.shape) != value.shape:
+                raise ValueError(f"{group}: {variable.path} has shape {tuple(variable.shape)}, saved {value.shape}")
+            variable.assign(value)
 
 
-def raw_string_model(model: keras.Model, vocabulary: Vocabulary, max_length: int) -> keras.Model:
-    """Return a model taking raw review strings, shape (batch, 1) like a one-column table, and
-    returning P(positive) per review, shape (batch, 1)."""
-    texts = keras.Input(shape=(1,), dtype="string", name="review")
-    ids = vocabulary.encoder(max_length)(texts)
-    return keras.Model(texts, model(ids), name=f"{model.name}_raw_text")
+class _StopSignals:
+    """Turns SIGTERM and SIGINT into a request to stop at the next step boundary.
+
+    A second signal while stopping is not held back (a second Ctrl-C stops at once).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def _handle(self, signum: int, frame: types.FrameType | None) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        logger.warning("%s received: saving the training state at the next step", signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def installed(self, enabled: bool) -> Iterator[_StopSignals]:
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float], seconds: float) -> str:
+    shown = " - ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    return f"epoch {epoch + 1}/{epochs}: {shown} ({seconds:.1f} s)"
 
 
 def run(
@@ -244,16 +214,20 @@ def run(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     tracker: EpochLogger | None = None,
     verbose: int | str = "auto",
+    run_id: str | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``data`` and return the trained models and history.
 
     A validation slice (``config.validation_split`` of the training split, stratified, seeded) drives
     early stopping; the weights of the epoch with the lowest validation loss are kept. With
-    ``checkpoint_dir``, the model, optimizer and history are saved after every epoch and a later call
-    with the same config resumes after the last finished epoch.
+    ``checkpoint_dir``, the whole state is saved every ``config.checkpoint_steps`` steps and at each
+    epoch end (see :mod:`model_lib.checkpoints`), and a later call with the same config and data
+    resumes at the step where it stopped. ``verbose``: 0 silent, 1 a progress bar, 2 one log line
+    per epoch, "auto" a bar on a terminal. ``run_id`` (the MLflow run) is stored in the checkpoints.
 
     Raises:
         DataError: if the data do not fit together or are too few to hold out a validation slice.
+        TrainingInterrupted: after saving the state, when SIGTERM or SIGINT arrived during training.
     """
     data.check()
     if config.threads:
@@ -262,62 +236,94 @@ def run(
         tf.config.threading.set_intra_op_parallelism_threads(config.threads)
         tf.config.threading.set_inter_op_parallelism_threads(config.threads)
     hp = effective_hyperparameters(config)
+    epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
     _seed_everything(config.seed)
     fit_idx, val_idx = _validation_split(data.y_train, config.validation_split, config.seed)
     x_val, y_val = data.x_train[val_idx], data.y_train[val_idx].astype("float32")
+    steps = math.ceil(len(fit_idx) / batch_size)
+    identity = fingerprint(config, data)
 
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    restored = _load_checkpoint(directory, config)
-    if restored is not None:
-        model, state = restored
-        logger.info("resuming after epoch %d from %s", state["epoch"] + 1, directory)
-    else:
-        model = _compiled_model(config, hp, data, fit_idx)
-        state = {"config": to_dict(config), "epoch": -1, "history": [], "best_val_loss": None, "best_epoch": -1, "wait": 0}
-    resumed_from = state["epoch"] + 1 if restored is not None else None
-    best_weights = None
-    if directory is not None and (directory / CHECKPOINT_BEST).is_file() and restored is not None:
-        best_weights = directory / CHECKPOINT_BEST
-
-    started = time.perf_counter()
-    for epoch in range(state["epoch"] + 1, hp["epochs"]):
-        if state["wait"] >= max(config.patience, 1):
-            break  # `patience` epochs in a row without a lower validation loss (0 counts as 1)
-        order = fit_idx[np.random.default_rng([config.seed, epoch]).permutation(len(fit_idx))]
-        _reseed_random_layers(model, config.seed, epoch)
-        fitted = model.fit(
-            data.x_train[order],
-            data.y_train[order].astype("float32"),
-            batch_size=hp["batch_size"],
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            shuffle=False,
-            validation_data=(x_val, y_val),
-            verbose=verbose,
-        )
-        metrics = {name: float(values[-1]) for name, values in fitted.history.items()}
-        state["history"].append({"epoch": epoch + 1, **metrics})
-        if tracker is not None:
-            tracker.log_epoch(epoch, metrics)
-        if state["best_val_loss"] is None or metrics["val_loss"] < state["best_val_loss"]:
-            state.update(best_val_loss=metrics["val_loss"], best_epoch=epoch, wait=0)
-            if directory is not None:
-                with atomic_path(directory / CHECKPOINT_BEST, suffix=".weights.h5") as tmp:
-                    model.save_weights(tmp)
-                best_weights = directory / CHECKPOINT_BEST
-            else:
-                best_weights = model.get_weights()
+    model = _compiled_model(config, hp, data, fit_idx)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "best_val_loss": None, "best_epoch": -1, "wait": 0}
+    best: list[np.ndarray] | None = None
+    best_file: Path | None = None  # the newest generation's best.npz, linked while the best is unchanged
+    resumed_from = None
+    generation = checkpoints.latest(directory)
+    if generation is not None:
+        changed = checkpoints.differences(generation.state.get("fingerprint", {}), identity)
+        if changed:
+            logger.warning(
+                "checkpoint %s is from another training (%s differ); starting afresh", generation.path, ", ".join(changed)
+            )
         else:
-            state["wait"] += 1
-        state["epoch"] = epoch
-        if directory is not None:
-            _save_checkpoint(directory, model, state)
+            _restore(model, generation, (x_val[:1], y_val[:1]))
+            state = {key: generation.state[key] for key in state}
+            best, best_file = generation.arrays.get("best") or None, generation.best_file
+            resumed_from = (state["epoch"], state["step"])
+            logger.info("resuming at epoch %d, step %d of %d, from %s", state["epoch"] + 1, state["step"], steps, generation.path)
+            if tracker is not None:
+                tracker.log_history(list(state["history"]))
+
+    def save() -> None:
+        nonlocal best_file
+        assert directory is not None
+        snapshot = {**state, "fingerprint": identity, "run_id": run_id, "steps_per_epoch": steps}
+        arrays = {group: [np.asarray(v.numpy()) for v in variables] for group, variables in _variable_groups(model).items()}
+        folder = checkpoints.save(directory, snapshot, arrays, best_file if best_file is not None else best)
+        best_file = folder / checkpoints.BEST if best is not None else None
+
+    stop = _StopSignals()
+    started = time.perf_counter()
+    show_bar = verbose == 1 or (verbose == "auto" and os.isatty(1))
+    with stop.installed(directory is not None):
+        while state["epoch"] < epochs:
+            epoch = state["epoch"]
+            if state["step"] == 0:
+                if state["wait"] >= max(config.patience, 1):
+                    break  # `patience` epochs in a row without a lower validation loss (0 counts as 1)
+                _reseed_random_layers(model, config.seed, epoch)
+                model.reset_metrics()
+            epoch_started = time.perf_counter()
+            order = fit_idx[np.random.default_rng([config.seed, epoch]).permutation(len(fit_idx))]
+            bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "accuracy", "auc"]) if show_bar else None
+            if bar is not None:
+                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+            logs: dict[str, float] = {}
+            while state["step"] < steps:
+                batch = order[state["step"] * batch_size : (state["step"] + 1) * batch_size]
+                logs = model.train_on_batch(data.x_train[batch], data.y_train[batch].astype("float32"), return_dict=True)
+                state["step"] += 1
+                if bar is not None:
+                    bar.update(state["step"], values=list(logs.items()))
+                if directory is not None and state["step"] < steps:
+                    if stop.received is not None or (config.checkpoint_steps and state["step"] % config.checkpoint_steps == 0):
+                        save()
+                    if stop.received is not None:
+                        raise TrainingInterrupted(stop.received, str(directory))
+            validation = model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True)
+            metrics = {**{k: float(v) for k, v in logs.items()}, **{f"val_{k}": float(v) for k, v in validation.items()}}
+            state["history"].append({"epoch": epoch + 1, **metrics})
+            if state["best_val_loss"] is None or metrics["val_loss"] < state["best_val_loss"]:
+                state.update(best_val_loss=metrics["val_loss"], best_epoch=epoch, wait=0)
+                best, best_file = [np.asarray(w) for w in model.get_weights()], None
+            else:
+                state["wait"] += 1
+            state.update(epoch=epoch + 1, step=0)
+            if directory is not None:
+                save()
+            if tracker is not None:
+                tracker.log_epoch(epoch, metrics)
+            if verbose == 2 or bar is not None:
+                logger.info(_epoch_line(epoch, epochs, metrics, time.perf_counter() - epoch_started))
+            if stop.received is not None:
+                raise TrainingInterrupted(stop.received, str(directory))
     seconds = time.perf_counter() - started
 
-    if isinstance(best_weights, Path):
-        model.load_weights(best_weights)
-    elif best_weights is not None:
-        model.set_weights(best_weights)
+    if best is not None:
+        model.set_weights(best)
+    from model_lib.export import raw_string_model
+
     return TrainResult(
         model=model,
         raw_model=raw_string_model(model, data.vocabulary, data.max_length),
@@ -325,55 +331,8 @@ def run(
         hyperparameters=hp,
         best_epoch=state["best_epoch"] + 1,
         train_seconds=seconds,
-        resumed_from_epoch=resumed_from,
+        resumed_from=resumed_from,
     )
 
 
-def clear_checkpoints(checkpoint_dir: str | os.PathLike[str]) -> None:
-    """Remove a finished run's checkpoint files from ``checkpoint_dir``."""
-    for name in (CHECKPOINT_MODEL, CHECKPOINT_BEST, CHECKPOINT_STATE):
-        path = Path(checkpoint_dir) / name
-        if path.is_file():
-            path.unlink()
-
-
-def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
-    """Save ``model`` as a ``.keras`` file, atomically."""
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
-
-
-def load_model(path: str | os.PathLike[str]) -> keras.Model:
-    """Return the model saved at ``path`` (a raw-string ``.keras`` model reloads with its vocabulary).
-
-    Raises:
-        DataError: if the file does not exist.
-    """
-    if not Path(path).is_file():
-        raise DataError(f"{path}: model file not found")
-    return keras.models.load_model(path)
-
-
-def predict(model: keras.Model, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """Return P(positive) for each raw review text, as a float array of len(texts)."""
-    import tensorflow as tf
-
-    if len(texts) == 0:
-        return np.zeros((0,), dtype=np.float32)
-    probabilities = model.predict(tf.reshape(tf.constant(list(texts)), [-1, 1]), batch_size=batch_size, verbose=0)
-    return np.asarray(probabilities, dtype=np.float32).reshape(-1)
-
-
-__all__ = [
-    "PreparedData",
-    "TrainResult",
-    "clear_checkpoints",
-    "effective_hyperparameters",
-    "load_model",
-    "load_prepared",
-    "predict",
-    "raw_string_model",
-    "run",
-    "save_model",
-    "save_split",
-]
+__all__ = ["EpochLogger", "TrainResult", "effective_hyperparameters", "fingerprint", "run"]

@@ -118,8 +118,8 @@ def aclimdb_tarball(tmp_path: Path) -> Path:
 def write_prepared(folder: Path, count: int = 240, max_length: int = 40, seed: int = 0) -> dict[str, Path]:
     """Write the four prepare outputs for a tiny separable data set; return them by channel name."""
     from model_lib.embeddings import Glove, embedding_matrix
+    from model_lib.prepared import save_split
     from model_lib.text import Vocabulary
-    from model_lib.training import save_split
 
     rows = review_rows(count)
     texts, labels = [t for t, _ in rows], np.asarray([label for _, label in rows], dtype=np.int8)

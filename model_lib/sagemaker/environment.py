@@ -23,7 +23,6 @@ from model_lib.errors import SageMakerEnvironmentError
 
 DEFAULT_BASE_DIR = Path("/opt/ml")
 CONTAINER_CHECKPOINT_DIR = DEFAULT_BASE_DIR / "checkpoints"  # where SageMaker syncs checkpoint_s3_uri
-REQUIRED_CHANNELS = ("train", "test", "vocab", "embeddings")
 
 
 def base_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -93,6 +92,12 @@ class SageMakerEnvironment:
     num_gpus: int
     num_cpus: int
     job_name: str | None
+    tracking_uri: str | None = None  # MLFLOW_TRACKING_URI, set at launch
+
+    @property
+    def tracking_configured(self) -> bool:
+        """Return whether the job was launched with an MLflow tracking URI."""
+        return bool(self.tracking_uri)
 
     def channel(self, name: str) -> Channel:
         """Return channel ``name``.
@@ -139,6 +144,7 @@ class SageMakerEnvironment:
             num_cpus=_int_env(environ, "SM_NUM_CPUS", os.cpu_count() or 1),
             job_name=(training_env.get("job_name") if isinstance(training_env, dict) else None)
             or environ.get("TRAINING_JOB_NAME"),
+            tracking_uri=environ.get("MLFLOW_TRACKING_URI") or None,
         )
 
 

@@ -11,8 +11,9 @@ import tempfile
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from model_lib.errors import SageMakerEnvironmentError
+from model_lib.errors import SageMakerEnvironmentError, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -26,64 +27,42 @@ def _check_writable(folder: Path, variable: str) -> None:
         raise SageMakerEnvironmentError(f"{variable}={folder} is not writable ({exc.strerror})") from None
 
 
-def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> dict[str, object]:
-    """Run one training job from the SageMaker environment; return the test metrics.
+def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> dict[str, Any]:
+    """Run one training job from the SageMaker environment; return its summary (test metrics under "test").
 
     Writes ``model.keras`` (raw-string model), ``vocab.txt`` and ``metrics.json`` to SM_MODEL_DIR;
-    ``history.csv``, ``roc.csv``, ``confusion.csv`` and PNG figures to SM_OUTPUT_DATA_DIR.
-    Checkpoints go to the checkpoint folder (never SM_MODEL_DIR) and a restarted job resumes there.
-    Logs to MLflow only when MLFLOW_TRACKING_URI is set.
+    ``metrics.json``, ``history.csv``, ``roc.csv``, ``confusion.csv`` and PNG figures to
+    SM_OUTPUT_DATA_DIR. Checkpoints go to the checkpoint folder (never SM_MODEL_DIR, which would bloat
+    model.tar.gz) and a restarted job resumes there, in the same MLflow run. Logs to MLflow only when
+    MLFLOW_TRACKING_URI is set.
 
     Raises:
         SageMakerEnvironmentError, ConfigError, DataError: for a bad contract, hyperparameter or channel.
+        TrainingInterrupted: when SIGTERM arrived (the state is saved for the restarted job).
     """
-    from model_lib._io import write_json
     from model_lib.config import TrainConfig, from_mapping
-    from model_lib.sagemaker.environment import REQUIRED_CHANNELS, SageMakerEnvironment
+    from model_lib.prepared import CHANNELS
+    from model_lib.sagemaker.environment import SageMakerEnvironment
 
     # The contract is checked before TensorFlow is imported, so a bad job fails in a second.
     env = SageMakerEnvironment.from_env(environ, argv)
     config = from_mapping(TrainConfig, env.hyperparameters, "hyperparameters")
-    files = {name: env.channel(name).file for name in REQUIRED_CHANNELS}
+    files = {name: env.channel(name).file for name in CHANNELS}
     _check_writable(env.model_dir, "SM_MODEL_DIR")
     _check_writable(env.output_data_dir, "SM_OUTPUT_DATA_DIR")
 
-    from model_lib import evaluation, training
+    from model_lib.lifecycle import RunPaths, train_and_record
 
-    data = training.load_prepared(files["train"], files["test"], files["vocab"], files["embeddings"])
-    logger.info("job %s: %s on %d train / %d test reviews", env.job_name, config.model, len(data.x_train), len(data.x_test))
-
-    tracker = None
-    if (os.environ if environ is None else environ).get("MLFLOW_TRACKING_URI"):
-        from model_lib.tracking import MlflowTracker, lineage_tags
-
-        tracker = MlflowTracker()
-        tracker.log_params(training.effective_hyperparameters(config))
-        tracker.set_tags({**lineage_tags(files), "model_lib.stage": "sagemaker", "sagemaker.job_name": str(env.job_name)})
-    try:
-        result = training.run(config, data, checkpoint_dir=env.checkpoint_dir, tracker=tracker, verbose=2)
-        training.save_model(result.raw_model, env.model_dir / "model.keras")
-        data.vocabulary.save(env.model_dir / "vocab.txt")
-        probabilities = result.model.predict(data.x_test, batch_size=512, verbose=0).reshape(-1)
-        metrics = evaluation.write_report(env.output_data_dir, data.y_test, probabilities, history=result.history)
-        write_json(
-            env.model_dir / "metrics.json",
-            {
-                **metrics,
-                "best_epoch": result.best_epoch,
-                "train_seconds": result.train_seconds,
-                "hyperparameters": result.hyperparameters,
-            },
-        )
-        if tracker is not None:
-            tracker.log_metrics(metrics, prefix="test_")
-            tracker.log_raw_text_model(result.raw_model, ["A moving, beautifully acted film.", "Dull and far too long."])
-            tracker.end()
-    except BaseException:
-        if tracker is not None:
-            tracker.end("FAILED")
-        raise
-    return metrics
+    paths = RunPaths(
+        model=env.model_dir / "model.keras",
+        checkpoints=env.checkpoint_dir,
+        summary=env.model_dir / "metrics.json",
+        reports=env.output_data_dir,
+        vocabulary=env.model_dir / "vocab.txt",
+    )
+    tags = {"model_lib.stage": "sagemaker", "sagemaker.job_name": str(env.job_name)}
+    logger.info("job %s: training %s", env.job_name, config.model)
+    return train_and_record(config, files, paths, track=env.tracking_configured, tags=tags, verbose=2)
 
 
 def write_failure(exc: BaseException, environ: Mapping[str, str] | None = None) -> Path | None:
@@ -105,12 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        metrics = train_job(argv=sys.argv[1:] if argv is None else argv)
+        summary = train_job(argv=sys.argv[1:] if argv is None else argv)
+    except TrainingInterrupted as exc:
+        # Not a failure: SageMaker restarts a spot job, which resumes from the checkpoints.
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
     except Exception as exc:  # every failure must reach the failure file, not only ours
         where = write_failure(exc)
         print(f"training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         if where is not None:
             print(f"reason written to {where}", file=sys.stderr)
         return 1
-    print(f"training finished: test accuracy {metrics['accuracy']:.4f}")
+    print(f"training finished: test accuracy {summary['test']['accuracy']:.4f}")
     return 0

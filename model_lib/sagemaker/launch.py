@@ -19,8 +19,8 @@ from typing import Any
 
 from model_lib.config import TrainConfig, to_dict
 from model_lib.errors import SageMakerEnvironmentError
+from model_lib.prepared import channel_paths
 from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
-from model_lib.sagemaker.local import CHANNEL_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def channel_uris(prepared: Path = Path("data/prepared"), remote: str | None = No
     """Return the S3 URI of each channel's file in the DVC remote (as ``dvc push`` stores it)."""
     import dvc.api
 
-    return {name: dvc.api.get_url(str(prepared / filename), repo=repo, remote=remote) for name, filename in CHANNEL_FILES.items()}
+    return {name: dvc.api.get_url(str(path), repo=repo, remote=remote) for name, path in channel_paths(prepared).items()}
 
 
 def check_objects_exist(uris: Mapping[str, str], s3: Any) -> None:

@@ -9,25 +9,31 @@ ignored; a requirements.txt in the source folder is pip-installed (ours has none
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from model_lib.config import TrainConfig, to_dict
 from model_lib.errors import SageMakerEnvironmentError
+from model_lib.prepared import channel_paths
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_FILES = {"train": "train.npz", "test": "test.npz", "vocab": "vocab.txt", "embeddings": "embeddings.npy"}
 _MARKER = ".model-lib-sagemaker-local"
+# Seconds a job may take to stop after a forwarded SIGTERM before it is killed.
+STOP_GRACE_SECONDS = 60.0
 
 
 def default_source_dir() -> Path:
@@ -124,10 +130,11 @@ def lay_out(
         (base_dir / sub).mkdir(parents=True, exist_ok=True)
 
 
-def run_toolkit(
-    base_dir: Path, extra_env: Mapping[str, str] | None = None, timeout: float | None = None, job_name: str = "model-lib-local"
-) -> int:
-    """Run the toolkit's ``train`` with SAGEMAKER_BASE_DIR=``base_dir`` in a child process; return its exit code."""
+def start_toolkit(
+    base_dir: Path, extra_env: Mapping[str, str] | None = None, job_name: str = "model-lib-local"
+) -> subprocess.Popen[bytes]:
+    """Start the toolkit's ``train`` with SAGEMAKER_BASE_DIR=``base_dir`` as the leader of a new
+    process group (the job's processes, as a container holds them); return the process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
     env.update(
         {
@@ -138,7 +145,65 @@ def run_toolkit(
         }
     )
     command = [sys.executable, "-c", "from sagemaker_training.cli.train import main; main()"]
-    return subprocess.run(command, env=env, cwd=base_dir, timeout=timeout, check=False).returncode
+    return subprocess.Popen(command, env=env, cwd=base_dir, start_new_session=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a process of another user reused the id
+        return True
+    return True
+
+
+def wait_for_job(process: subprocess.Popen[bytes], timeout: float | None = None, grace: float = STOP_GRACE_SECONDS) -> int:
+    """Wait for a job started by :func:`start_toolkit`, passing SIGTERM and SIGINT on to all of its
+    processes, as SageMaker (and ``tini -g`` in the image) does; return the toolkit's exit code
+    (128 + N when signal N ended it).
+
+    The toolkit's ``train`` dies at once on SIGTERM while its child, the training script, saves its
+    state: the wait lasts until every process of the job has exited, at most ``grace`` seconds after
+    a forwarded signal, then the rest are killed (SIGKILL), as SageMaker does after its stop timeout.
+
+    Raises:
+        subprocess.TimeoutExpired: if the job runs longer than ``timeout`` (its processes are killed).
+    """
+    forwarded: list[float] = []
+
+    def forward(signum: int, frame: types.FrameType | None) -> None:
+        logger.warning("%s: passing it on to the job's processes", signal.Signals(signum).name)
+        forwarded.append(time.monotonic())
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while process.poll() is None or _group_alive(process.pid):
+            now = time.monotonic()
+            if (deadline is not None and now > deadline) or (forwarded and now > forwarded[0] + grace):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                if deadline is not None and now > deadline:
+                    raise subprocess.TimeoutExpired(process.args, timeout or 0)
+                break
+            time.sleep(0.1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    code = process.returncode
+    return 128 - code if code < 0 else code
+
+
+def run_toolkit(
+    base_dir: Path, extra_env: Mapping[str, str] | None = None, timeout: float | None = None, job_name: str = "model-lib-local"
+) -> int:
+    """Run the toolkit's ``train`` with SAGEMAKER_BASE_DIR=``base_dir``; return its exit code (see :func:`wait_for_job`)."""
+    return wait_for_job(start_toolkit(base_dir, extra_env, job_name), timeout)
 
 
 def run_local(
@@ -155,7 +220,7 @@ def run_local(
     Raises:
         SageMakerEnvironmentError: if a prepared file or the source folder is missing.
     """
-    files = {name: prepared / filename for name, filename in CHANNEL_FILES.items()}
+    files = channel_paths(prepared)
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise SageMakerEnvironmentError(f"{missing[0]}: not found; run `dvc repro prepare` (or model-lib prepare) first")

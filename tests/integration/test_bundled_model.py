@@ -8,8 +8,11 @@ import pytest
 from model_lib.config import TrainConfig
 from model_lib.data import load_reviews, split_indices
 from model_lib.embeddings import embedding_matrix, load_glove
+from model_lib.export import save_model
+from model_lib.inference import load_model, predict
+from model_lib.prepared import PreparedData
 from model_lib.text import Vocabulary
-from model_lib.training import PreparedData, load_model, predict, run, save_model
+from model_lib.training import run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -29,7 +29,7 @@ def test_job_trains_and_writes_a_raw_string_model(sagemaker_base_dir):
     assert run_toolkit(sagemaker_base_dir, timeout=600) == 0
     model_dir = sagemaker_base_dir / "model"
     assert sorted(p.name for p in model_dir.iterdir()) == ["metrics.json", "model.keras", "vocab.txt"]
-    from model_lib.training import load_model, predict
+    from model_lib.inference import load_model, predict
 
     probabilities = predict(load_model(model_dir / "model.keras"), ["a wonderful , moving film", "a dull , boring film"])
     assert probabilities.shape == (2,) and np.all((probabilities >= 0) & (probabilities <= 1))

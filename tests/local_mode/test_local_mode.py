@@ -31,9 +31,9 @@ def test_installed_wheel_trains_through_the_toolkit_and_the_model_predicts(tmp_p
     job = run_model_lib("sagemaker-local", "--source-dir", str(REPO / "entry_point"), cwd=tmp_path)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
     model_path = tmp_path / "sagemaker-local" / "model" / "model.keras"
-    assert f"model:   {model_path.parent}" in job.stdout or "model:" in job.stdout
+    assert f"model:   {model_path.parent}\n" in job.stdout
 
-    from model_lib.training import load_model, predict
+    from model_lib.inference import load_model, predict
 
     probabilities = predict(load_model(model_path), ["A wonderful, moving film.", "Dull and far too long."])
     assert probabilities.shape == (2,) and ((probabilities >= 0) & (probabilities <= 1)).all()

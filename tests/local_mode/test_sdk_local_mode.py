@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from model_lib.prepared import channel_paths
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -26,8 +28,9 @@ def test_sdk_local_mode_trains_in_the_cpu_image(tmp_path):
     from sagemaker.estimator import Estimator
     from sagemaker.local import LocalSession
 
-    image = "model-lib-training:cpu"
-    subprocess.run(["make", "-C", str(REPO), "docker-build", "ECR_URL=model-lib-training", "TAG=cpu"], check=True)
+    # docker-compose.yml tags the CPU image <ECR_URL>:cpu-<TAG>: the one built here is the one run.
+    image = "model-lib-training:cpu-sdk-local-test"
+    subprocess.run(["make", "-C", str(REPO), "docker-build", "ECR_URL=model-lib-training", "TAG=sdk-local-test"], check=True)
     prepared = REPO / "data" / "prepared"
     session = LocalSession()
     session.config = {"local": {"local_code": True}}
@@ -42,15 +45,5 @@ def test_sdk_local_mode_trains_in_the_cpu_image(tmp_path):
         sagemaker_session=session,
         output_path=f"file://{tmp_path}",
     )
-    estimator.fit(
-        {
-            name: f"file://{prepared / file}"
-            for name, file in {
-                "train": "train.npz",
-                "test": "test.npz",
-                "vocab": "vocab.txt",
-                "embeddings": "embeddings.npy",
-            }.items()
-        }
-    )
+    estimator.fit({name: f"file://{path}" for name, path in channel_paths(prepared).items()})
     assert list(tmp_path.rglob("model.tar.gz"))

@@ -67,3 +67,44 @@ def test_ingest_writes_one_clean_file(tmp_path, tiny_reviews):
 def test_predict_without_texts_is_a_usage_error(tmp_path):
     result = model_lib("predict", cwd=tmp_path)
     assert result.returncode == 2 and "give review texts" in result.stderr
+
+
+def test_ngram_buckets_above_the_model_limit_fail_before_any_data_loads(tmp_path):
+    (tmp_path / "params.yaml").write_text("train:\n  ngram_buckets: 3000000\n", encoding="utf-8")
+    result = model_lib("train", "--no-mlflow", cwd=tmp_path)  # no prepared data here: they are never read
+    assert result.returncode == 2
+    assert "train.ngram_buckets: expected an integer from 1 to 2128327, got 3000000" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_seed_cnn_on_data_it_cannot_take_names_the_key_and_the_fix(tmp_path):
+    from tests.conftest import write_prepared
+
+    write_prepared(tmp_path / "data" / "prepared", max_length=40)
+    (tmp_path / "params.yaml").write_text("train:\n  model: seed_cnn\n", encoding="utf-8")
+    result = model_lib("train", "--no-mlflow", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "train.model: 'seed_cnn' needs reviews encoded to 1000 tokens" in result.stderr
+    assert "have 40; set prepare.max_length: 1000" in result.stderr
+
+
+def test_keras_loads_a_saved_model_after_import_model_lib(tmp_path, tiny_prepared):
+    from model_lib.config import TrainConfig
+    from model_lib.export import save_model
+    from model_lib.prepared import load_prepared
+    from model_lib.training import run
+
+    save_model(
+        run(TrainConfig(epochs=1, ngram_buckets=64), load_prepared(**tiny_prepared), verbose=0).raw_model, tmp_path / "m.keras"
+    )
+    # A user's own script in a fresh process: import model_lib, then Keras' own loader.
+    script = """
+import sys, model_lib
+assert "tensorflow" not in sys.modules  # importing model_lib stays light
+import keras
+model = keras.models.load_model("m.keras")
+print(model.predict(keras.ops.convert_to_tensor([["a wonderful film"]]), verbose=0).shape)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(1, 1)" in result.stdout

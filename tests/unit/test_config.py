@@ -48,7 +48,10 @@ def test_unknown_key_is_an_error(tmp_path):
         load_section("train", write_params(tmp_path, "train:\n  epoch: 3\n"))
 
 
-@pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -1), ("validation_split", 1.5)])
+@pytest.mark.parametrize(
+    "key,value",
+    [("epochs", 0), ("batch_size", -1), ("validation_split", 1.5), ("ngram_buckets", 2128328), ("checkpoint_steps", -1)],
+)
 def test_out_of_range_values_are_errors(tmp_path, key, value):
     with pytest.raises(ConfigError, match=rf"train\.{key}: expected .*got {value}"):
         load_section("train", write_params(tmp_path, f"train:\n  {key}: {value}\n"))

@@ -1,16 +1,43 @@
-"""The one training path on tiny data: learning, exact resume, the raw-string model, bad inputs."""
+"""The one training path on tiny data: learning, exact resume after a real signal, the raw-string
+model, bad inputs."""
 
 import dataclasses
+import logging
+import os
+import signal
 
 import keras
 import numpy as np
 import pytest
 
+from model_lib import checkpoints
 from model_lib.config import TrainConfig
-from model_lib.errors import DataError
-from model_lib.training import load_model, load_prepared, predict, run, save_model
+from model_lib.errors import DataError, TrainingInterrupted
+from model_lib.export import save_model
+from model_lib.inference import load_model, predict
+from model_lib.prepared import load_prepared
+from model_lib.training import run
 
 FAST = TrainConfig(epochs=3, batch_size=16, learning_rate=0.01, ngram_buckets=256, patience=5)
+
+
+class SignalAfterEpoch:
+    """An epoch logger that sends this process a real signal after epoch ``epoch`` (0-based) is logged."""
+
+    def __init__(self, epoch: int, signum: int = signal.SIGTERM) -> None:
+        self.epoch, self.signum, self.epochs = epoch, signum, []
+
+    def log_epoch(self, epoch, metrics):
+        self.epochs.append(epoch)
+        if epoch == self.epoch:
+            os.kill(os.getpid(), self.signum)
+
+    def log_history(self, history):
+        self.resumed_history = history
+
+
+def weights_equal(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 @pytest.fixture
@@ -29,20 +56,55 @@ def test_default_model_learns_a_separable_task(data):
 def test_same_seed_gives_same_weights(data):
     first = run(dataclasses.replace(FAST, epochs=1), data, verbose=0).model.get_weights()
     second = run(dataclasses.replace(FAST, epochs=1), data, verbose=0).model.get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert weights_equal(first, second)
 
 
-def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(data, tmp_path):
+def test_run_stopped_by_sigterm_resumes_to_bitwise_the_same_weights(data, tmp_path):
     straight = run(FAST, data, verbose=0)
-    # "Interrupt" after epoch 2: a run with epochs=2 leaves its checkpoint; the full run resumes it.
-    run(dataclasses.replace(FAST, epochs=2), data, checkpoint_dir=tmp_path / "ckpt", verbose=0)
-    state = (tmp_path / "ckpt" / "state.json").read_text()
-    (tmp_path / "ckpt" / "state.json").write_text(state.replace('"epochs": 2', '"epochs": 3'))
-    resumed = run(FAST, data, checkpoint_dir=tmp_path / "ckpt", verbose=0)
-    assert resumed.resumed_from_epoch == 2
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
-    for a, b in zip(straight.model.get_weights(), resumed.model.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM") as stopped:
+        run(FAST, data, checkpoint_dir=tmp_path / "ckpt", tracker=SignalAfterEpoch(0), verbose=0)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    logger = SignalAfterEpoch(epoch=-1)
+    resumed = run(FAST, data, checkpoint_dir=tmp_path / "ckpt", tracker=logger, verbose=0)
+    assert resumed.resumed_from == (1, 0)
+    assert [row["epoch"] for row in logger.resumed_history] == [1]
+    assert logger.epochs == [1, 2]  # epoch 0 is not trained (or logged) twice
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    assert resumed.history == straight.history
+    assert weights_equal(straight.model.get_weights(), resumed.model.get_weights())
+
+
+def test_ctrl_c_stops_with_the_state_saved(data, tmp_path):
+    with pytest.raises(TrainingInterrupted, match="SIGINT") as stopped:
+        run(FAST, data, checkpoint_dir=tmp_path / "ckpt", tracker=SignalAfterEpoch(1, signal.SIGINT), verbose=0)
+    assert stopped.value.exit_code == 130
+    assert checkpoints.latest(tmp_path / "ckpt").state["epoch"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are put back
+
+
+def test_truncated_newest_checkpoint_is_skipped_with_a_warning(data, tmp_path, caplog):
+    straight = run(FAST, data, verbose=0)
+    config = dataclasses.replace(FAST, checkpoint_steps=4)
+    with pytest.raises(TrainingInterrupted):
+        run(config, data, checkpoint_dir=tmp_path / "ckpt", tracker=SignalAfterEpoch(1), verbose=0)
+    newest = tmp_path / "ckpt" / f"gen-{checkpoints.generation_numbers(tmp_path / 'ckpt')[0]:06d}"
+    arrays = newest / checkpoints.ARRAYS
+    arrays.write_bytes(arrays.read_bytes()[: arrays.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING):
+        resumed = run(config, data, checkpoint_dir=tmp_path / "ckpt", verbose=0)
+    assert f"checkpoint {newest} skipped" in caplog.text and "truncated" in caplog.text
+    assert resumed.resumed_from == (1, 8)  # the generation before: mid-epoch 2, after 8 of 12 steps
+    assert weights_equal(straight.model.get_weights(), resumed.model.get_weights())
+
+
+def test_checkpoint_of_other_hyperparameters_is_not_resumed(data, tmp_path, caplog):
+    with pytest.raises(TrainingInterrupted):
+        run(FAST, data, checkpoint_dir=tmp_path / "ckpt", tracker=SignalAfterEpoch(0), verbose=0)
+    other = dataclasses.replace(FAST, learning_rate=0.02, dropout=0.1, checkpoint_steps=7)
+    with caplog.at_level(logging.WARNING):
+        result = run(other, data, checkpoint_dir=tmp_path / "ckpt", verbose=0)
+    assert result.resumed_from is None
+    assert "(dropout, learning_rate differ); starting afresh" in caplog.text
 
 
 def test_raw_string_model_reloads_and_predicts_the_same(data, tmp_path):

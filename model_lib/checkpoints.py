@@ -1,0 +1,231 @@
+"""Training state on disk, for runs that are stopped at any moment (spot reclaim, Ctrl-C, SIGKILL).
+
+Each save is one *generation*: a folder ``gen-<n>`` holding ``arrays.npz`` (every model, optimizer
+and metric variable), ``best.npz`` (the best weights so far: a hard link to the previous
+generation's file when they did not change) and ``state.json`` (position in the run, history,
+early-stopping state, the sizes and CRC-32 of the array files). It is written under a temporary name
+and renamed into place, so a generation either exists whole or not at all; ``state.json`` is written
+last inside it and names what it verifies. The newest :data:`KEEP` generations are kept; on start the
+newest one that verifies is used, and one that does not (truncated, corrupt) is skipped with a
+warning, never a crash.
+
+``run.json`` beside the generations names the MLflow run of this training, so a restarted job
+reopens the same run even when it was killed before its first generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_lib._io import write_json
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+KEEP = 2
+ARRAYS = "arrays.npz"
+BEST = "best.npz"
+STATE = "state.json"
+RUN_REFERENCE = "run.json"
+_GENERATION = re.compile(r"^gen-(\d{6,})$")
+_GROUPS = ("model", "optimizer", "metrics")
+
+
+@dataclasses.dataclass
+class Generation:
+    """One saved training state: where it is, its position and bookkeeping, and its arrays by group."""
+
+    path: Path
+    state: dict[str, Any]
+    arrays: dict[str, list[np.ndarray]]
+
+    @property
+    def number(self) -> int:
+        return int(self.state["generation"])
+
+    @property
+    def best_file(self) -> Path | None:
+        """Return this generation's best.npz, or None if it has none."""
+        return self.path / BEST if (self.path / BEST).is_file() else None
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def generation_numbers(directory: Path) -> list[int]:
+    """Return the numbers of the generation folders in ``directory`` (complete by name), newest first."""
+    if not directory.is_dir():
+        return []
+    found = (_GENERATION.match(entry.name) for entry in directory.iterdir() if entry.is_dir())
+    return sorted((int(m.group(1)) for m in found if m), reverse=True)
+
+
+def _folder(directory: Path, number: int) -> Path:
+    return directory / f"gen-{number:06d}"
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
+        handle.flush()
+        os.fsync(handle.fileno())
+    return {"size": path.stat().st_size, "crc32": _crc32(path)}
+
+
+def save(
+    directory: Path,
+    state: Mapping[str, Any],
+    arrays: Mapping[str, Sequence[np.ndarray]],
+    best: Sequence[np.ndarray] | Path | None = None,
+) -> Path:
+    """Write one generation atomically and prune older ones; return its folder.
+
+    ``state`` must be JSON-serialisable; ``arrays`` maps each group (model, optimizer, metrics) to
+    its list of arrays. ``best`` is the best weights so far, or the ``best.npz`` of an earlier
+    generation to link when they have not changed. The generation number is one above the newest
+    folder present.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    numbers = generation_numbers(directory)
+    number = (numbers[0] + 1) if numbers else 1
+    tmp = Path(tempfile.mkdtemp(prefix=f".gen-{number:06d}.", suffix=".tmp", dir=directory))
+    try:
+        flat = {f"{group}/{i:05d}": np.asarray(a) for group in _GROUPS for i, a in enumerate(arrays.get(group, ()))}
+        files = {ARRAYS: _write_npz(tmp / ARRAYS, flat)}
+        counts = {group: len(arrays.get(group, ())) for group in _GROUPS}
+        if isinstance(best, Path):
+            os.link(best, tmp / BEST)
+            previous = json.loads((best.parent / STATE).read_text(encoding="utf-8"))
+            files[BEST] = previous["files"][BEST]
+            counts["best"] = previous["array_counts"]["best"]
+        elif best is not None:
+            files[BEST] = _write_npz(tmp / BEST, {f"best/{i:05d}": np.asarray(a) for i, a in enumerate(best)})
+            counts["best"] = len(best)
+        full = {**state, "format": FORMAT, "generation": number, "files": files, "array_counts": counts}
+        (tmp / STATE).write_text(json.dumps(full, indent=1, sort_keys=True), encoding="utf-8")
+        _fsync(tmp / STATE)
+        final = _folder(directory, number)
+        os.rename(tmp, final)
+        _fsync(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in generation_numbers(directory)[KEEP:]:
+        shutil.rmtree(_folder(directory, old), ignore_errors=True)
+    return final
+
+
+def _verify(folder: Path) -> dict[str, Any]:
+    """Return the generation's state after checking its files; raise ValueError naming the problem."""
+    try:
+        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{STATE} unreadable ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{STATE}: not a format-{FORMAT} state")
+    for name, expected in state.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"{name} is missing")
+        if path.stat().st_size != expected["size"]:
+            raise ValueError(f"{name} has {path.stat().st_size} bytes, expected {expected['size']} (truncated?)")
+        if _crc32(path) != expected["crc32"]:
+            raise ValueError(f"{name} fails its CRC-32 check (corrupt)")
+    return state
+
+
+def _read_arrays(folder: Path, counts: Mapping[str, int]) -> dict[str, list[np.ndarray]]:
+    with np.load(folder / ARRAYS, allow_pickle=False) as archive:
+        arrays = {group: [archive[f"{group}/{i:05d}"] for i in range(counts.get(group, 0))] for group in _GROUPS}
+    if counts.get("best"):
+        with np.load(folder / BEST, allow_pickle=False) as archive:
+            arrays["best"] = [archive[f"best/{i:05d}"] for i in range(counts["best"])]
+    return arrays
+
+
+def latest(directory: Path | None) -> Generation | None:
+    """Return the newest generation in ``directory`` that verifies, or None.
+
+    Generations that fail verification are skipped with a warning; leftover temporary folders of a
+    save that was killed are removed.
+    """
+    if directory is None or not directory.is_dir():
+        return None
+    for leftover in directory.glob(".gen-*.tmp"):
+        logger.info("removing %s: a checkpoint write that never finished", leftover.name)
+        shutil.rmtree(leftover, ignore_errors=True)
+    for number in generation_numbers(directory):
+        folder = _folder(directory, number)
+        try:
+            state = _verify(folder)
+            arrays = _read_arrays(folder, state["array_counts"])
+        except (ValueError, OSError, KeyError) as exc:
+            logger.warning("checkpoint %s skipped: %s; trying the one before", folder, exc)
+            continue
+        return Generation(folder, state, arrays)
+    return None
+
+
+def write_run_reference(directory: Path, run_id: str, fingerprint: Mapping[str, Any]) -> None:
+    """Record which MLflow run this training logs to (read back by :func:`read_run_reference`)."""
+    write_json(directory / RUN_REFERENCE, {"run_id": run_id, "fingerprint": dict(fingerprint)})
+
+
+def read_run_reference(directory: Path | None, fingerprint: Mapping[str, Any]) -> str | None:
+    """Return the MLflow run id recorded for a training with this ``fingerprint``, or None."""
+    if directory is None:
+        return None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        recorded = json.loads((directory / RUN_REFERENCE).read_text(encoding="utf-8"))
+        if recorded["fingerprint"] == dict(fingerprint):
+            return str(recorded["run_id"])
+    return None
+
+
+def clear(directory: Path | None) -> None:
+    """Retire a finished training's state: remove every generation and the run reference.
+
+    A later training in the same folder then starts afresh instead of "resuming" a finished one.
+    """
+    if directory is None or not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if _GENERATION.match(entry.name) or (entry.name.startswith(".gen-") and entry.name.endswith(".tmp")):
+            shutil.rmtree(entry, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (directory / RUN_REFERENCE).unlink()
+    # The layout before generations (one last.keras + state.json) would otherwise linger.
+    for name in ("last.keras", "best.weights.h5", "state.json"):
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+
+
+def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Return the keys whose values differ between two fingerprints, sorted."""
+    return sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))

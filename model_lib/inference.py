@@ -1,0 +1,47 @@
+"""Using a trained model: load a saved ``.keras`` file and score raw texts or encoded splits."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+
+# Registers our layers (TextEncoder, HashedNgrams, ...) so that a saved model can be loaded.
+import model_lib.models
+import model_lib.text  # noqa: F401
+from model_lib.errors import DataError
+from model_lib.export import core_model
+
+
+def load_model(path: str | os.PathLike[str]) -> keras.Model:
+    """Return the model saved at ``path`` (a raw-string ``.keras`` model reloads with its vocabulary).
+
+    Raises:
+        DataError: if the file does not exist.
+    """
+    if not Path(path).is_file():
+        raise DataError(f"{path}: model file not found")
+    return keras.models.load_model(path)
+
+
+def predict(model: keras.Model, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Return P(positive) for each raw review text, as a float array of len(texts)."""
+    import tensorflow as tf
+
+    if len(texts) == 0:
+        return np.zeros((0,), dtype=np.float32)
+    probabilities = model.predict(tf.reshape(tf.constant(list(texts)), [-1, 1]), batch_size=batch_size, verbose=0)
+    return np.asarray(probabilities, dtype=np.float32).reshape(-1)
+
+
+def predict_encoded(model: keras.Model, ids: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Return P(positive) for encoded reviews (an encoded split's ``x``), with a raw-string model or
+    the id-sequence model itself."""
+    if ids.ndim != 2:
+        raise DataError(f"expected encoded reviews of shape (n, length), got {ids.shape}")
+    if any(isinstance(layer, keras.Model) for layer in model.layers):
+        model = core_model(model)
+    return np.asarray(model.predict(ids, batch_size=batch_size, verbose=0), dtype=np.float32).reshape(-1)

@@ -1,0 +1,159 @@
+"""One run lifecycle for every front door: the DVC stage and the SageMaker job both call
+:func:`train_and_record`, and differ only in paths, tags and where reports go.
+
+Open (or reopen) the MLflow run -> log params and lineage -> train (resuming from checkpoints) ->
+save the raw-string model -> evaluate where asked -> log metrics and the model -> retire the
+checkpoints -> end the run. Any failure ends the run FAILED; a stop signal ends it KILLED, and the
+next start with the same checkpoint folder reopens it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_lib._io import write_json
+from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data
+from model_lib.prepared import PreparedData, load_prepared, split_shape
+
+logger = logging.getLogger(__name__)
+
+# What the logged MLflow model shows as its input example.
+EXAMPLE_REVIEWS = ("A moving, beautifully acted film.", "Dull, predictable and far too long.")
+FIGURES = ("training_curves.png", "roc.png", "confusion_matrix.png")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """Where one training writes: the model, its checkpoints and, optionally, reports and the run reference."""
+
+    model: Path
+    checkpoints: Path
+    summary: Path
+    reports: Path | None = None  # evaluate on the test split and write the report files here
+    run_reference: Path | None = None  # the MLflow run id, for a later stage (DVC's evaluate)
+    vocabulary: Path | None = None  # a copy of the vocabulary beside the model
+
+
+def load_checked(config: TrainConfig, files: Mapping[str, str | os.PathLike[str]]) -> PreparedData:
+    """Return the prepared data, after checking (from the file headers alone) that ``config`` can
+    train on them.
+
+    Raises:
+        ConfigError: if a hyperparameter cannot work with these data (found before they load).
+        DataError: if a file is missing or malformed, or the files do not fit together.
+    """
+    check_train_fits_data(config, split_shape(files["train"]))
+    return load_prepared(files["train"], files["test"], files["vocab"], files["embeddings"])
+
+
+def evaluate_model(
+    model: Any,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    reports: Path,
+    config: EvaluateConfig,
+    *,
+    history: list[dict[str, float]] | None = None,
+    tracker: Any = None,
+) -> dict[str, Any]:
+    """Score ``model`` on the test split, write metrics, plot data and figures into ``reports``, and
+    add them to the tracker's run; return the metrics (with ``predict_seconds``)."""
+    import time
+
+    from model_lib import evaluation
+    from model_lib.inference import predict_encoded
+
+    started = time.perf_counter()
+    probabilities = predict_encoded(model, x_test)
+    seconds = time.perf_counter() - started
+    metrics = evaluation.write_report(reports, y_test, probabilities, threshold=config.threshold, history=history)
+    metrics["predict_seconds"] = round(seconds, 3)
+    write_json(reports / "metrics.json", metrics)
+    if tracker is not None:
+        tracker.log_params({f"evaluate.{k}": v for k, v in dataclasses.asdict(config).items()})
+        tracker.log_metrics(metrics, prefix="test_")
+        tracker.log_artifacts([reports / name for name in FIGURES], artifact_path="figures")
+        tracker.log_artifacts([reports / "metrics.json"], artifact_path="reports")
+    return metrics
+
+
+def train_and_record(
+    config: TrainConfig,
+    files: Mapping[str, str | os.PathLike[str]],
+    paths: RunPaths,
+    *,
+    track: bool = True,
+    tags: Mapping[str, str] | None = None,
+    evaluate_config: EvaluateConfig = EvaluateConfig(),
+    verbose: int | str = "auto",
+) -> dict[str, Any]:
+    """Train on the prepared ``files`` (by channel name) and record the run; return the summary.
+
+    The summary (written to ``paths.summary``): epochs run, best epoch, training seconds, the
+    effective hyperparameters, the history, the MLflow run id and, with ``paths.reports``, the test
+    metrics.
+
+    Raises:
+        ConfigError, DataError: for hyperparameters or data that cannot work (before training starts).
+        TrainingInterrupted: when a stop signal arrived; the state is saved and the run ends KILLED.
+    """
+    from model_lib import checkpoints, training
+    from model_lib.export import save_model
+
+    data = load_checked(config, files)
+    identity = training.fingerprint(config, data)
+    tracker = None
+    if track:
+        from model_lib.tracking import MlflowTracker, lineage_tags
+
+        tracker = MlflowTracker(run_id=checkpoints.read_run_reference(paths.checkpoints, identity))
+        lineage = {**lineage_tags(files), **(tags or {})}
+    with tracker if tracker is not None else contextlib.nullcontext():
+        if tracker is not None:
+            checkpoints.write_run_reference(paths.checkpoints, tracker.run_id, identity)
+            if tracker.reopened:
+                logger.info("reopened MLflow run %s (restart %d)", tracker.run_id, tracker.count_restart())
+            else:
+                tracker.log_params(training.effective_hyperparameters(config))
+                tracker.set_tags(lineage)
+        result = training.run(
+            config,
+            data,
+            checkpoint_dir=paths.checkpoints,
+            tracker=tracker,
+            verbose=verbose,
+            run_id=tracker.run_id if tracker else None,
+        )
+        save_model(result.raw_model, paths.model)
+        if paths.vocabulary is not None:
+            data.vocabulary.save(paths.vocabulary)
+        summary: dict[str, Any] = {
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "train_seconds": round(result.train_seconds, 2),
+            "hyperparameters": result.hyperparameters,
+            "history": result.history,
+        }
+        if paths.reports is not None:
+            summary["test"] = evaluate_model(
+                result.model, data.x_test, data.y_test, paths.reports, evaluate_config, history=result.history, tracker=tracker
+            )
+        if tracker is not None:
+            tracker.log_metrics({"train_seconds": result.train_seconds, "best_epoch": result.best_epoch})
+            tracker.log_raw_text_model(result.raw_model, EXAMPLE_REVIEWS)
+            summary["run_id"] = tracker.run_id
+            if paths.run_reference is not None:
+                from model_lib.tracking import write_run_reference
+
+                write_run_reference(paths.run_reference, tracker)
+        write_json(paths.summary, summary)
+        checkpoints.clear(paths.checkpoints)
+    return summary
