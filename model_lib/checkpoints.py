@@ -112,6 +112,10 @@ def save(
     folder present.
     """
     directory.mkdir(parents=True, exist_ok=True)
+    # A write that was killed leaves its temporary folder; only the writer removes them (readers
+    # such as `latest` must not: the writer may be another process, in the middle of a save).
+    for leftover in directory.glob(".gen-*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
     numbers = generation_numbers(directory)
     number = (numbers[0] + 1) if numbers else 1
     tmp = Path(tempfile.mkdtemp(prefix=f".gen-{number:06d}.", suffix=".tmp", dir=directory))
@@ -172,14 +176,10 @@ def _read_arrays(folder: Path, counts: Mapping[str, int]) -> dict[str, list[np.n
 def latest(directory: Path | None) -> Generation | None:
     """Return the newest generation in ``directory`` that verifies, or None.
 
-    Generations that fail verification are skipped with a warning; leftover temporary folders of a
-    save that was killed are removed.
+    Generations that fail verification are skipped with a warning. Reading changes nothing on disk.
     """
     if directory is None or not directory.is_dir():
         return None
-    for leftover in directory.glob(".gen-*.tmp"):
-        logger.info("removing %s: a checkpoint write that never finished", leftover.name)
-        shutil.rmtree(leftover, ignore_errors=True)
     for number in generation_numbers(directory):
         folder = _folder(directory, number)
         try:

@@ -96,6 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--keep", action="store_true", help="reuse an existing --base-dir instead of refusing to overwrite it")
 
+    sync = commands.add_parser(
+        "mlflow-sync",
+        allow_abbrev=False,
+        help="send the MLflow records a training kept while the tracking server did not answer",
+        description=(
+            "Training never stops because MLflow does not answer: what could not be sent waits in "
+            "<checkpoints>/mlflow-pending.json. This sends it, in order, to MLFLOW_TRACKING_URI."
+        ),
+    )
+    sync.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path("checkpoints"),
+        help="the training's checkpoint folder (default: checkpoints/; a SageMaker job's: <base dir>/checkpoints)",
+    )
+    sync.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to keep trying a server that does not answer (default 30)"
+    )
+
     launch = commands.add_parser(
         "launch",
         allow_abbrev=False,
@@ -201,6 +220,21 @@ def _sagemaker_local(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _mlflow_sync(args: argparse.Namespace) -> int:
+    from model_lib.tracking import PENDING_FILE, MlflowTracker, public_uri
+
+    pending = args.checkpoints / PENDING_FILE
+    if not pending.is_file():
+        print(f"mlflow-sync: nothing to send ({pending} does not exist)")
+        return 0
+    tracker = MlflowTracker(pending_file=pending, open_run=False)
+    if tracker.flush(wait=args.wait):
+        print(f"mlflow-sync: sent every record to run {tracker.run_id} at {public_uri(tracker.uri)}")
+        return 0
+    print(f"mlflow-sync: {public_uri(tracker.uri)} did not answer; {len(tracker.pending)} records still wait in {pending}")
+    return 1
+
+
 def _launch(args: argparse.Namespace) -> int:
     from model_lib.config import load_section
     from model_lib.sagemaker.launch import launch_from_cli
@@ -218,7 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    handlers: dict[str, Any] = {"predict": _predict, "sagemaker-local": _sagemaker_local, "launch": _launch}
+    handlers: dict[str, Any] = {
+        "predict": _predict,
+        "sagemaker-local": _sagemaker_local,
+        "launch": _launch,
+        "mlflow-sync": _mlflow_sync,
+    }
     try:
         return int(handlers.get(args.command, _run_stage)(args))
     except ModelLibError as exc:

@@ -112,15 +112,25 @@ def train_and_record(
     identity = training.fingerprint(config, data)
     tracker = None
     if track:
-        from model_lib.tracking import MlflowTracker, lineage_tags
+        from model_lib.tracking import PENDING_FILE, MlflowTracker, lineage_tags, write_run_reference
 
-        tracker = MlflowTracker(run_id=checkpoints.read_run_reference(paths.checkpoints, identity))
+        def remember(run_id: str) -> None:
+            checkpoints.write_run_reference(paths.checkpoints, run_id, identity)
+            if paths.run_reference is not None:
+                write_run_reference(paths.run_reference, run_id)
+
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        tracker = MlflowTracker(
+            run_id=checkpoints.read_run_reference(paths.checkpoints, identity),
+            pending_file=paths.checkpoints / PENDING_FILE,
+            on_run_id=remember,
+        )
         lineage = {**lineage_tags(files), **(tags or {})}
     with tracker if tracker is not None else contextlib.nullcontext():
         if tracker is not None:
-            checkpoints.write_run_reference(paths.checkpoints, tracker.run_id, identity)
             if tracker.reopened:
-                logger.info("reopened MLflow run %s (restart %d)", tracker.run_id, tracker.count_restart())
+                logger.info("reopening MLflow run %s", tracker.run_id)
+                tracker.count_restart()
             else:
                 tracker.log_params(training.effective_hyperparameters(config))
                 tracker.set_tags(lineage)
@@ -148,12 +158,10 @@ def train_and_record(
             )
         if tracker is not None:
             tracker.log_metrics({"train_seconds": result.train_seconds, "best_epoch": result.best_epoch})
-            tracker.log_raw_text_model(result.raw_model, EXAMPLE_REVIEWS)
+            tracker.log_model(result.raw_model, paths.model, EXAMPLE_REVIEWS)
             summary["run_id"] = tracker.run_id
             if paths.run_reference is not None:
-                from model_lib.tracking import write_run_reference
-
-                write_run_reference(paths.run_reference, tracker)
+                write_run_reference(paths.run_reference, tracker.run_id)
         write_json(paths.summary, summary)
         checkpoints.clear(paths.checkpoints)
     return summary

@@ -13,7 +13,6 @@ from typing import Any
 
 from model_lib._io import write_json
 from model_lib.config import EvaluateConfig, IngestConfig, PrepareConfig, TrainConfig
-from model_lib.prepared import channel_paths
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +30,8 @@ class Paths:
     @property
     def channels(self) -> dict[str, Path]:
         """Return the prepared file of each SageMaker channel."""
+        from model_lib.prepared import channel_paths  # not at the top: `ingest` must not depend on it
+
         return channel_paths(self.prepared)
 
     @property
@@ -157,13 +158,15 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     from model_lib.inference import load_model
     from model_lib.lifecycle import evaluate_model
     from model_lib.prepared import load_split
-    from model_lib.tracking import MlflowTracker, read_run_reference
+    from model_lib.tracking import PENDING_FILE, MlflowTracker, read_run_reference
 
     x_test, y_test = load_split(paths.test)
     model = load_model(paths.model)
     history = json.loads(paths.history.read_text(encoding="utf-8"))["history"] if paths.history.is_file() else None
     run_id = read_run_reference(paths.run_reference) if track else None
-    with MlflowTracker(run_id=run_id) if track else contextlib.nullcontext() as tracker:
+    # The pending file is the train stage's: if MLflow was down then, the run is created from it first.
+    pending = paths.checkpoints / PENDING_FILE
+    with MlflowTracker(run_id=run_id, pending_file=pending) if track else contextlib.nullcontext() as tracker:
         metrics = evaluate_model(model, x_test, y_test, paths.reports, config, history=history, tracker=tracker)
         if tracker is not None:
             tracker.log_artifacts([paths.prepare_report], artifact_path="reports")

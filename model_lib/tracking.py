@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,26 +60,226 @@ def lineage_tags(inputs: Mapping[str, str | os.PathLike[str]], repo: str | os.Pa
 
 
 RESTARTS_TAG = "model_lib.restarts"
+PENDING_FILE = "mlflow-pending.json"
+WAIT_ENV = "MODEL_LIB_MLFLOW_WAIT_SECONDS"
+DEFAULT_WAIT_SECONDS = 60.0
+# MLflow's own HTTP settings, set (unless the user set them) so that one call to a server that does
+# not answer costs seconds, not MLflow's default of 7 retries with 2**n back-off and 120 s timeouts.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+KNOWN_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "arn")
+
+
+def public_uri(uri: str) -> str:
+    """Return ``uri`` without user:password (for logs and messages)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{netloc}"))
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Check a tracking URI can work at all (a wrong configuration fails before training).
+
+    Raises:
+        ConfigError: for a URI whose scheme MLflow cannot track to.
+    """
+    from model_lib.errors import ConfigError
+
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else "file"
+    if scheme not in KNOWN_SCHEMES:
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={public_uri(uri)!r}: unknown scheme {scheme!r}; expected one of {', '.join(KNOWN_SCHEMES)}"
+        )
 
 
 class MlflowTracker:
-    """Logs one training run to MLflow; ``run_id`` names it so another stage (or a restarted job)
-    adds to it.
+    """Logs one training run to MLflow, and never stops training because of it.
 
-    As a context manager it ends the run FINISHED, KILLED when training was stopped by a signal (the
-    run is reopened when training resumes), or FAILED on any other exception.
+    Every record (run start, params, tags, each epoch's metrics, artifacts, the model, the end) is
+    queued, written to ``pending_file`` and sent in order; a record is dropped from the queue only
+    once MLflow took it. When the server does not answer, training goes on: one warning says so, the
+    queue waits in ``pending_file`` (the checkpoint folder), and it is sent at a later epoch, when
+    the run ends (waiting up to ``MODEL_LIB_MLFLOW_WAIT_SECONDS``, default 60 s, for the server), at
+    the next restart, or by ``model-lib mlflow-sync``. Each MLflow call is bounded (:data:`HTTP_LIMITS`).
+
+    ``run_id`` reopens a run (another stage, a restarted job); without it a run is created in
+    ``experiment`` (MLFLOW_EXPERIMENT_NAME, else "model-lib") once the server answers. With
+    ``open_run=False`` it only sends what ``pending_file`` holds. As a context
+    manager it ends the run FINISHED, KILLED when training was stopped by a signal (reopened when
+    training resumes), or FAILED on any other exception.
+
+    Raises:
+        ConfigError: if the tracking URI cannot work (unknown scheme).
     """
 
-    def __init__(self, run_id: str | None = None, experiment: str | None = None) -> None:
+    def __init__(
+        self,
+        run_id: str | None = None,
+        experiment: str | None = None,
+        *,
+        pending_file: str | os.PathLike[str] | None = None,
+        on_run_id: Callable[[str], None] | None = None,
+        open_run: bool = True,
+    ) -> None:
         import mlflow
 
+        for name, value in HTTP_LIMITS.items():
+            os.environ.setdefault(name, value)
         self._mlflow = mlflow
-        if run_id is None:
-            name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-            mlflow.set_experiment(name)
-        self._run = mlflow.start_run(run_id=run_id)
-        self.run_id: str = self._run.info.run_id
+        self.uri = mlflow.get_tracking_uri()
+        check_tracking_uri(self.uri)
+        self._client = mlflow.MlflowClient()
+        self._pending_file = Path(pending_file) if pending_file is not None else None
+        self._on_run_id = on_run_id
+        self._models: dict[str, Any] = {}
+        self._retry_at = 0.0
+        self._failures = 0
+        self.run_id: str | None = run_id
         self.reopened = run_id is not None
+        self._queue: list[dict[str, Any]] = self._load_pending()
+        if not open_run:
+            pass  # only send what is pending (model-lib mlflow-sync)
+        elif self.run_id is None and not any(op["op"] == "start" for op in self._queue):
+            name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+            self._queue.append({"op": "start", "experiment": name})
+        elif self.run_id is not None:
+            self._queue.append({"op": "status", "status": "RUNNING"})
+        self.flush()
+
+    # -- the queue --------------------------------------------------------------------------------
+
+    def _load_pending(self) -> list[dict[str, Any]]:
+        if self._pending_file is None or not self._pending_file.is_file():
+            return []
+        try:
+            saved = json.loads(self._pending_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("%s is unreadable; its MLflow records are lost", self._pending_file)
+            return []
+        if self.run_id is None:
+            self.run_id = saved.get("run_id")
+        if saved.get("run_id") not in (None, self.run_id):
+            logger.warning(
+                "%s holds records of MLflow run %s, not of run %s: left there", self._pending_file, saved["run_id"], self.run_id
+            )
+            self._pending_file = self._pending_file.with_name(f"{self._pending_file.stem}-{self.run_id}.json")
+            return []
+        return list(saved.get("queue", []))
+
+    def _persist(self) -> None:
+        if self._pending_file is None:
+            return
+        if self._queue:
+            write_json(self._pending_file, {"run_id": self.run_id, "tracking_uri": public_uri(self.uri), "queue": self._queue})
+        elif self._pending_file.is_file():
+            self._pending_file.unlink()
+
+    @property
+    def pending(self) -> list[str]:
+        """Return what is still waiting to be sent, one word per record (e.g. ["epoch", "model"])."""
+        return [op["op"] for op in self._queue]
+
+    def _add(self, op: dict[str, Any]) -> None:
+        self._queue.append(op)
+        self._persist()
+        self.flush()
+
+    def flush(self, wait: float = 0.0) -> bool:
+        """Send the queued records in order; return whether none is left.
+
+        While the server is down, a record is tried again only after a back-off (30 s, doubling up to
+        10 min), so training does not wait on it; ``wait`` > 0 keeps trying for that many seconds.
+        """
+        deadline = time.monotonic() + wait
+        if not self._queue:
+            return True
+        if time.monotonic() < self._retry_at and wait <= 0:
+            return False
+        while True:
+            try:
+                while self._queue:
+                    self._send(self._queue[0])
+                    self._queue.pop(0)
+                    self._persist()
+            except Exception as exc:  # the tracking server or client failed: never a reason to stop training
+                self._failures += 1
+                self._retry_at = time.monotonic() + min(600.0, 30.0 * 2 ** (self._failures - 1))
+                if self._failures == 1:
+                    logger.warning(
+                        "MLflow at %s did not take a record (%s: %s); training goes on, and %d records wait in %s",
+                        public_uri(self.uri),
+                        type(exc).__name__,
+                        str(exc).splitlines()[0][:200] if str(exc) else "",
+                        len(self._queue),
+                        self._pending_file or "memory",
+                    )
+                self._persist()
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+                continue
+            if self._failures:
+                logger.info("MLflow at %s answers again: the records kept meanwhile are sent", public_uri(self.uri))
+            self._failures = 0
+            return True
+
+    def _send(self, op: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        kind = op["op"]
+        if kind == "start":
+            experiment = self._client.get_experiment_by_name(op["experiment"])
+            experiment_id = experiment.experiment_id if experiment else self._client.create_experiment(op["experiment"])
+            tags = {"mlflow.source.name": "model-lib", "mlflow.source.type": "JOB"}
+            self.run_id = self._client.create_run(experiment_id, tags=tags).info.run_id
+            if self._on_run_id is not None:
+                self._on_run_id(self.run_id)
+            return
+        if self.run_id is None:  # pragma: no cover - "start" always comes first
+            raise RuntimeError("no MLflow run yet")
+        if kind == "status":
+            self._client.update_run(self.run_id, status=op["status"])
+        elif kind == "params":
+            self._client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in op["params"].items()])
+        elif kind == "tags":
+            self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in op["tags"].items()])
+        elif kind == "restart":
+            current = self._client.get_run(self.run_id).data.tags.get(RESTARTS_TAG, "0")
+            self._client.set_tag(self.run_id, RESTARTS_TAG, str(int(current) + 1 if current.isdigit() else 1))
+        elif kind in ("metrics", "epoch"):
+            step = int(op.get("step", 0))
+            if kind == "epoch":
+                probe = next(iter(op["metrics"]))
+                if step in {m.step for m in self._client.get_metric_history(self.run_id, probe)}:
+                    return  # sent before a restart: every epoch is logged exactly once
+            now = int(time.time() * 1000)
+            self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in op["metrics"].items()])
+        elif kind == "artifacts":
+            for path in op["paths"]:
+                if Path(path).is_file():
+                    self._client.log_artifact(self.run_id, path, op.get("artifact_path"))
+        elif kind == "model":
+            model = self._models.get(op["path"])
+            if model is None:
+                from model_lib.inference import load_model
+
+                model = load_model(op["path"])
+            self._log_raw_text_model(model, op["examples"])
+        elif kind == "end":
+            self._client.set_terminated(self.run_id, op["status"])
+        else:  # pragma: no cover - a record from a newer version
+            logger.warning("unknown MLflow record %r skipped", kind)
+
+    # -- what the lifecycle and the training loop call ---------------------------------------------
 
     def __enter__(self) -> MlflowTracker:
         return self
@@ -89,58 +290,71 @@ class MlflowTracker:
         if exc_type is None:
             self.end("FINISHED")
         else:
-            self.end("KILLED" if isinstance(exc, (TrainingInterrupted, KeyboardInterrupt)) else "FAILED")
+            # A stopped job has seconds before it is killed: it does not wait for the server.
+            self.end("KILLED" if isinstance(exc, (TrainingInterrupted, KeyboardInterrupt)) else "FAILED", wait=5.0)
 
-    def count_restart(self) -> int:
-        """Add one to the run's restart count tag; return the new count."""
-        current = self._mlflow.get_run(self.run_id).data.tags.get(RESTARTS_TAG, "0")
-        count = int(current) + 1 if current.isdigit() else 1
-        self._mlflow.set_tag(RESTARTS_TAG, str(count))
-        return count
+    def count_restart(self) -> None:
+        """Add one to the run's restart count tag (``model_lib.restarts``)."""
+        self._add({"op": "restart"})
 
-    def end(self, status: str = "FINISHED") -> None:
-        """End the run with ``status``."""
-        if self._mlflow.active_run() is not None:
-            self._mlflow.end_run(status=status)
+    def end(self, status: str = "FINISHED", wait: float | None = None) -> bool:
+        """End the run with ``status``, waiting up to ``wait`` seconds (default: MODEL_LIB_MLFLOW_WAIT_SECONDS)
+        for a server that does not answer; return whether everything was sent.
+
+        What could not be sent stays in the pending file, and one warning names it.
+        """
+        self._queue.append({"op": "end", "status": status})
+        self._persist()
+        if wait is None:
+            wait = float(os.environ.get(WAIT_ENV) or DEFAULT_WAIT_SECONDS)
+        if self.flush(wait=wait):
+            return True
+        counts = {kind: self.pending.count(kind) for kind in dict.fromkeys(self.pending)}
+        logger.warning(
+            "MLflow at %s did not answer: not sent yet: %s; kept in %s; send them with `model-lib mlflow-sync --checkpoints %s`",
+            public_uri(self.uri),
+            ", ".join(f"{n} {k}" if n > 1 else k for k, n in counts.items()),
+            self._pending_file or "memory (no pending file)",
+            self._pending_file.parent if self._pending_file else "DIR",
+        )
+        return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params (None becomes 'null'); MLflow refuses a changed value of a logged param."""
-        self._mlflow.log_params({k: "null" if v is None else v for k, v in params.items()})
+        self._add({"op": "params", "params": {k: "null" if v is None else v for k, v in params.items()}})
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set run tags (lineage, source)."""
-        self._mlflow.set_tags(dict(tags))
+        self._add({"op": "tags", "tags": dict(tags)})
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Log one epoch's metrics with step = epoch (0-based)."""
-        self._mlflow.log_metrics(metrics, step=epoch)
+        """Log one epoch's metrics with step = epoch (0-based), once even across restarts."""
+        self._add({"op": "epoch", "step": epoch, "metrics": {k: float(v) for k, v in metrics.items()}})
 
     def log_history(self, history: Sequence[Mapping[str, float]]) -> None:
         """Log the epochs of ``history`` that the run does not hold yet (after a restart: an epoch
         whose checkpoint was saved but whose metrics were not sent before the process died)."""
-        if not history:
-            return
-        probe = next(k for k in history[0] if k != "epoch")
-        logged = {m.step for m in self._mlflow.MlflowClient().get_metric_history(self.run_id, probe)}
         for row in history:
-            epoch = int(row["epoch"]) - 1
-            if epoch not in logged:
-                self.log_epoch(epoch, {k: float(v) for k, v in row.items() if k != "epoch"})
+            self.log_epoch(int(row["epoch"]) - 1, {k: float(v) for k, v in row.items() if k != "epoch"})
 
     def log_metrics(self, metrics: Mapping[str, Any], prefix: str = "") -> None:
         """Log the numeric entries of ``metrics`` (nested lists and nulls are skipped)."""
         numeric = {
             f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
-        self._mlflow.log_metrics(numeric)
+        self._add({"op": "metrics", "metrics": numeric})
 
     def log_artifacts(self, paths: Iterable[str | os.PathLike[str]], artifact_path: str | None = None) -> None:
-        """Upload the files that exist among ``paths``."""
-        for path in paths:
-            if Path(path).is_file():
-                self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        """Upload the files that exist among ``paths`` (they are read when sent)."""
+        self._add({"op": "artifacts", "paths": [str(Path(p).resolve()) for p in paths], "artifact_path": artifact_path})
 
-    def log_raw_text_model(self, model: Any, examples: Sequence[str]) -> str:
+    def log_model(self, model: Any, path: str | os.PathLike[str], examples: Sequence[str]) -> None:
+        """Log the raw-string model saved at ``path`` (``model`` is the same model, already loaded)."""
+        key = str(Path(path).resolve())
+        self._models[key] = model
+        self._add({"op": "model", "path": key, "examples": list(examples)})
+
+    def _log_raw_text_model(self, model: Any, examples: Sequence[str]) -> str:
         """Log the raw-string Keras model (Keras flavour) with its signature and input example.
 
         The flavour's model is stored in Keras' exported (SavedModel) format, so
@@ -181,7 +395,7 @@ class MlflowTracker:
             description = Model.load(str(target))
             description.flavors["keras"]["save_exported_model"] = True
             description.save(str(target / "MLmodel"))
-            self._mlflow.log_artifacts(str(target), artifact_path="model")
+            self._client.log_artifacts(str(self.run_id), str(target), artifact_path="model")
         return f"runs:/{self.run_id}/model"
 
 
@@ -204,17 +418,18 @@ def _serving_requirements() -> list[str]:
     return pins
 
 
-def write_run_reference(path: str | os.PathLike[str], tracker: MlflowTracker) -> None:
-    """Write the run id, so the next stage adds to the same run.
+def write_run_reference(path: str | os.PathLike[str], run_id: str | None) -> None:
+    """Write the run id (null while the server has not answered), so the next stage adds to the same run.
 
     The file is committed to git, so it holds no tracking URI: a local store's URI is a machine's
     path, and a server's may carry credentials.
     """
-    write_json(path, {"run_id": tracker.run_id})
+    write_json(path, {"run_id": run_id})
 
 
 def read_run_reference(path: str | os.PathLike[str]) -> str | None:
     """Return the run id written by :func:`write_run_reference`, or None if there is no file."""
     if not Path(path).is_file():
         return None
-    return str(json.loads(Path(path).read_text(encoding="utf-8"))["run_id"])
+    run_id = json.loads(Path(path).read_text(encoding="utf-8")).get("run_id")
+    return str(run_id) if run_id else None

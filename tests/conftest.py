@@ -189,18 +189,38 @@ def serving(command: list[str], health_path: str, port: int, env: dict[str, str]
         _stop(process)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 that proxies artifacts; yields its URI."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
+def start_mlflow_server(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start a real `mlflow server` on 127.0.0.1:``port`` (sqlite store and proxied artifacts under
+    ``root``) in its own session; return it once /health answers. Stop it with :func:`stop_server`."""
     command = [
         str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
     ]  # fmt: skip
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with (root / "server.log").open("wb") as log, serving(command, "/health", port, env, 90, cwd=root, stderr=log) as url:
-        yield url
+    with (root / "server.log").open("ab") as log:
+        process = subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", process, 90)
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started in its own session, workers included (by its process group)."""
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 that proxies artifacts; yields its URI."""
+    port = free_port()
+    process = start_mlflow_server(tmp_path_factory.mktemp("mlflow"), port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(process)
 
 
 @pytest.fixture(scope="session")

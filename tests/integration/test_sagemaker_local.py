@@ -34,7 +34,8 @@ def test_job_trains_and_writes_a_raw_string_model(sagemaker_base_dir):
     probabilities = predict(load_model(model_dir / "model.keras"), ["a wonderful , moving film", "a dull , boring film"])
     assert probabilities.shape == (2,) and np.all((probabilities >= 0) & (probabilities <= 1))
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["n"] == 60 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["test"]["n"] == 60 and 0 <= metrics["test"]["accuracy"] <= 1
+    assert metrics["epochs_run"] == 1 and metrics["hyperparameters"]["epochs"] == 1
     assert {"history.csv", "roc.csv", "confusion.csv", "roc.png"} <= {
         p.name for p in (sagemaker_base_dir / "output" / "data").iterdir()
     }
