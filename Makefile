@@ -29,10 +29,11 @@ lint: $(STAMP)
 clean-venv:
 	rm -rf $(VENV) .tox
 
-# Training images (docker/README.md): the ECR URL comes from `terraform output`.
+# Training images (README.md, "Images and infrastructure"): the ECR URL comes from `terraform output`.
 ECR_URL ?= $(shell terraform -chdir=terraform output -raw ecr_repository_url 2>/dev/null)
 AWS_REGION ?= $(shell terraform -chdir=terraform output -raw region 2>/dev/null)
-TAG ?= $(shell git rev-parse --short HEAD)
+# Images are tagged <cpu|gpu>-<TAG>; `model-lib launch` looks for the same tag (image_tag in launch.py).
+TAG ?= $(shell git rev-parse --short=7 HEAD)
 
 docker-login:
 	aws ecr get-login-password --region $(AWS_REGION) | docker login --username AWS --password-stdin $(firstword $(subst /, ,$(ECR_URL)))

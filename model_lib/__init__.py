@@ -105,6 +105,12 @@ class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _no_layer_registration_on_keras_import() -> None:
+    """Remove the hook above: the `model-lib` command imports what it needs itself, and a DVC stage
+    must import only the modules it depends on (dvc.yaml)."""
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _RegisterAfterKeras)]
+
+
 if "keras" in sys.modules:
     _register_layers()
 elif not any(isinstance(finder, _RegisterAfterKeras) for finder in sys.meta_path):

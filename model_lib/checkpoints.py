@@ -40,6 +40,7 @@ ARRAYS = "arrays.npz"
 BEST = "best.npz"
 STATE = "state.json"
 RUN_REFERENCE = "run.json"
+RETIRED = "retired.json"  # the newest generation of a finished training: never resumed
 _GENERATION = re.compile(r"^gen-(\d{6,})$")
 _GROUPS = ("model", "optimizer", "metrics")
 
@@ -180,7 +181,10 @@ def latest(directory: Path | None) -> Generation | None:
     """
     if directory is None or not directory.is_dir():
         return None
+    retired = _retired_through(directory)
     for number in generation_numbers(directory):
+        if number <= retired:
+            break
         folder = _folder(directory, number)
         try:
             state = _verify(folder)
@@ -208,16 +212,29 @@ def read_run_reference(directory: Path | None, fingerprint: Mapping[str, Any]) -
     return None
 
 
-def clear(directory: Path | None) -> None:
-    """Retire a finished training's state: remove every generation and the run reference.
+def _retired_through(directory: Path) -> int:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return int(json.loads((directory / RETIRED).read_text(encoding="utf-8"))["generation"])
+    return 0
 
-    A later training in the same folder then starts afresh instead of "resuming" a finished one.
+
+def clear(directory: Path | None, keep_last: bool = False) -> None:
+    """Retire a finished training's state, so that a later training in the same folder starts
+    afresh instead of "resuming" a finished one.
+
+    Removes the run reference and the generations; with ``keep_last`` the newest generation stays,
+    marked retired (``retired.json``): a SageMaker job's checkpoint URI then keeps its final state.
     """
     if directory is None or not directory.is_dir():
         return
+    numbers = generation_numbers(directory)
+    kept = numbers[:1] if keep_last else []
     for entry in directory.iterdir():
-        if _GENERATION.match(entry.name) or (entry.name.startswith(".gen-") and entry.name.endswith(".tmp")):
+        found = _GENERATION.match(entry.name)
+        if (found and int(found.group(1)) not in kept) or (entry.name.startswith(".gen-") and entry.name.endswith(".tmp")):
             shutil.rmtree(entry, ignore_errors=True)
+    if kept:
+        write_json(directory / RETIRED, {"generation": kept[0]})
     with contextlib.suppress(FileNotFoundError):
         (directory / RUN_REFERENCE).unlink()
     # The layout before generations (one last.keras + state.json) would otherwise linger.

@@ -6,6 +6,7 @@ Errors the user can fix print one line on stderr and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -95,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--prepared", type=Path, default=Path("data/prepared"), help="folder with the prepare outputs (default: data/prepared)"
     )
     local.add_argument("--keep", action="store_true", help="reuse an existing --base-dir instead of refusing to overwrite it")
+    local.add_argument(
+        "--job",
+        metavar="NAME",
+        help="run the recorded training job NAME (DescribeTrainingJob) as SageMaker would: channels and code from S3, "
+        "checkpoints restored from and synced to its checkpoint URI, model.tar.gz uploaded to its output path",
+    )
+    local.add_argument(
+        "--interrupt-after",
+        type=float,
+        metavar="SECONDS",
+        help="with --job: send SIGTERM after SECONDS, as a spot reclaim does (run again to resume)",
+    )
 
     sync = commands.add_parser(
         "mlflow-sync",
@@ -120,20 +133,42 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         help="start a SageMaker training job (SDK v2 Estimator) on the DVC-pushed data",
         description=(
-            "Build the Estimator from params.yaml and the Terraform outputs, check every channel's object "
-            "exists in S3, and start the job."
+            "Build the training job from params.yaml (train:), the Terraform outputs and the DVC S3 remote; check "
+            "that every channel object and the image exist (every problem is listed at once, exit 2); start the job. "
+            "Lineage (git commit, dirty flag, each channel's DVC md5) goes into the job's tags and its MLflow run."
         ),
     )
     _add_params_options(launch, "train")
     launch.add_argument(
-        "--image-uri", required=False, help="training image URI (default: Terraform output ecr_repository_url + ':cpu')"
+        "--image-uri",
+        help="training image (default: Terraform output ecr_repository_url + ':<cpu|gpu>-<git short commit>', "
+        "the tag `make docker-push` pushes; gpu for ml.p*/ml.g* instance types)",
     )
-    launch.add_argument("--role-arn", required=False, help="execution role ARN (default: Terraform output sagemaker_role_arn)")
-    launch.add_argument("--bucket", required=False, help="S3 bucket (default: Terraform output bucket_name)")
-    launch.add_argument("--terraform-outputs", type=Path, default=None, help="JSON from `terraform output -json`")
+    launch.add_argument("--role-arn", help="execution role ARN (default: Terraform output sagemaker_role_arn)")
+    launch.add_argument("--bucket", help="S3 bucket for code, outputs and checkpoints (default: Terraform output bucket_name)")
+    launch.add_argument(
+        "--terraform-outputs", type=Path, default=None, help="JSON from `terraform output -json` (default: run it)"
+    )
+    launch.add_argument("--remote", help="DVC remote whose S3 objects become the channels (default: the first S3 remote)")
     launch.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default: ml.m5.xlarge)")
+    launch.add_argument("--instance-count", type=int, default=1, help="instances (default 1; only 1 is supported yet)")
+    launch.add_argument("--spot", action="store_true", help="managed spot training: interrupted jobs resume from checkpoints")
+    launch.add_argument(
+        "--max-run", type=int, default=24 * 3600, help="seconds of training before the job is stopped (default 86400)"
+    )
+    launch.add_argument(
+        "--max-wait", type=int, default=None, help="spot: seconds including waits for capacity, >= --max-run (default 2x)"
+    )
     launch.add_argument("--job-name", default=None, help="training job name (default: model-lib-<timestamp>)")
-    launch.add_argument("--wait", action="store_true", help="wait for the job and stream its logs")
+    launch.add_argument(
+        "--allow-local-tracking", action="store_true", help="accept an MLFLOW_TRACKING_URI on this machine (SageMaker local mode)"
+    )
+    launch.add_argument("--dry-run", action="store_true", help="print the CreateTrainingJob request as JSON; send nothing")
+    launch.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job; at its end print the model's S3 URI, billable and training seconds, test accuracy",
+    )
     return parser
 
 
@@ -208,10 +243,17 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _sagemaker_local(args: argparse.Namespace) -> int:
     from model_lib.config import load_section
-    from model_lib.sagemaker.local import run_local
+    from model_lib.sagemaker.local import run_local, run_recorded_job
 
-    config = load_section("train", args.params, _overrides_for("train", args.overrides))
-    result = run_local(config, prepared=args.prepared, base_dir=args.base_dir, source_dir=args.source_dir, reuse=args.keep)
+    if args.interrupt_after is not None and args.job is None:
+        raise ModelLibError("--interrupt-after needs --job NAME")
+    if args.job is not None:
+        import boto3
+
+        result = run_recorded_job(args.job, boto3.Session(), base_dir=args.base_dir, interrupt_after=args.interrupt_after)
+    else:
+        config = load_section("train", args.params, _overrides_for("train", args.overrides))
+        result = run_local(config, prepared=args.prepared, base_dir=args.base_dir, source_dir=args.source_dir, reuse=args.keep)
     print(f"sagemaker-local: exit code {result.exit_code}")
     print(f"  model:   {result.model_dir.resolve()}")
     print(f"  output:  {result.output_data_dir.resolve()}")
@@ -236,22 +278,65 @@ def _mlflow_sync(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
+    import boto3
+
     from model_lib.config import load_section
-    from model_lib.sagemaker.launch import launch_from_cli
+    from model_lib.sagemaker import launch
 
     config = load_section("train", args.params, _overrides_for("train", args.overrides))
-    job = launch_from_cli(config, args)
-    print(f"launch: started training job {job}")
-    return 0
+    options = launch.LaunchOptions(
+        instance_type=args.instance_type,
+        instance_count=args.instance_count,
+        spot=args.spot,
+        max_run=args.max_run,
+        max_wait=args.max_wait,
+        image_uri=args.image_uri,
+        role_arn=args.role_arn,
+        bucket=args.bucket,
+        terraform_outputs=args.terraform_outputs,
+        remote=args.remote,
+        job_name=args.job_name,
+        allow_local_tracking=args.allow_local_tracking,
+    )
+    session = boto3.Session()
+    job = launch.plan(config, options, session)
+    request = launch.start(job, session, dry_run=args.dry_run)
+    if args.dry_run:
+        print(json.dumps(request, indent=2, sort_keys=True, default=str))
+        return 0
+    spot = ", spot" if options.spot else ""
+    print(f"launch: started training job {job.job_name} ({job.image_uri}, {options.instance_type}{spot})")
+    if not args.wait:
+        return 0
+    outcome = launch.wait(job.job_name, session)
+    print(f"launch: {job.job_name} {outcome.status}")
+    if outcome.failure_reason:
+        print(f"  failure: {outcome.failure_reason}")
+    if outcome.model_artifacts:
+        print(f"  model:   {outcome.model_artifacts}")
+    if outcome.training_seconds is not None:
+        billable = outcome.billable_seconds if outcome.billable_seconds is not None else outcome.training_seconds
+        saved = 1 - billable / outcome.training_seconds if outcome.training_seconds else 0.0
+        print(f"  seconds: {billable} billable of {outcome.training_seconds} training ({saved:.0%} saved)")
+    if outcome.test_accuracy is not None:
+        print(f"  test accuracy: {outcome.test_accuracy:.4f}")
+    return 0 if outcome.status == "Completed" else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``model-lib`` with ``argv``; return the exit code (2 for errors the user can fix)."""
+    import model_lib
+
+    model_lib._no_layer_registration_on_keras_import()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if not args.verbose:  # their INFO lines (where credentials and endpoints were found) drown ours
+        for noisy in ("botocore", "boto3", "sagemaker", "s3transfer", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # v2 is needed: v3 bypasses the toolkit (launch.py)
     handlers: dict[str, Any] = {
         "predict": _predict,
         "sagemaker-local": _sagemaker_local,

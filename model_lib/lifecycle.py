@@ -40,6 +40,7 @@ class RunPaths:
     reports: Path | None = None  # evaluate on the test split and write the report files here
     run_reference: Path | None = None  # the MLflow run id, for a later stage (DVC's evaluate)
     vocabulary: Path | None = None  # a copy of the vocabulary beside the model
+    keep_final_checkpoint: bool = False  # leave the last generation (retired) in the checkpoint folder
 
 
 def load_checked(config: TrainConfig, files: Mapping[str, str | os.PathLike[str]]) -> PreparedData:
@@ -163,5 +164,5 @@ def train_and_record(
             if paths.run_reference is not None:
                 write_run_reference(paths.run_reference, tracker.run_id)
         write_json(paths.summary, summary)
-        checkpoints.clear(paths.checkpoints)
+        checkpoints.clear(paths.checkpoints, keep_last=paths.keep_final_checkpoint)
     return summary

@@ -277,3 +277,29 @@ def sagemaker_base_dir(tmp_path: Path, tiny_prepared: dict[str, Path]) -> Path:
         only = next(folder.iterdir())
         only.rename(folder / f"{abs(hash(name)) % 10**12:012x}")
     return base
+
+
+def git_copy_of_repo(target: Path, params: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """Copy the repo's tracked and new files into ``target``, apply ``params`` to params.yaml, drop
+    dvc.lock, commit it all in a new git repo; return the environment to run dvc and model-lib there."""
+    import shutil
+
+    import yaml
+
+    command = ["git", "ls-files", "-co", "--exclude-standard"]
+    listed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    for name in listed.stdout.splitlines():
+        if (REPO / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+    values = yaml.safe_load((target / "params.yaml").read_text())
+    for section, changes in (params or {}).items():
+        values[section].update(changes)
+    (target / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    (target / "dvc.lock").unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=target, env=env, check=True, capture_output=True)
+    return env

@@ -59,6 +59,7 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
         summary=env.model_dir / "metrics.json",
         reports=env.output_data_dir,
         vocabulary=env.model_dir / "vocab.txt",
+        keep_final_checkpoint=True,  # SageMaker syncs it to checkpoint_s3_uri: the job's final state stays there
     )
     tags = {"model_lib.stage": "sagemaker", "sagemaker.job_name": str(env.job_name)}
     logger.info("job %s: training %s", env.job_name, config.model)

@@ -1,19 +1,25 @@
 """Start a SageMaker training job (SDK v2 ``Estimator``, script mode on our own image).
 
+``plan`` gathers everything a job needs and lists *every* problem at once (channels not pushed,
+image not in ECR, Terraform outputs missing, no S3 remote, AWS credentials); ``start`` sends the
+CreateTrainingJob request (or, for a dry run, returns it unsent); ``wait`` follows the job to its end.
+
 The channels are the DVC-pushed ``prepare`` outputs: ``dvc.api.get_url`` names each object in the
-S3 remote, and every object is checked to exist before the job starts (get_url does not check).
-SDK v3's ``ModelTrainer`` replaces the image's entrypoint with its own script, so the toolkit's
-``train`` would never run: this uses v2's ``Estimator``.
+S3 remote (it does not check the object exists: ``plan`` does). SDK v3's ``ModelTrainer`` replaces
+the image's entrypoint with its own script, so the toolkit's ``train`` would never run: this uses
+v2's ``Estimator``. SDK telemetry is off unless your SageMaker SDK config sets ``TelemetryOptOut: false``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import re
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,80 @@ logger = logging.getLogger(__name__)
 
 # Passed into the job's environment when set here; never credentials.
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MODEL_LIB_MLFLOW_TAGS")
+TERRAFORM_OUTPUTS = ("ecr_repository_url", "sagemaker_role_arn", "bucket_name")
+_MD5_IN_URL = re.compile(r"/files/md5/([0-9a-f]{2})/([0-9a-f]{30})$")
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchOptions:
+    """How to run the job; every field has the default ``model-lib launch`` uses."""
+
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = 1
+    spot: bool = False
+    max_run: int = 24 * 3600  # seconds of training before SageMaker stops the job
+    max_wait: int | None = None  # spot only: seconds including waiting for capacity (default 2 x max_run)
+    image_uri: str | None = None  # default: <ecr_repository_url>:<cpu|gpu>-<git short commit>
+    role_arn: str | None = None
+    bucket: str | None = None
+    terraform_outputs: Path | None = None  # a saved `terraform output -json`; default: run terraform
+    remote: str | None = None  # DVC remote whose S3 objects are the channels; default: the first S3 remote
+    job_name: str | None = None
+    allow_local_tracking: bool = False  # SageMaker local mode only
+    source_dir: Path = Path("entry_point")
+    prepared: Path = Path("data/prepared")
+    repo: Path = Path(".")
+
+
+@dataclasses.dataclass
+class LaunchPlan:
+    """One checked training job, ready to be sent."""
+
+    job_name: str
+    image_uri: str
+    role_arn: str
+    bucket: str
+    channels: dict[str, str]
+    hyperparameters: dict[str, Any]
+    environment: dict[str, str]
+    tags: dict[str, str]
+    options: LaunchOptions
+
+    @property
+    def checkpoint_s3_uri(self) -> str:
+        return f"s3://{self.bucket}/checkpoints/{self.job_name}/"
+
+    @property
+    def output_path(self) -> str:
+        return f"s3://{self.bucket}/jobs"
+
+
+def image_kind(instance_type: str) -> str:
+    """Return "gpu" for GPU instance families (ml.p*, ml.g*), else "cpu"."""
+    family = instance_type.removeprefix("ml.").split(".", 1)[0]
+    return "gpu" if family[:1] in ("p", "g") else "cpu"
+
+
+def image_tag(kind: str, commit: str) -> str:
+    """Return the image tag for ``kind`` built at ``commit`` (the rule docker-compose.yml and
+    ``make docker-push`` use too: ``<cpu|gpu>-<git short commit>``)."""
+    return f"{kind}-{commit}"
+
+
+def git_state(repo: Path = Path(".")) -> dict[str, str]:
+    """Return git_commit, git_short and git_dirty of ``repo`` ("unknown" outside git)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        # The same short form as the Makefile's TAG, so the image `make docker-push` pushed is found.
+        short = subprocess.run(
+            ["git", "rev-parse", "--short=7", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": "unknown", "git_short": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit, "git_short": short, "git_dirty": "true" if status else "false"}
 
 
 def terraform_outputs(path: Path | None = None, chdir: Path = Path("terraform")) -> dict[str, Any]:
@@ -41,8 +121,40 @@ def terraform_outputs(path: Path | None = None, chdir: Path = Path("terraform"))
             done = subprocess.run(["terraform", f"-chdir={chdir}", "output", "-json"], capture_output=True, text=True, check=True)
             raw = json.loads(done.stdout)
     except (OSError, ValueError, subprocess.CalledProcessError) as exc:
-        raise SageMakerEnvironmentError(f"terraform outputs: cannot read them ({exc}); pass --terraform-outputs FILE") from None
+        where = path or f"terraform -chdir={chdir} output -json"
+        raise SageMakerEnvironmentError(
+            f"terraform outputs ({where}): cannot read them ({exc}); pass --terraform-outputs FILE"
+        ) from None
+    if not isinstance(raw, dict):
+        raise SageMakerEnvironmentError(f"terraform outputs ({path}): expected a JSON object of outputs")
     return {name: item["value"] if isinstance(item, dict) and "value" in item else item for name, item in raw.items()}
+
+
+def dvc_s3_remote(name: str | None, repo: Path = Path(".")) -> str:
+    """Return the DVC remote whose objects become the channels: ``name``, else the first S3 remote.
+
+    Raises:
+        SageMakerEnvironmentError: if ``name`` is not an S3 remote, or there is no S3 remote.
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        remotes = {remote: dict(settings) for remote, settings in dvc_repo.config.get("remote", {}).items()}
+    s3 = [remote for remote, settings in remotes.items() if str(settings.get("url", "")).startswith("s3://")]
+    if name is not None:
+        if name not in remotes:
+            raise SageMakerEnvironmentError(f"--remote {name}: no such DVC remote; remotes: {', '.join(remotes) or 'none'}")
+        if name not in s3:
+            raise SageMakerEnvironmentError(
+                f"--remote {name}: {remotes[name].get('url')} is not in S3; a job reads its data from S3"
+            )
+        return name
+    if not s3:
+        raise SageMakerEnvironmentError(
+            f"no S3 DVC remote (remotes: {', '.join(remotes) or 'none'}): add one with "
+            "`dvc remote add s3 s3://<bucket>/dvc` (README: DVC remotes) and `dvc push`"
+        )
+    return s3[0]
 
 
 def channel_uris(prepared: Path = Path("data/prepared"), remote: str | None = None, repo: str = ".") -> dict[str, str]:
@@ -52,20 +164,94 @@ def channel_uris(prepared: Path = Path("data/prepared"), remote: str | None = No
     return {name: dvc.api.get_url(str(path), repo=repo, remote=remote) for name, path in channel_paths(prepared).items()}
 
 
-def check_objects_exist(uris: Mapping[str, str], s3: Any) -> None:
-    """Check every channel object exists.
+def _credentials_problem(exc: Exception) -> str | None:
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
-    Raises:
-        SageMakerEnvironmentError: naming the first missing channel and its URI.
-    """
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return f"AWS credentials: {exc}; configure them (aws configure, AWS_PROFILE or an instance role)"
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in (
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "UnrecognizedClientException",
+            "InvalidAccessKeyId",
+        ):
+            return f"AWS credentials were refused ({code}); check AWS_PROFILE / the keys in use"
+    return None
+
+
+def _missing_objects(uris: Mapping[str, str], s3: Any) -> list[str]:
+    from botocore.exceptions import ClientError
+
+    problems = []
     for name, uri in uris.items():
         if not uri.startswith("s3://"):
-            raise SageMakerEnvironmentError(f"channel {name!r}: {uri} is not in S3; configure an S3 DVC remote")
+            problems.append(f"channel {name!r}: {uri} is not in S3; use an S3 DVC remote (--remote)")
+            continue
         bucket, _, key = uri[len("s3://") :].partition("/")
         try:
             s3.head_object(Bucket=bucket, Key=key)
-        except Exception as exc:  # botocore ClientError: 404/403
-            raise SageMakerEnvironmentError(f"channel {name!r}: {uri} not found ({exc}); run `dvc push` first") from None
+        except ClientError as exc:
+            credentials = _credentials_problem(exc)
+            if credentials:
+                return [credentials]
+            problems.append(f"channel {name!r}: {uri} not found; run `dvc push -r <remote>`")
+    return problems
+
+
+def _image_problem(image_uri: str, ecr: Any) -> str | None:
+    from botocore.exceptions import ClientError
+
+    repository, _, tag = image_uri.split("/", 1)[-1].partition(":")
+    if not tag:
+        return f"image {image_uri}: no tag; expected <repository>:<tag>"
+    try:
+        ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])
+    except ClientError as exc:
+        credentials = _credentials_problem(exc)
+        if credentials:
+            return credentials
+        return f"image {image_uri} not in ECR ({exc.response.get('Error', {}).get('Code', 'error')}): run `make docker-push`"
+    return None
+
+
+def check_tracking_uri_reachable(uri: str | None, allow_local: bool = False) -> None:
+    """Check a cloud job could reach the tracking URI it is given.
+
+    Raises:
+        SageMakerEnvironmentError: for a URI only this machine can reach (localhost, 127.x, ::1,
+            file:, sqlite:, a bare path), unless ``allow_local`` (SageMaker local mode).
+    """
+    problem = _tracking_problem(uri, allow_local)
+    if problem:
+        raise SageMakerEnvironmentError(problem)
+
+
+def _tracking_problem(uri: str | None, allow_local: bool) -> str | None:
+    import ipaddress
+    import urllib.parse
+
+    if not uri or allow_local:
+        return None
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.lower()
+    local = scheme in ("", "file", "sqlite")
+    if scheme in ("http", "https") and parts.hostname:
+        host = parts.hostname.lower()
+        try:
+            local = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = host == "localhost" or host.endswith(".localhost")
+    if not local:
+        return None
+    from model_lib.tracking import public_uri
+
+    return (
+        f"MLFLOW_TRACKING_URI={public_uri(uri)!r} is on this machine: a SageMaker job cannot reach it. Point it at a "
+        "shared server (README: MLflow), or pass --allow-local-tracking for SageMaker local mode"
+    )
 
 
 def job_hyperparameters(config: TrainConfig) -> dict[str, Any]:
@@ -73,99 +259,226 @@ def job_hyperparameters(config: TrainConfig) -> dict[str, Any]:
     return {key: value for key, value in to_dict(config).items() if value is not None}
 
 
-def build_estimator(
-    config: TrainConfig,
-    *,
-    image_uri: str,
-    role_arn: str,
-    bucket: str,
-    session: Any,
-    instance_type: str = "ml.m5.xlarge",
-    source_dir: Path = Path("entry_point"),
-    environment: Mapping[str, str] | None = None,
-    job_name: str | None = None,
-) -> Any:
-    """Return the SDK v2 Estimator for one job: script mode (entry_point/train.py) on ``image_uri``."""
+def _lineage(git: Mapping[str, str], channels: Mapping[str, str]) -> dict[str, str]:
+    tags = {"git_commit": git["git_commit"], "git_dirty": git["git_dirty"]}
+    for name, uri in channels.items():
+        found = _MD5_IN_URL.search(uri)
+        if found:
+            tags[f"dvc_md5.{name}"] = found.group(1) + found.group(2)
+    return tags
+
+
+def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> LaunchPlan:
+    """Return the checked job for ``config``: every problem found is reported at once.
+
+    Raises:
+        SageMakerEnvironmentError: listing every problem, each with what to run.
+    """
+    problems: list[str] = []
+    if options.instance_count != 1:
+        problems.append(
+            f"--instance-count {options.instance_count}: only 1 is supported (multi-instance training is not built yet)"
+        )
+    max_wait = options.max_wait if options.max_wait is not None else 2 * options.max_run
+    if options.spot and max_wait < options.max_run:
+        problems.append(f"--max-wait {max_wait} is below --max-run {options.max_run}: spot jobs need max-wait >= max-run")
+    tracking = _tracking_problem(os.environ.get("MLFLOW_TRACKING_URI"), options.allow_local_tracking)
+    if tracking:
+        problems.append(tracking)
+    outputs: dict[str, Any] = {}
+    if not (options.image_uri and options.role_arn and options.bucket):
+        try:
+            outputs = terraform_outputs(options.terraform_outputs)
+        except SageMakerEnvironmentError as exc:
+            problems.append(str(exc))
+        needed = [n for n, given in zip(TERRAFORM_OUTPUTS, (options.image_uri, options.role_arn, options.bucket)) if not given]
+        missing = [n for n in needed if not outputs.get(n)]
+        if outputs and missing:
+            problems.append(
+                f"terraform outputs: {', '.join(missing)} missing; run `terraform -chdir=terraform apply` (or pass the flags)"
+            )
+    git = git_state(options.repo)
+    kind = image_kind(options.instance_type)
+    image_uri = options.image_uri or (
+        f"{outputs['ecr_repository_url']}:{image_tag(kind, git['git_short'])}" if outputs.get("ecr_repository_url") else ""
+    )
+    channels: dict[str, str] = {}
+    try:
+        remote = dvc_s3_remote(options.remote, options.repo)
+        channels = channel_uris(options.prepared, remote, str(options.repo))
+    except SageMakerEnvironmentError as exc:
+        problems.append(str(exc))
+    except Exception as exc:  # DVC: an output not tracked, no dvc.lock entry
+        problems.append(f"channels: {exc}; run `dvc repro prepare` and commit dvc.lock")
+    try:
+        if channels:
+            problems.extend(_missing_objects(channels, boto_session.client("s3")))
+        if image_uri:
+            image = _image_problem(image_uri, boto_session.client("ecr"))
+            if image and image not in problems:
+                problems.append(image)
+    except Exception as exc:  # botocore: no credentials, endpoint unreachable
+        problems.append(_credentials_problem(exc) or f"AWS: {type(exc).__name__}: {exc}")
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in dict.fromkeys(problems))
+        raise SageMakerEnvironmentError(f"the job was not started; {len(set(problems))} problem(s):\n{listed}")
+
+    lineage = _lineage(git, channels)
+    environment = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
+    user_tags = json.loads(environment.get("MODEL_LIB_MLFLOW_TAGS", "{}") or "{}")
+    environment["MODEL_LIB_MLFLOW_TAGS"] = json.dumps({**lineage, **user_tags}, sort_keys=True)
+    return LaunchPlan(
+        job_name=options.job_name or f"model-lib-{time.strftime('%Y%m%d-%H%M%S')}",
+        image_uri=image_uri,
+        role_arn=options.role_arn or outputs["sagemaker_role_arn"],
+        bucket=options.bucket or outputs["bucket_name"],
+        channels=channels,
+        hyperparameters=job_hyperparameters(config),
+        environment=environment,
+        tags=lineage,
+        options=options,
+    )
+
+
+def _sdk_session(boto_session: Any, bucket: str) -> Any:
+    """Return a SageMaker SDK session with telemetry off unless the user's SDK config turns it on."""
+    import sagemaker
+    from sagemaker.config import load_sagemaker_config
+
+    config = load_sagemaker_config()
+    config.setdefault("SchemaVersion", "1.0")
+    modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})
+    modules.setdefault("TelemetryOptOut", True)
+    return sagemaker.Session(boto_session=boto_session, default_bucket=bucket, sagemaker_config=config)
+
+
+def build_estimator(job: LaunchPlan, session: Any, source_dir: str | None = None) -> Any:
+    """Return the SDK v2 Estimator for ``job``: script mode (train.py in ``source_dir``) on its image."""
     from sagemaker.estimator import Estimator
 
-    name = job_name or f"model-lib-{time.strftime('%Y%m%d-%H%M%S')}"
-    env: dict[str, Any] = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
-    env.update(environment or {})
+    options = job.options
+    environment: dict[str, Any] = dict(job.environment)
     return Estimator(
-        image_uri=image_uri,
-        role=role_arn,
-        instance_count=1,
-        instance_type=instance_type,
+        image_uri=job.image_uri,
+        role=job.role_arn,
+        instance_count=options.instance_count,
+        instance_type=options.instance_type,
         entry_point="train.py",
-        source_dir=str(source_dir),
-        hyperparameters=job_hyperparameters(config),
-        environment=env,
-        output_path=f"s3://{bucket}/jobs",
-        code_location=f"s3://{bucket}/code",
-        checkpoint_s3_uri=f"s3://{bucket}/checkpoints/{name}",
+        source_dir=source_dir or str(options.source_dir),
+        hyperparameters=job.hyperparameters,
+        environment=environment,
+        output_path=job.output_path,
+        code_location=f"s3://{job.bucket}/code",
+        checkpoint_s3_uri=job.checkpoint_s3_uri,
         checkpoint_local_path=str(CONTAINER_CHECKPOINT_DIR),
+        max_run=options.max_run,
         sagemaker_session=session,
         disable_profiler=True,
         debugger_hook_config=False,
+        tags=[{"Key": k, "Value": v} for k, v in job.tags.items()],
         base_job_name="model-lib",
+        use_spot_instances=options.spot,
+        max_wait=(options.max_wait or 2 * options.max_run) if options.spot else None,
     )
 
 
-def launch(
-    config: TrainConfig,
-    *,
-    image_uri: str,
-    role_arn: str,
-    bucket: str,
-    uris: Mapping[str, str],
-    boto_session: Any,
-    instance_type: str = "ml.m5.xlarge",
-    job_name: str | None = None,
-    wait: bool = False,
-    source_dir: Path = Path("entry_point"),
-) -> str:
-    """Check the channel objects, build the Estimator and start the job; return the job name.
+class _NotSent(Exception):
+    def __init__(self, request: dict[str, Any]) -> None:
+        super().__init__("dry run")
+        self.request = request
 
-    Raises:
-        SageMakerEnvironmentError: if a channel object is missing.
+
+def start(job: LaunchPlan, boto_session: Any, *, dry_run: bool = False) -> dict[str, Any]:
+    """Send the CreateTrainingJob request for ``job`` and return it as sent.
+
+    With ``dry_run`` nothing is sent or uploaded: the code location in the request is where the
+    real launch would upload ``entry_point/`` (as sourcedir.tar.gz).
     """
-    import sagemaker
+    # The SDK's config loader prints INFO lines to stdout from its import on; stdout is for our
+    # output (--dry-run prints the request there).
+    if logging.getLogger("sagemaker.config").level == logging.NOTSET:
+        logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     from sagemaker.inputs import TrainingInput
 
-    check_objects_exist(uris, boto_session.client("s3"))
-    session = sagemaker.Session(boto_session=boto_session, default_bucket=bucket)
-    name = job_name or f"model-lib-{time.strftime('%Y%m%d-%H%M%S')}"
-    estimator = build_estimator(
-        config,
-        image_uri=image_uri,
-        role_arn=role_arn,
-        bucket=bucket,
-        session=session,
-        instance_type=instance_type,
-        job_name=name,
-        source_dir=source_dir,
+    session = _sdk_session(boto_session, job.bucket)
+    captured: list[dict[str, Any]] = []
+
+    def capture(params: dict[str, Any], **_: Any) -> None:
+        captured.append(json.loads(json.dumps(params, default=str)))
+        if dry_run:
+            raise _NotSent(captured[-1])
+
+    sagemaker_client = session.sagemaker_client
+    sagemaker_client.meta.events.register("provide-client-params.sagemaker.CreateTrainingJob", capture)
+    planned_code = f"s3://{job.bucket}/code/{job.job_name}/source/sourcedir.tar.gz"
+    estimator = build_estimator(job, session, source_dir=planned_code if dry_run else None)
+    inputs = {channel: TrainingInput(uri, distribution="FullyReplicated") for channel, uri in job.channels.items()}
+    try:
+        estimator.fit(inputs=inputs, job_name=job.job_name, wait=False, logs="None")
+    except _NotSent as sent:
+        return sent.request
+    finally:
+        sagemaker_client.meta.events.unregister("provide-client-params.sagemaker.CreateTrainingJob", capture)
+    return captured[-1]
+
+
+@dataclasses.dataclass
+class JobOutcome:
+    """How a job ended: status, model location, billable vs training seconds, test accuracy."""
+
+    status: str
+    failure_reason: str | None
+    model_artifacts: str | None
+    billable_seconds: int | None
+    training_seconds: int | None
+    test_accuracy: float | None
+
+
+def _test_accuracy(model_tar_uri: str, s3: Any) -> float | None:
+    """Return the test accuracy from metrics.json inside model.tar.gz, or None."""
+    import io
+    import tarfile
+
+    bucket, _, key = model_tar_uri[len("s3://") :].partition("/")
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        with tarfile.open(fileobj=io.BufferedReader(body), mode="r|gz") as archive:
+            for member in archive:
+                if member.name.lstrip("./") == "metrics.json":
+                    handle = archive.extractfile(member)
+                    if handle is None:
+                        return None
+                    summary = json.loads(handle.read())
+                    return float(summary.get("test", summary)["accuracy"])
+    except Exception as exc:  # a missing or odd archive: the outcome is still worth printing
+        logger.warning("could not read the test accuracy from %s: %s", model_tar_uri, exc)
+    return None
+
+
+def wait(job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report: Callable[[str], None] = print) -> JobOutcome:
+    """Follow the job until it ends, reporting each status change; return how it ended."""
+    client = boto_session.client("sagemaker")
+    seen = None
+    while True:
+        described = client.describe_training_job(TrainingJobName=job_name)
+        status = f"{described['TrainingJobStatus']} / {described.get('SecondaryStatus', '')}"
+        if status != seen:
+            report(f"{time.strftime('%H:%M:%S')} {job_name}: {status}")
+            seen = status
+        if described["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+            break
+        time.sleep(poll_seconds)
+    artifacts = described.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+    accuracy = (
+        _test_accuracy(artifacts, boto_session.client("s3"))
+        if artifacts and described["TrainingJobStatus"] == "Completed"
+        else None
     )
-    inputs = {channel: TrainingInput(uri, distribution="FullyReplicated") for channel, uri in uris.items()}
-    estimator.fit(inputs=inputs, job_name=name, wait=wait, logs="All" if wait else "None")
-    return name
-
-
-def launch_from_cli(config: TrainConfig, args: Any) -> str:
-    """Return the started job's name, with defaults for unset flags from the Terraform outputs."""
-    import boto3
-
-    outputs: dict[str, Any] = {}
-    if not (args.image_uri and args.role_arn and args.bucket):
-        outputs = terraform_outputs(args.terraform_outputs)
-    image_uri = args.image_uri or f"{outputs['ecr_repository_url']}:cpu"
-    return launch(
-        config,
-        image_uri=image_uri,
-        role_arn=args.role_arn or outputs["sagemaker_role_arn"],
-        bucket=args.bucket or outputs["bucket_name"],
-        uris=channel_uris(),
-        boto_session=boto3.Session(),
-        instance_type=args.instance_type,
-        job_name=args.job_name,
-        wait=args.wait,
+    return JobOutcome(
+        status=described["TrainingJobStatus"],
+        failure_reason=described.get("FailureReason"),
+        model_artifacts=artifacts,
+        billable_seconds=described.get("BillableTimeInSeconds"),
+        training_seconds=described.get("TrainingTimeInSeconds"),
+        test_accuracy=accuracy,
     )

@@ -231,3 +231,177 @@ def run_local(
     started = time.perf_counter()
     code = run_toolkit(base_dir, extra_env)
     return LocalJobResult(code, base_dir, time.perf_counter() - started)
+
+
+def _s3_parts(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def _download_prefix(s3: Any, uri: str, folder: Path) -> int:
+    """Download the object ``uri`` or every object under the prefix ``uri`` into ``folder``; return the count."""
+    bucket, key = _s3_parts(uri)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+        for item in page.get("Contents", []):
+            relative = item["Key"][len(key) :].lstrip("/") or Path(item["Key"]).name
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(target))
+            count += 1
+    return count
+
+
+class _CheckpointSync:
+    """Mirrors a local checkpoint folder to ``checkpoint_s3_uri`` while the job runs, as SageMaker
+    does: new and changed files are uploaded, files gone from the folder are deleted in S3."""
+
+    def __init__(self, s3: Any, folder: Path, uri: str, seconds: float) -> None:
+        self.s3, self.folder, self.seconds = s3, folder, seconds
+        self.bucket, self.prefix = _s3_parts(uri if uri.endswith("/") else uri + "/")
+        self._sent: dict[str, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="checkpoint-sync", daemon=True)
+
+    def _files(self) -> dict[str, Path]:
+        # Temporary folders of a write in progress are not synced (SageMaker would upload them as they are).
+        return {
+            str(p.relative_to(self.folder)): p
+            for p in self.folder.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.folder).parts)
+        }
+
+    def sync(self) -> None:
+        files = self._files()
+        for name, path in files.items():
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            signature = (stat.st_size, stat.st_mtime_ns)
+            if self._sent.get(name) != signature:
+                with contextlib.suppress(FileNotFoundError):
+                    self.s3.upload_file(str(path), self.bucket, self.prefix + name)
+                    self._sent[name] = signature
+        for name in set(self._sent) - set(files):
+            self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + name)
+            del self._sent[name]
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.seconds):
+            try:
+                self.sync()
+            except Exception as exc:  # a failed upload is tried again at the next round
+                logger.warning("checkpoint sync: %s", exc)
+
+    def __enter__(self) -> _CheckpointSync:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sync()
+
+
+def _tar_gz(folder: Path, target: Path) -> None:
+    import tarfile
+
+    with tarfile.open(target, "w:gz") as archive:
+        for path in sorted(folder.iterdir()):
+            archive.add(path, arcname=path.name)
+
+
+def run_recorded_job(
+    job_name: str,
+    boto_session: Any,
+    *,
+    base_dir: Path = Path("sagemaker-local"),
+    interrupt_after: float | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    sync_seconds: float = 2.0,
+) -> LocalJobResult:
+    """Run a recorded training job here exactly as SageMaker would run it.
+
+    Reads DescribeTrainingJob; downloads each channel's S3 data into ``input/data/<channel>/``;
+    writes hyperparameters.json (as recorded), inputdataconfig.json and resourceconfig.json; restores
+    ``checkpoint_s3_uri`` into ``checkpoints/`` and mirrors it back while the job runs; runs the
+    toolkit (which fetches the submitted code from S3 itself); on success uploads ``model.tar.gz`` to
+    ``<S3OutputPath>/<job>/output/``. ``interrupt_after`` sends SIGTERM after that many seconds,
+    as a spot reclaim does: the next call resumes from the S3 checkpoints.
+
+    Raises:
+        SageMakerEnvironmentError: if the job is unknown or a channel's data cannot be downloaded.
+    """
+    from botocore.exceptions import ClientError
+
+    sagemaker_client, s3 = boto_session.client("sagemaker"), boto_session.client("s3")
+    try:
+        job = sagemaker_client.describe_training_job(TrainingJobName=job_name)
+    except ClientError as exc:
+        raise SageMakerEnvironmentError(f"training job {job_name!r}: {exc}") from None
+    if base_dir.exists() and any(base_dir.iterdir()) and not (base_dir / _MARKER).exists():
+        raise SageMakerEnvironmentError(f"{base_dir}: exists and was not made by sagemaker-local; choose another --base-dir")
+    for sub in ("input", "code", "output", "model", "checkpoints"):
+        shutil.rmtree(base_dir / sub, ignore_errors=True)
+    config = base_dir / "input" / "config"
+    config.mkdir(parents=True)
+    (base_dir / _MARKER).touch()
+    (config / "hyperparameters.json").write_text(json.dumps(job.get("HyperParameters", {}), indent=2), encoding="utf-8")
+    channels = {}
+    for channel in job.get("InputDataConfig", []):
+        name, source = channel["ChannelName"], channel["DataSource"]["S3DataSource"]
+        channels[name] = {
+            "TrainingInputMode": "File",
+            "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
+        }
+        if _download_prefix(s3, source["S3Uri"], base_dir / "input" / "data" / name) == 0:
+            raise SageMakerEnvironmentError(f"channel {name!r}: nothing at {source['S3Uri']}")
+    (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2), encoding="utf-8")
+    resources = {
+        "current_host": "localhost",
+        "hosts": ["localhost"],
+        "network_interface_name": "lo",
+        "current_instance_type": job.get("ResourceConfig", {}).get("InstanceType", "local"),
+        "current_group_name": "homogeneousCluster",
+        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": ["localhost"]}],
+    }
+    (config / "resourceconfig.json").write_text(json.dumps(resources, indent=2), encoding="utf-8")
+    for sub in ("code", "output/data", "model", "checkpoints"):
+        (base_dir / sub).mkdir(parents=True, exist_ok=True)
+    checkpoint_uri = job.get("CheckpointConfig", {}).get("S3Uri")
+    if checkpoint_uri:
+        restored = _download_prefix(s3, checkpoint_uri, base_dir / "checkpoints")
+        logger.info("restored %d checkpoint files from %s", restored, checkpoint_uri)
+    env = {**job.get("Environment", {}), **(extra_env or {})}
+
+    started = time.perf_counter()
+    with (
+        _CheckpointSync(s3, base_dir / "checkpoints", checkpoint_uri, sync_seconds)
+        if checkpoint_uri
+        else contextlib.nullcontext()
+    ):
+        process = start_toolkit(base_dir, env, job_name)
+        timer = None
+        if interrupt_after is not None:
+            timer = threading.Timer(interrupt_after, lambda: _signal_group(process.pid, signal.SIGTERM))
+            timer.start()
+        try:
+            code = wait_for_job(process)
+        finally:
+            if timer is not None:
+                timer.cancel()
+    result = LocalJobResult(code, base_dir, time.perf_counter() - started)
+    output = job["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    if code == 0:
+        _tar_gz(result.model_dir, base_dir / "model.tar.gz")
+        bucket, key = _s3_parts(f"{output}/{job_name}/output/model.tar.gz")
+        s3.upload_file(str(base_dir / "model.tar.gz"), bucket, key)
+    return result
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    logger.warning("sending %s to the job (as a spot reclaim does)", signal.Signals(signum).name)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signum)

@@ -1,90 +1,190 @@
-"""`model-lib launch` against a real moto server: the CreateTrainingJob request a user's job gets."""
+"""From `dvc push` to a finished spot job, against a real moto server: `model-lib launch` in a
+subprocess on a temporary copy of the repo whose prepared files were pushed to an S3 DVC remote by
+the real `dvc push`, then the recorded job run here as SageMaker would, interrupted once and resumed."""
 
+import io
 import json
+import subprocess
+import tarfile
 
 import pytest
+import yaml
 
-from model_lib.config import TrainConfig
-from model_lib.errors import SageMakerEnvironmentError
-from model_lib.sagemaker.launch import launch
-from tests.conftest import REPO
+from model_lib.prepared import CHANNELS
+from tests.conftest import git_copy_of_repo
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/model-lib-training:cpu"
+SMALL = {"ingest": {"limit": 400}, "prepare": {"vocab_size": 3000}}
+# Enough epochs that the reclaim at 20 s lands inside training (about 1 s an epoch here).
+TRAIN = {"epochs": 40, "patience": 40, "ngram_buckets": 100003, "batch_size": 8, "checkpoint_steps": 10}
 TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
+REPOSITORY = "model-lib-training"
 
 
-@pytest.fixture
-def aws(aws_env, tmp_path, monkeypatch, tiny_prepared):
-    """A bucket holding the four channel objects under DVC-style keys, and an execution role."""
+def run(command, cwd, env, expect=0, timeout=900):
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == expect, (
+        f"{' '.join(command)}: exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def cloud(moto_server, tmp_path_factory):
+    """A repo copy after `dvc repro prepare` and `dvc push -r s3` to a moto bucket, an ECR repository
+    holding the CPU image tag of its commit, a role, and Terraform outputs naming them."""
     import boto3
 
-    config = tmp_path / "sagemaker-config.yaml"
-    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
-    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
-    session = boto3.Session()
-    bucket = f"model-lib-{tmp_path.name.lower().replace('_', '-')[-20:]}"
-    session.client("s3").create_bucket(Bucket=bucket)
-    uris = {}
-    for i, (name, path) in enumerate(sorted(tiny_prepared.items())):
-        key = f"dvc/files/md5/{i:02d}/{name}0123456789abcdef"
-        session.client("s3").upload_file(str(path), bucket, key)
-        uris[name] = f"s3://{bucket}/{key}"
-    role = session.client("iam").create_role(RoleName=f"sm-{bucket}", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
-    return session, bucket, uris, role
-
-
-def test_launch_sends_encoded_hyperparameters_channels_and_only_the_tracking_settings(aws, monkeypatch):
-    session, bucket, uris, role = aws
-    requests = []
-    # moto does not store a job's Environment: read the API parameters as boto3 sends them.
-    session.events.register(
-        "provide-client-params.sagemaker.CreateTrainingJob", lambda params, **_: requests.append(dict(params))
+    copy = tmp_path_factory.mktemp("cloud")
+    env = git_copy_of_repo(copy, {**SMALL, "train": TRAIN})
+    env.update(
+        AWS_ENDPOINT_URL=moto_server,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        MLFLOW_TRACKING_URI="https://mlflow.example.com",
+        MLFLOW_TRACKING_TOKEN="never-forwarded",
+        HOME=str(copy),  # no user SageMaker SDK config
     )
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "do-not-forward")  # set in the launching shell, never sent
-    name = launch(
-        TrainConfig(epochs=2, glove_init=False),
-        image_uri=IMAGE,
-        role_arn=role,
-        bucket=bucket,
-        uris=uris,
-        boto_session=session,
-        job_name="model-lib-test-1",
-        source_dir=REPO / "entry_point",
-    )
-    assert name == "model-lib-test-1"
-    request = requests[0]
-    hps = request["HyperParameters"]
-    assert hps["epochs"] == "2" and hps["glove_init"] == "false" and hps["model"] == '"ngram_glove"'
-    assert hps["sagemaker_program"] == '"train.py"' and hps["sagemaker_submit_directory"].startswith(f'"s3://{bucket}/code/')
-    assert "learning_rate" not in hps  # null: the job applies the model's default
-    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
-    assert channels == uris
-    assert request["Environment"] == {"MLFLOW_TRACKING_URI": "http://mlflow.internal:5000"}
-    assert request["CheckpointConfig"] == {
-        "S3Uri": f"s3://{bucket}/checkpoints/model-lib-test-1",
-        "LocalPath": "/opt/ml/checkpoints",
+    env.pop("AWS_PROFILE", None)
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    clients = {name: session.client(name, endpoint_url=moto_server) for name in ("s3", "ecr", "iam")}
+    bucket = f"model-lib-{copy.name.lower().replace('_', '-')[-16:]}"
+    clients["s3"].create_bucket(Bucket=bucket)
+    role = clients["iam"].create_role(RoleName=f"sm-{bucket}", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
+    ecr_url = clients["ecr"].create_repository(repositoryName=REPOSITORY)["repository"]["repositoryUri"]
+    outputs = {"ecr_repository_url": ecr_url, "sagemaker_role_arn": role, "bucket_name": bucket}
+    (copy / "tf-outputs.json").write_text(json.dumps({k: {"value": v} for k, v in outputs.items()}))
+    run(["dvc", "repro", "prepare"], copy, env)
+    run(["dvc", "remote", "add", "s3", f"s3://{bucket}/dvc"], copy, env)
+    run(["dvc", "push", "-r", "s3"], copy, env)
+    run(["git", "add", "-A"], copy, env)
+    run(["git", "commit", "-qm", "prepared and pushed"], copy, env)  # a clean tree: lineage says git_dirty false
+    commit = run(["git", "rev-parse", "--short=7", "HEAD"], copy, env).stdout.strip()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"})
+    clients["ecr"].put_image(repositoryName=REPOSITORY, imageManifest=manifest, imageTag=f"cpu-{commit}")
+    return {
+        "repo": copy,
+        "env": env,
+        "bucket": bucket,
+        "s3": clients["s3"],
+        "session": session,
+        "commit": commit,
+        "outputs": outputs,
     }
-    described = session.client("sagemaker").describe_training_job(TrainingJobName=name)
-    assert described["AlgorithmSpecification"]["TrainingImage"] == IMAGE
-    assert described["RoleArn"] == role
 
 
-def test_launch_refuses_a_channel_that_was_not_pushed(aws):
-    session, bucket, uris, role = aws
-    uris = {**uris, "vocab": f"s3://{bucket}/dvc/files/md5/ff/missing"}
-    with pytest.raises(SageMakerEnvironmentError, match=r"channel 'vocab': s3://.*/missing not found .*run `dvc push` first"):
-        launch(
-            TrainConfig(),
-            image_uri=IMAGE,
-            role_arn=role,
-            bucket=bucket,
-            uris=uris,
-            boto_session=session,
-            source_dir=REPO / "entry_point",
-        )
+def launch(cloud, *args, expect=0):
+    command = ["model-lib", "launch", "--terraform-outputs", "tf-outputs.json", *args]
+    return run(command, cloud["repo"], cloud["env"], expect=expect)
+
+
+def lock_md5s(repo) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    md5s = {out["path"].split("/")[-1].split(".")[0]: out["md5"] for out in lock["stages"]["prepare"]["outs"]}
+    return {name: md5s[name] for name in CHANNELS}
+
+
+def test_dry_run_prints_the_full_request_and_sends_nothing(cloud):
+    result = launch(cloud, "--spot", "--max-run", "3600", "--remote", "s3", "--job-name", "dry-1", "--dry-run")
+    request = json.loads(result.stdout)
+    bucket, md5s = cloud["bucket"], lock_md5s(cloud["repo"])
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert channels == {name: f"s3://{bucket}/dvc/files/md5/{md5s[name][:2]}/{md5s[name][2:]}" for name in md5s}
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert request["CheckpointConfig"] == {"S3Uri": f"s3://{bucket}/checkpoints/dry-1/", "LocalPath": "/opt/ml/checkpoints"}
+    assert request["AlgorithmSpecification"]["TrainingImage"].endswith(f"{REPOSITORY}:cpu-{cloud['commit']}")
+    hps = request["HyperParameters"]
+    assert hps["epochs"] == "3" and hps["model"] == '"ngram_glove"' and hps["glove_init"] == "true"
+    environment = request["Environment"]
+    assert set(environment) == {"MLFLOW_TRACKING_URI", "MODEL_LIB_MLFLOW_TAGS"}  # never the token or AWS keys
+    lineage = json.loads(environment["MODEL_LIB_MLFLOW_TAGS"])
+    assert lineage["git_commit"].startswith(cloud["commit"]) and lineage["git_dirty"] == "false"
+    assert {lineage[f"dvc_md5.{name}"] for name in md5s} == set(md5s.values())
+    sent = cloud["session"].client("sagemaker", endpoint_url=cloud["env"]["AWS_ENDPOINT_URL"]).list_training_jobs()
+    assert "dry-1" not in {job["TrainingJobName"] for job in sent["TrainingJobSummaries"]}
+    assert "Contents" not in cloud["s3"].list_objects_v2(Bucket=bucket, Prefix="code/dry-1/")
+
+
+def test_every_problem_is_listed_at_once_and_no_job_is_created(cloud):
+    bucket, md5s = cloud["bucket"], lock_md5s(cloud["repo"])
+    for name in ("vocab", "embeddings"):
+        cloud["s3"].delete_object(Bucket=bucket, Key=f"dvc/files/md5/{md5s[name][:2]}/{md5s[name][2:]}")
+    partial = {k: {"value": v} for k, v in cloud["outputs"].items() if k != "sagemaker_role_arn"}
+    (cloud["repo"] / "partial.json").write_text(json.dumps(partial))
+    try:
+        command = [
+            "model-lib",
+            "launch",
+            "--terraform-outputs",
+            "partial.json",
+            "--instance-type",
+            "ml.g5.xlarge",
+            "--job-name",
+            "bad-1",
+        ]
+        result = run(command, cloud["repo"], cloud["env"], expect=2)
+    finally:
+        run(["dvc", "push", "-r", "s3"], cloud["repo"], cloud["env"])  # put the objects back for the other tests
+    message = result.stderr
+    assert "4 problem(s)" in message
+    assert "terraform outputs: sagemaker_role_arn missing" in message
+    assert "channel 'vocab'" in message and "channel 'embeddings'" in message and "run `dvc push -r <remote>`" in message
+    assert f"{REPOSITORY}:gpu-{cloud['commit']} not in ECR" in message and "run `make docker-push`" in message
+    assert "Traceback" not in message
+
+
+def test_a_local_remote_or_a_local_tracking_uri_is_refused(cloud):
+    result = launch(cloud, "--remote", "local", "--dry-run", expect=2)
+    assert "--remote local:" in result.stderr and "is not in S3" in result.stderr
+    env = {**cloud["env"], "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
+    refused = run(["model-lib", "launch", "--terraform-outputs", "tf-outputs.json", "--dry-run"], cloud["repo"], env, expect=2)
+    assert "MLFLOW_TRACKING_URI='http://127.0.0.1:5000' is on this machine" in refused.stderr
+
+
+def test_spot_job_launched_then_run_here_with_one_reclaim_and_a_resume(cloud, tmp_path, monkeypatch):
+    launch(cloud, "--spot", "--remote", "s3", "--job-name", "spot-1")
+    client = cloud["session"].client("sagemaker", endpoint_url=cloud["env"]["AWS_ENDPOINT_URL"])
+    described = client.describe_training_job(TrainingJobName="spot-1")
+    assert described["EnableManagedSpotTraining"] is True
+    assert described["CheckpointConfig"]["S3Uri"] == f"s3://{cloud['bucket']}/checkpoints/spot-1/"
+    tags = {t["Key"]: t["Value"] for t in client.list_tags(ResourceArn=described["TrainingJobArn"])["Tags"]}
+    assert tags["git_commit"].startswith(cloud["commit"])
+
+    local = ["model-lib", "sagemaker-local", "--job", "spot-1", "--base-dir", str(tmp_path / "job")]
+    env = {**cloud["env"], "MLFLOW_TRACKING_URI": ""}  # the stand-in job tracks nowhere
+    interrupted = run([*local, "--interrupt-after", "20"], cloud["repo"], env, expect=143)
+    assert "SIGTERM received: saving the training state" in interrupted.stdout + interrupted.stderr
+    saved = cloud["s3"].list_objects_v2(Bucket=cloud["bucket"], Prefix="checkpoints/spot-1/")
+    assert any("/gen-" in item["Key"] for item in saved.get("Contents", [])), "no checkpoint reached S3"
+
+    resumed = run(local, cloud["repo"], env)
+    assert "resuming at epoch" in resumed.stdout + resumed.stderr
+    body = cloud["s3"].get_object(Bucket=cloud["bucket"], Key="jobs/spot-1/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        assert {"model.keras", "metrics.json", "vocab.txt"} <= set(archive.getnames())
+        archive.extractall(tmp_path / "model", filter="data")
+    from model_lib.inference import load_model, predict
+
+    probabilities = predict(
+        load_model(tmp_path / "model" / "model.keras"), ["A wonderful, moving film.", "Dull and far too long."]
+    )
+    assert probabilities.shape == (2,) and ((probabilities >= 0) & (probabilities <= 1)).all()
+    final = cloud["s3"].list_objects_v2(Bucket=cloud["bucket"], Prefix="checkpoints/spot-1/")["Contents"]
+    assert {item["Key"].split("/")[2] for item in final} >= {"retired.json"}  # the final state stays in S3
+    assert any("/gen-" in item["Key"] for item in final)
+
+    # What `model-lib launch --wait` reports at the end of that job.
+    from model_lib.sagemaker.launch import wait
+
+    lines: list[str] = []
+    monkeypatch.setenv("AWS_ENDPOINT_URL", cloud["env"]["AWS_ENDPOINT_URL"])
+    outcome = wait("spot-1", cloud["session"], poll_seconds=0.1, report=lines.append)
+    assert outcome.status == "Completed" and lines and "spot-1: Completed" in lines[-1]
+    assert outcome.model_artifacts == f"s3://{cloud['bucket']}/jobs/spot-1/output/model.tar.gz"
+    assert outcome.test_accuracy is not None and 0.0 <= outcome.test_accuracy <= 1.0

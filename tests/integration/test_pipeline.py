@@ -1,7 +1,6 @@
 """The main job: real `dvc repro` in a temporary copy of the repo, on a small subset, with MLflow."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, git_copy_of_repo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,24 +27,7 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 def pipeline_repo(tmp_path_factory):
     """A git copy of the repo (tracked and new files), params shrunk, after one `dvc repro`."""
     copy = tmp_path_factory.mktemp("repo")
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    for name in listed.stdout.splitlines():
-        source = REPO / name
-        if source.is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy / name)
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    for section, values in SMALL.items():
-        params[section].update(values)
-    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (copy / "dvc.lock").unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        run(command, copy, env)
+    env = git_copy_of_repo(copy, SMALL)
     # Python reports every import it makes: each stage's section of the output names the modules it ran.
     profiled = {**env, "PYTHONPROFILEIMPORTTIME": "1", "PYTHONUNBUFFERED": "1"}
     first = subprocess.run(["dvc", "repro"], cwd=copy, env=profiled, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

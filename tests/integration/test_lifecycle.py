@@ -1,0 +1,124 @@
+"""One run lifecycle behind both front doors (the DVC stage and the SageMaker job): the same kinds
+of records in MLflow, a failure at any point ends the run FAILED, and `model-lib train` stopped with
+Ctrl-C resumes in the same run."""
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model_lib import checkpoints
+from model_lib.prepared import channel_paths
+from model_lib.sagemaker.local import encode_hyperparameters, lay_out, run_toolkit
+from tests.conftest import BIN, REPO, write_prepared
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HPS = {"epochs": 2, "batch_size": 8, "learning_rate": 0.01, "ngram_buckets": 4099, "patience": 5}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A folder laid out like the repo after `prepare`, with its own MLflow store."""
+    write_prepared(tmp_path / "data" / "prepared", count=1200, max_length=40)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": HPS, "evaluate": {"threshold": 0.5}}), encoding="utf-8")
+    return tmp_path
+
+
+def env_for(workdir: Path) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db", "PYTHONUNBUFFERED": "1"}
+
+
+def model_lib(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "model-lib"), *args], cwd=workdir, env=env_for(workdir), capture_output=True, text=True, timeout=600
+    )
+
+
+def runs(workdir: Path) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def kinds(workdir: Path, run) -> dict[str, set[str]]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    for folder in ("figures", "reports"):
+        artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, folder)}
+    per_door = {"model_lib.stage", "sagemaker.job_name", "git_commit", "git_dirty"}
+    return {
+        "params": set(run.data.params),
+        "metrics": set(run.data.metrics),
+        "tags": {t for t in run.data.tags if not t.startswith("mlflow.")} - per_door,
+        "artifacts": artifacts - {"reports/prepare.json"},  # DVC's prepare report: no such file in a job
+    }
+
+
+def sagemaker_job(workdir: Path, hps: dict) -> Path:
+    base = workdir / "opt_ml"
+    prepared = channel_paths(workdir / "data" / "prepared")
+    lay_out(base, encode_hyperparameters(hps), prepared, REPO / "entry_point")
+    run_toolkit(base, {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}, timeout=600)
+    return base
+
+
+def test_dvc_stage_and_sagemaker_job_log_the_same_kinds_of_records(workdir):
+    for stage in ("train", "evaluate"):
+        result = model_lib(workdir, stage)
+        assert result.returncode == 0, result.stderr[-3000:]
+    sagemaker_job(workdir, HPS)
+    found = runs(workdir)
+    assert len(found) == 2
+    by_door = {r.data.tags["model_lib.stage"]: kinds(workdir, r) for r in found}
+    assert by_door["train"] == by_door["sagemaker"]
+    assert "model/MLmodel" not in by_door["train"]["artifacts"]  # the model folder is listed as "model"
+    assert {"model", "figures/roc.png", "reports/metrics.json"} <= by_door["train"]["artifacts"]
+    assert {"test_accuracy", "val_loss", "train_seconds", "best_epoch"} <= by_door["train"]["metrics"]
+    assert all(r.info.status == "FINISHED" for r in found)
+
+
+def test_a_failure_after_the_run_opened_ends_it_failed_through_either_door(workdir):
+    # Holding out 99.9% for validation leaves nothing to train on: an error raised inside training.
+    result = model_lib(workdir, "train", "-S", "validation_split=0.999")
+    assert result.returncode == 2 and "too few for validation_split=0.999" in result.stderr
+    base = sagemaker_job(workdir, {**HPS, "validation_split": 0.999})
+    assert "too few for validation_split=0.999" in (base / "output" / "failure").read_text()
+    found = runs(workdir)
+    assert sorted(r.data.tags["model_lib.stage"] for r in found) == ["sagemaker", "train"]
+    assert [r.info.status for r in found] == ["FAILED", "FAILED"]
+
+
+def test_model_lib_train_stopped_with_ctrl_c_resumes_in_the_same_run(workdir):
+    hps = {**HPS, "epochs": 3, "checkpoint_steps": 10}
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"train": hps}), encoding="utf-8")
+    command = [str(BIN / "model-lib"), "train"]
+    first = subprocess.Popen(
+        command, cwd=workdir, env=env_for(workdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    while not checkpoints.generation_numbers(workdir / "checkpoints"):
+        assert first.poll() is None, first.stdout.read()[-3000:]
+    first.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    output = first.communicate(timeout=60)[0]
+    assert first.returncode == 130, output[-3000:]
+    assert "training stopped by SIGINT: state saved in checkpoints; run again to resume" in output
+    assert [r.info.status for r in runs(workdir)] == ["KILLED"]
+
+    again = model_lib(workdir, "train")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming at epoch" in again.stderr
+    (run,) = runs(workdir)
+    assert run.info.status == "FINISHED" and run.data.tags["model_lib.restarts"] == "1"
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == [0, 1, 2]
+    assert json.loads((workdir / "models" / "mlflow_run.json").read_text()) == {"run_id": run.info.run_id}
+    assert checkpoints.generation_numbers(workdir / "checkpoints") == []

@@ -1,0 +1,65 @@
+"""The rules `model-lib launch` applies before anything is sent: which image, which tracking URIs."""
+
+import pytest
+
+from model_lib.errors import SageMakerEnvironmentError
+from model_lib.sagemaker.launch import check_tracking_uri_reachable, image_kind, image_tag
+from model_lib.tracking import check_tracking_uri, public_uri
+
+
+@pytest.mark.parametrize(
+    "instance_type,kind",
+    [
+        ("ml.g5.xlarge", "gpu"),
+        ("ml.p3.2xlarge", "gpu"),
+        ("ml.p4d.24xlarge", "gpu"),
+        ("ml.m5.xlarge", "cpu"),
+        ("ml.c5.2xlarge", "cpu"),
+    ],
+)
+def test_gpu_instance_families_get_the_gpu_image(instance_type, kind):
+    assert image_kind(instance_type) == kind
+
+
+def test_image_tag_is_kind_and_short_commit_as_make_docker_push_tags_it():
+    assert image_tag("gpu", "0abc123") == "gpu-0abc123"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://127.0.0.1:5000",
+        "http://localhost:5000",
+        "https://[::1]:5000",
+        "sqlite:///mlflow.db",
+        "file:///tmp/mlruns",
+        "./mlruns",
+    ],
+)
+def test_a_tracking_uri_on_this_machine_is_refused_for_a_cloud_job(uri):
+    with pytest.raises(SageMakerEnvironmentError, match="is on this machine: a SageMaker job cannot reach it"):
+        check_tracking_uri_reachable(uri)
+    check_tracking_uri_reachable(uri, allow_local=True)  # SageMaker local mode
+
+
+@pytest.mark.parametrize(
+    "uri", ["https://mlflow.example.com", "http://10.0.0.5:5000", "arn:aws:sagemaker:eu-west-1:1:mlflow-tracking-server/t", None]
+)
+def test_reachable_or_absent_tracking_uris_pass(uri):
+    check_tracking_uri_reachable(uri)
+
+
+def test_credentials_in_a_uri_never_reach_messages():
+    assert public_uri("https://alice:s3cret@mlflow.example.com:8443/x") == "https://***@mlflow.example.com:8443/x"
+    with pytest.raises(SageMakerEnvironmentError) as refused:
+        check_tracking_uri_reachable("http://alice:s3cret@127.0.0.1:5000")
+    assert "s3cret" not in str(refused.value)
+
+
+def test_a_tracking_uri_mlflow_cannot_use_fails_fast():
+    from model_lib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown scheme 'ftp'"):
+        check_tracking_uri("ftp://mlflow.example.com")
+    check_tracking_uri("sqlite:///mlflow.db")
+    check_tracking_uri("postgresql+psycopg2://db/mlflow")
