@@ -84,20 +84,29 @@ def save_split(path: str | os.PathLike[str], x: np.ndarray, y: np.ndarray) -> No
         np.savez(tmp, x=x.astype(np.int32), y=y.astype(np.int8))
 
 
+def _existing_split(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: encoded split not found")
+    return path
+
+
+def _not_a_split(path: Path, exc: Exception) -> DataError:
+    return DataError(f"{path}: not an encoded split (.npz with x and y): {exc}")
+
+
 def load_split(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Return (x, y) of an encoded split file.
 
     Raises:
         DataError: if the file is missing or is not such a file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: encoded split not found")
+    path = _existing_split(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             return archive["x"], archive["y"]
     except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: not an encoded split (.npz with x and y): {exc}") from None
+        raise _not_a_split(path, exc) from None
 
 
 def split_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
@@ -106,16 +115,14 @@ def split_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
     Raises:
         DataError: if the file is missing or is not an encoded split.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: encoded split not found")
+    path = _existing_split(path)
     try:
         with zipfile.ZipFile(path) as archive, archive.open("x.npy") as member:
             major, _ = np.lib.format.read_magic(member)
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, _, _ = read_header(member)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not an encoded split (.npz with x and y): {exc}") from None
+        raise _not_a_split(path, exc) from None
     return tuple(int(n) for n in shape)
 
 
