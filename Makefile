@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint docker-build docker-push docker-login clean-venv
+.PHONY: run test lint mlflow-server docker-build docker-push docker-login clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,23 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/tox run -e lint
+
+# A shared MLflow server in one command (README: MLflow). Artifacts are proxied, so clients (a
+# SageMaker job too) upload through the server and need no access to the artifact store. Point
+# MLFLOW_ARTIFACTS at s3://<bucket>/mlflow to keep them in the Terraform bucket, MLFLOW_BACKEND at a
+# postgresql:// URI for a team, and list the server's public name in MLFLOW_ALLOWED_HOSTS (by default
+# it answers only local clients).
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+MLFLOW_BACKEND ?= sqlite:///$(CURDIR)/mlflow-server/mlflow.db
+MLFLOW_ARTIFACTS ?= $(CURDIR)/mlflow-server/artifacts
+MLFLOW_ALLOWED_HOSTS ?=
+
+mlflow-server: $(STAMP)
+	mkdir -p mlflow-server
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec $(BIN)/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 1 \
+		--backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination $(MLFLOW_ARTIFACTS) \
+		$(if $(MLFLOW_ALLOWED_HOSTS),--allowed-hosts $(MLFLOW_ALLOWED_HOSTS))
 
 clean-venv:
 	rm -rf $(VENV) .tox

@@ -91,7 +91,8 @@ class TrainResult:
     train_seconds: float
     resumed_from: tuple[int, int] | None = None  # (epoch, step), both 0-based, of the resumed state
     checkpoints_saved: int = 0
-    checkpoint_seconds: float = 0.0  # time spent saving checkpoints, part of train_seconds
+    checkpoint_seconds: float = 0.0  # time training waited for checkpoint saves, part of train_seconds
+    checkpoint_final_seconds: float = 0.0  # of which: waiting at the end for the last write to land
 
 
 def _seed_everything(seed: int) -> None:
@@ -307,7 +308,7 @@ def run(
             if tracker is not None:
                 tracker.log_history(list(state["history"]))
 
-    saved = {"count": 0, "seconds": 0.0}
+    saved = {"count": 0, "seconds": 0.0, "final": 0.0}
 
     writer = _CheckpointWriter(directory, best_file) if directory is not None else None
 
@@ -316,7 +317,8 @@ def run(
         assert writer is not None
         began = time.perf_counter()
         snapshot = json.loads(json.dumps({**state, "fingerprint": identity, "run_id": run_id, "steps_per_epoch": steps}))
-        arrays = {group: [np.array(v.numpy()) for v in variables] for group, variables in _variable_groups(model).items()}
+        # .numpy() of a variable is already a snapshot (a read, then a copy): one copy, no second one.
+        arrays = {group: [np.asarray(v.numpy()) for v in variables] for group, variables in _variable_groups(model).items()}
         writer.submit(snapshot, arrays, best if best_changed else None)
         best_changed = False
         saved["count"] += 1
@@ -375,7 +377,8 @@ def run(
         if writer is not None:
             began = time.perf_counter()
             writer.close()  # the last generation is on disk before the run counts as trained
-            saved["seconds"] += time.perf_counter() - began
+            saved["final"] = time.perf_counter() - began
+            saved["seconds"] += saved["final"]
     seconds = time.perf_counter() - started
 
     if best is not None:
@@ -392,6 +395,7 @@ def run(
         resumed_from=resumed_from,
         checkpoints_saved=int(saved["count"]),
         checkpoint_seconds=saved["seconds"],
+        checkpoint_final_seconds=saved["final"],
     )
 
 

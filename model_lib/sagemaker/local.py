@@ -393,11 +393,14 @@ def run_recorded_job(
             if timer is not None:
                 timer.cancel()
     result = LocalJobResult(code, base_dir, time.perf_counter() - started)
-    output = job["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    output = f"{job['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{job_name}/output"
     if code == 0:
         _tar_gz(result.model_dir, base_dir / "model.tar.gz")
-        bucket, key = _s3_parts(f"{output}/{job_name}/output/model.tar.gz")
-        s3.upload_file(str(base_dir / "model.tar.gz"), bucket, key)
+        s3.upload_file(str(base_dir / "model.tar.gz"), *_s3_parts(f"{output}/model.tar.gz"))
+    # The stand-in's record of how this run ended (a real job's status is SageMaker's own).
+    status = "Completed" if code == 0 else ("Stopped" if code == 128 + signal.SIGTERM else "Failed")
+    record = {"status": status, "exit_code": code, "seconds": round(result.seconds, 1), "failure": result.failure}
+    s3.put_object(Body=json.dumps(record, indent=2).encode(), **dict(zip(("Bucket", "Key"), _s3_parts(f"{output}/status.json"))))
     return result
 
 

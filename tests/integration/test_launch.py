@@ -89,6 +89,16 @@ def lock_md5s(repo) -> dict[str, str]:
     return {name: md5s[name] for name in CHANNELS}
 
 
+def status_of(cloud, job: str) -> dict:
+    return json.loads(cloud["s3"].get_object(Bucket=cloud["bucket"], Key=f"jobs/{job}/output/status.json")["Body"].read())
+
+
+def test_missing_aws_credentials_are_reported_as_such(cloud):
+    env = {k: v for k, v in cloud["env"].items() if not k.startswith("AWS_") or k in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")}
+    result = run(["model-lib", "launch", "--terraform-outputs", "tf-outputs.json", "--dry-run"], cloud["repo"], env, expect=2)
+    assert "AWS credentials: Unable to locate credentials" in result.stderr
+
+
 def test_dry_run_prints_the_full_request_and_sends_nothing(cloud):
     result = launch(cloud, "--spot", "--max-run", "3600", "--remote", "s3", "--job-name", "dry-1", "--dry-run")
     request = json.loads(result.stdout)
@@ -100,7 +110,7 @@ def test_dry_run_prints_the_full_request_and_sends_nothing(cloud):
     assert request["CheckpointConfig"] == {"S3Uri": f"s3://{bucket}/checkpoints/dry-1/", "LocalPath": "/opt/ml/checkpoints"}
     assert request["AlgorithmSpecification"]["TrainingImage"].endswith(f"{REPOSITORY}:cpu-{cloud['commit']}")
     hps = request["HyperParameters"]
-    assert hps["epochs"] == "3" and hps["model"] == '"ngram_glove"' and hps["glove_init"] == "true"
+    assert hps["epochs"] == "40" and hps["model"] == '"ngram_glove"' and hps["glove_init"] == "true"
     environment = request["Environment"]
     assert set(environment) == {"MLFLOW_TRACKING_URI", "MODEL_LIB_MLFLOW_TAGS"}  # never the token or AWS keys
     lineage = json.loads(environment["MODEL_LIB_MLFLOW_TAGS"])
@@ -160,11 +170,13 @@ def test_spot_job_launched_then_run_here_with_one_reclaim_and_a_resume(cloud, tm
     env = {**cloud["env"], "MLFLOW_TRACKING_URI": ""}  # the stand-in job tracks nowhere
     interrupted = run([*local, "--interrupt-after", "20"], cloud["repo"], env, expect=143)
     assert "SIGTERM received: saving the training state" in interrupted.stdout + interrupted.stderr
+    assert status_of(cloud, "spot-1")["status"] == "Stopped"
     saved = cloud["s3"].list_objects_v2(Bucket=cloud["bucket"], Prefix="checkpoints/spot-1/")
     assert any("/gen-" in item["Key"] for item in saved.get("Contents", [])), "no checkpoint reached S3"
 
     resumed = run(local, cloud["repo"], env)
     assert "resuming at epoch" in resumed.stdout + resumed.stderr
+    assert status_of(cloud, "spot-1") | {"seconds": 0} == {"status": "Completed", "exit_code": 0, "seconds": 0, "failure": None}
     body = cloud["s3"].get_object(Bucket=cloud["bucket"], Key="jobs/spot-1/output/model.tar.gz")["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as archive:
         assert {"model.keras", "metrics.json", "vocab.txt"} <= set(archive.getnames())

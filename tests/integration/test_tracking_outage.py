@@ -119,3 +119,31 @@ def test_a_tracking_uri_that_cannot_work_fails_before_training(prepared, tmp_pat
     assert "ConfigError: MLFLOW_TRACKING_URI='ftp://mlflow.example.com': unknown scheme 'ftp'" in failure
     assert checkpoints.generation_numbers(base / "checkpoints") == []  # nothing trained
     assert time.monotonic() - started < 120
+
+
+def test_make_mlflow_server_starts_a_shared_server_in_one_command(tmp_path):
+    import os
+    import signal
+    import urllib.request
+
+    from tests.conftest import REPO
+
+    port = free_port()
+    command = ["make", "-s", "mlflow-server", f"MLFLOW_PORT={port}", f"MLFLOW_BACKEND=sqlite:///{tmp_path}/mlflow.db"]
+    command += [f"MLFLOW_ARTIFACTS={tmp_path}/artifacts", f"BIN={BIN}", f"STAMP={tmp_path}/no-venv-needed"]
+    (tmp_path / "no-venv-needed").touch()
+    server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, "make mlflow-server exited"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "no answer from the server"
+                time.sleep(0.5)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -63,3 +63,11 @@ def test_a_tracking_uri_mlflow_cannot_use_fails_fast():
         check_tracking_uri("ftp://mlflow.example.com")
     check_tracking_uri("sqlite:///mlflow.db")
     check_tracking_uri("postgresql+psycopg2://db/mlflow")
+
+
+def test_a_repo_with_no_s3_remote_is_told_how_to_add_one():
+    from model_lib.sagemaker.launch import dvc_s3_remote
+    from tests.conftest import REPO
+
+    with pytest.raises(SageMakerEnvironmentError, match=r"no S3 DVC remote \(remotes: local\): add one with `dvc remote add s3"):
+        dvc_s3_remote(None, REPO)  # this repository's own config: the local remote only
