@@ -162,6 +162,9 @@ def train_and_record(
             tracker.log_model(result.raw_model, paths.model, EXAMPLE_REVIEWS)
             summary["run_id"] = tracker.run_id
             if paths.run_reference is not None:
+                # Again at the end: `remember` wrote it when the run was created, but DVC deletes a
+                # stage's outputs before it reruns the stage (a resumed training), and a run never
+                # created (server down throughout) is recorded as null.
                 write_run_reference(paths.run_reference, tracker.run_id)
         write_json(paths.summary, summary)
         checkpoints.clear(paths.checkpoints, keep_last=paths.keep_final_checkpoint)

@@ -35,18 +35,27 @@ def file_md5(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def git_state(repo: str | os.PathLike[str] = ".") -> dict[str, str]:
+    """Return git_commit, git_short (``--short=7``, the form image tags use) and git_dirty of
+    ``repo``; each is "unknown" outside git (a training container has no git)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit, short = git("rev-parse", "HEAD"), git("rev-parse", "--short=7", "HEAD")
+        dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": "unknown", "git_short": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit, "git_short": short, "git_dirty": dirty}
+
+
 def lineage_tags(inputs: Mapping[str, str | os.PathLike[str]], repo: str | os.PathLike[str] = ".") -> dict[str, str]:
     """Return tags naming the code (git commit, dirty flag) and the data (MD5 of each input file)."""
-    tags: dict[str, str] = {}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, check=True
-        )
-        tags["git_commit"] = commit.stdout.strip()
-        tags["git_dirty"] = "true" if status.stdout.strip() else "false"
-    except (OSError, subprocess.CalledProcessError):
-        tags["git_commit"] = "unknown"
+    git = git_state(repo)
+    tags = {"git_commit": git["git_commit"]}
+    if git["git_dirty"] != "unknown":
+        tags["git_dirty"] = git["git_dirty"]
     for name, path in inputs.items():
         if Path(path).is_file():
             tags[f"dvc_md5.{name}"] = file_md5(path)

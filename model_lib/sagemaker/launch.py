@@ -92,22 +92,6 @@ def image_tag(kind: str, commit: str) -> str:
     return f"{kind}-{commit}"
 
 
-def git_state(repo: Path = Path(".")) -> dict[str, str]:
-    """Return git_commit, git_short and git_dirty of ``repo`` ("unknown" outside git)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        # The same short form as the Makefile's TAG, so the image `make docker-push` pushed is found.
-        short = subprocess.run(
-            ["git", "rev-parse", "--short=7", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": "unknown", "git_short": "unknown", "git_dirty": "unknown"}
-    return {"git_commit": commit, "git_short": short, "git_dirty": "true" if status else "false"}
-
-
 def terraform_outputs(path: Path | None = None, chdir: Path = Path("terraform")) -> dict[str, Any]:
     """Return ``terraform output -json`` as {name: value}, from a saved file or by running terraform.
 
@@ -297,6 +281,8 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
             problems.append(
                 f"terraform outputs: {', '.join(missing)} missing; run `terraform -chdir=terraform apply` (or pass the flags)"
             )
+    from model_lib.tracking import git_state
+
     git = git_state(options.repo)
     kind = image_kind(options.instance_type)
     image_uri = options.image_uri or (

@@ -91,14 +91,7 @@ def lay_out(
     Raises:
         SageMakerEnvironmentError: if ``base_dir`` exists and was not made by us (unless ``reuse``).
     """
-    if base_dir.exists() and any(base_dir.iterdir()):
-        if not (base_dir / _MARKER).exists() and not reuse:
-            raise SageMakerEnvironmentError(f"{base_dir}: exists and was not made by sagemaker-local; choose another --base-dir")
-        for sub in ("input", "code", "output", "model"):
-            shutil.rmtree(base_dir / sub, ignore_errors=True)
-    config = base_dir / "input" / "config"
-    config.mkdir(parents=True, exist_ok=True)
-    (base_dir / _MARKER).touch()
+    _claim_base_dir(base_dir, reuse=reuse, keep=("checkpoints",))
     submitted = {
         "sagemaker_program": "train.py",
         "sagemaker_submit_directory": str(source_dir.resolve()),
@@ -107,25 +100,50 @@ def lay_out(
         "sagemaker_region": "us-east-1",
     }
     encoded = {**dict(hyperparameters), **{k: json.dumps(v) for k, v in submitted.items()}}
-    (config / "hyperparameters.json").write_text(json.dumps(encoded, indent=2), encoding="utf-8")
     channels = {
         name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
         for name in channel_files
     }
-    (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2), encoding="utf-8")
-    resources = {
-        "current_host": "localhost",
-        "hosts": ["localhost"],
-        "network_interface_name": "lo",
-        "current_instance_type": "local",
-        "current_group_name": "homogeneousCluster",
-        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": ["localhost"]}],
-    }
-    (config / "resourceconfig.json").write_text(json.dumps(resources, indent=2), encoding="utf-8")
+    _write_job_config(base_dir, encoded, channels, "local")
     for name, source in channel_files.items():
         folder = base_dir / "input" / "data" / name
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, folder / source.name)
+
+
+def _claim_base_dir(base_dir: Path, *, reuse: bool, keep: tuple[str, ...]) -> Path:
+    """Empty a SAGEMAKER_BASE_DIR made by us (all but ``keep``), mark it ours; return its config folder.
+
+    Raises:
+        SageMakerEnvironmentError: if ``base_dir`` holds files and was not made by us (unless ``reuse``).
+    """
+    if base_dir.exists() and any(base_dir.iterdir()) and not (base_dir / _MARKER).exists() and not reuse:
+        raise SageMakerEnvironmentError(f"{base_dir}: exists and was not made by sagemaker-local; choose another --base-dir")
+    for sub in ("input", "code", "output", "model", "checkpoints"):
+        if sub not in keep:
+            shutil.rmtree(base_dir / sub, ignore_errors=True)
+    config = base_dir / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (base_dir / _MARKER).touch()
+    return config
+
+
+def _write_job_config(
+    base_dir: Path, hyperparameters: Mapping[str, str], channels: Mapping[str, Any], instance_type: str
+) -> None:
+    """Write input/config/*.json as the toolkit reads them (one host, "localhost") and the job's folders."""
+    config = base_dir / "input" / "config"
+    (config / "hyperparameters.json").write_text(json.dumps(dict(hyperparameters), indent=2), encoding="utf-8")
+    (config / "inputdataconfig.json").write_text(json.dumps(dict(channels), indent=2), encoding="utf-8")
+    resources = {
+        "current_host": "localhost",
+        "hosts": ["localhost"],
+        "network_interface_name": "lo",
+        "current_instance_type": instance_type,
+        "current_group_name": "homogeneousCluster",
+        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": ["localhost"]}],
+    }
+    (config / "resourceconfig.json").write_text(json.dumps(resources, indent=2), encoding="utf-8")
     for sub in ("code", "output/data", "model", "checkpoints"):
         (base_dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -341,14 +359,7 @@ def run_recorded_job(
         job = sagemaker_client.describe_training_job(TrainingJobName=job_name)
     except ClientError as exc:
         raise SageMakerEnvironmentError(f"training job {job_name!r}: {exc}") from None
-    if base_dir.exists() and any(base_dir.iterdir()) and not (base_dir / _MARKER).exists():
-        raise SageMakerEnvironmentError(f"{base_dir}: exists and was not made by sagemaker-local; choose another --base-dir")
-    for sub in ("input", "code", "output", "model", "checkpoints"):
-        shutil.rmtree(base_dir / sub, ignore_errors=True)
-    config = base_dir / "input" / "config"
-    config.mkdir(parents=True)
-    (base_dir / _MARKER).touch()
-    (config / "hyperparameters.json").write_text(json.dumps(job.get("HyperParameters", {}), indent=2), encoding="utf-8")
+    _claim_base_dir(base_dir, reuse=False, keep=())  # the checkpoints come from checkpoint_s3_uri
     channels = {}
     for channel in job.get("InputDataConfig", []):
         name, source = channel["ChannelName"], channel["DataSource"]["S3DataSource"]
@@ -358,18 +369,8 @@ def run_recorded_job(
         }
         if _download_prefix(s3, source["S3Uri"], base_dir / "input" / "data" / name) == 0:
             raise SageMakerEnvironmentError(f"channel {name!r}: nothing at {source['S3Uri']}")
-    (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2), encoding="utf-8")
-    resources = {
-        "current_host": "localhost",
-        "hosts": ["localhost"],
-        "network_interface_name": "lo",
-        "current_instance_type": job.get("ResourceConfig", {}).get("InstanceType", "local"),
-        "current_group_name": "homogeneousCluster",
-        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": ["localhost"]}],
-    }
-    (config / "resourceconfig.json").write_text(json.dumps(resources, indent=2), encoding="utf-8")
-    for sub in ("code", "output/data", "model", "checkpoints"):
-        (base_dir / sub).mkdir(parents=True, exist_ok=True)
+    instance_type = job.get("ResourceConfig", {}).get("InstanceType", "local")
+    _write_job_config(base_dir, job.get("HyperParameters", {}), channels, instance_type)
     checkpoint_uri = job.get("CheckpointConfig", {}).get("S3Uri")
     if checkpoint_uri:
         restored = _download_prefix(s3, checkpoint_uri, base_dir / "checkpoints")
