@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint mlflow-server docker-build docker-push docker-login clean-venv
+.PHONY: run test lint mlflow-server docs-picture docker-build docker-push docker-login clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ MLFLOW_PORT ?= 5000
 MLFLOW_BACKEND ?= sqlite:///$(CURDIR)/mlflow-server/mlflow.db
 MLFLOW_ARTIFACTS ?= $(CURDIR)/mlflow-server/artifacts
 MLFLOW_ALLOWED_HOSTS ?=
+
+# The README's picture of the default run's MLflow page (headless Chromium; skipped without one).
+docs-picture: $(STAMP)
+	$(BIN)/python docs/render_mlflow_run.py
 
 mlflow-server: $(STAMP)
 	mkdir -p mlflow-server

@@ -22,7 +22,9 @@ _STAGE_HELP = {
     "prepare": "split, fit the vocabulary, encode, build the GloVe matrix (params: prepare) into data/prepared/",
     "train": (
         "train (params: train), write models/model.keras and log the run to MLflow; stopped (Ctrl-C, SIGTERM) it "
-        "saves its state in checkpoints/ and the next run resumes there, in the same MLflow run"
+        "saves its state in checkpoints/ and the next run resumes there, in the same MLflow run. With "
+        "MODEL_LIB_TRAIN_ON=sagemaker the same outputs come from a SageMaker job (options: MODEL_LIB_LAUNCH_OPTIONS, "
+        "the flags of `model-lib launch`; README: SageMaker)"
     ),
     "evaluate": "score models/model.keras on the test split (params: evaluate); write reports/ and add to the MLflow run",
 }
@@ -56,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         _add_params_options(sub, stage)
         if stage in ("train", "evaluate"):
             sub.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+        if stage == "train":
+            sub.add_argument(
+                "--register-model",
+                metavar="NAME",
+                default=os.environ.get("MODEL_LIB_REGISTER_MODEL") or None,
+                help="register the logged model as a new version of NAME (default: $MODEL_LIB_REGISTER_MODEL; none)",
+            )
 
     predict = commands.add_parser(
         "predict",
@@ -139,30 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_params_options(launch, "train")
-    launch.add_argument(
-        "--image-uri",
-        help="training image (default: Terraform output ecr_repository_url + ':<cpu|gpu>-<git short commit>', "
-        "the tag `make docker-push` pushes; gpu for ml.p*/ml.g* instance types)",
-    )
-    launch.add_argument("--role-arn", help="execution role ARN (default: Terraform output sagemaker_role_arn)")
-    launch.add_argument("--bucket", help="S3 bucket for code, outputs and checkpoints (default: Terraform output bucket_name)")
-    launch.add_argument(
-        "--terraform-outputs", type=Path, default=None, help="JSON from `terraform output -json` (default: run it)"
-    )
-    launch.add_argument("--remote", help="DVC remote whose S3 objects become the channels (default: the first S3 remote)")
-    launch.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default: ml.m5.xlarge)")
-    launch.add_argument("--instance-count", type=int, default=1, help="instances (default 1; only 1 is supported yet)")
-    launch.add_argument("--spot", action="store_true", help="managed spot training: interrupted jobs resume from checkpoints")
-    launch.add_argument(
-        "--max-run", type=int, default=24 * 3600, help="seconds of training before the job is stopped (default 86400)"
-    )
-    launch.add_argument(
-        "--max-wait", type=int, default=None, help="spot: seconds including waits for capacity, >= --max-run (default 2x)"
-    )
-    launch.add_argument("--job-name", default=None, help="training job name (default: model-lib-<timestamp>)")
-    launch.add_argument(
-        "--allow-local-tracking", action="store_true", help="accept an MLFLOW_TRACKING_URI on this machine (SageMaker local mode)"
-    )
+    _add_launch_options(launch)
     launch.add_argument("--dry-run", action="store_true", help="print the CreateTrainingJob request as JSON; send nothing")
     launch.add_argument(
         "--wait",
@@ -170,6 +156,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="follow the job; at its end print the model's S3 URI, billable and training seconds, test accuracy",
     )
     return parser
+
+
+def _add_launch_options(parser: argparse.ArgumentParser) -> None:
+    """The job options `model-lib launch` takes, and MODEL_LIB_LAUNCH_OPTIONS holds for a remote train stage."""
+    parser.add_argument(
+        "--image-uri",
+        help="training image (default: Terraform output ecr_repository_url + ':<cpu|gpu>-<git short commit>', "
+        "the tag `make docker-push` pushes; gpu for ml.p*/ml.g* instance types)",
+    )
+    parser.add_argument("--role-arn", help="execution role ARN (default: Terraform output sagemaker_role_arn)")
+    parser.add_argument("--bucket", help="S3 bucket for code, outputs and checkpoints (default: Terraform output bucket_name)")
+    parser.add_argument(
+        "--terraform-outputs", type=Path, default=None, help="JSON from `terraform output -json` (default: run it)"
+    )
+    parser.add_argument("--remote", help="DVC remote whose S3 objects become the channels (default: the first S3 remote)")
+    parser.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default: ml.m5.xlarge)")
+    parser.add_argument("--instance-count", type=int, default=1, help="instances (default 1; only 1 is supported yet)")
+    parser.add_argument("--spot", action="store_true", help="managed spot training: interrupted jobs resume from checkpoints")
+    parser.add_argument(
+        "--max-run", type=int, default=24 * 3600, help="seconds of training before the job is stopped (default 86400)"
+    )
+    parser.add_argument(
+        "--max-wait", type=int, default=None, help="spot: seconds including waits for capacity, >= --max-run (default 2x)"
+    )
+    parser.add_argument("--job-name", default=None, help="training job name (default: model-lib-<timestamp>)")
+    parser.add_argument(
+        "--allow-local-tracking", action="store_true", help="accept an MLFLOW_TRACKING_URI on this machine (SageMaker local mode)"
+    )
+    parser.add_argument(
+        "--register-model", metavar="NAME", help="register the job's logged model as a new version of NAME in MLflow"
+    )
+    parser.add_argument(
+        "--mlflow-secret",
+        metavar="NAME",
+        help="AWS Secrets Manager secret with the MLflow server's credentials, read by the job with its role "
+        '({"username": ..., "password": ...} or {"token": ...}); only the name is passed to the job',
+    )
 
 
 def _overrides_for(section: str, items: Sequence[str]) -> dict[str, str]:
@@ -199,8 +222,19 @@ def _run_stage(args: argparse.Namespace) -> int:
         )
     elif args.command == "train":
         # Keras' progress bar on a terminal; one line per epoch in logs (DVC, CI).
-        summary = pipeline.train(config, track=not args.no_mlflow, verbose="auto" if sys.stdout.isatty() else 2)
-        run = f", MLflow run {summary['run_id']}" if "run_id" in summary else ""
+        from model_lib.sagemaker.remote import train_on
+
+        if train_on() == "sagemaker":
+            summary = _train_on_sagemaker(config, args)
+        else:
+            summary = pipeline.train(
+                config,
+                track=not args.no_mlflow,
+                verbose="auto" if sys.stdout.isatty() else 2,
+                register_model=args.register_model,
+            )
+        run = f", MLflow run {summary['run_id']}" if summary.get("run_id") else ""
+        run += f", SageMaker job {summary['sagemaker_job']}" if "sagemaker_job" in summary else ""
         print(
             f"train: {summary['epochs_run']} epochs (best {summary['best_epoch']}) "
             f"in {summary['train_seconds']:.0f} s{run} -> {pipeline.Paths().model}"
@@ -277,14 +311,36 @@ def _mlflow_sync(args: argparse.Namespace) -> int:
     return 1
 
 
-def _launch(args: argparse.Namespace) -> int:
+def _train_on_sagemaker(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import dataclasses
+
     import boto3
 
-    from model_lib.config import load_section
+    from model_lib import pipeline
+    from model_lib.sagemaker import remote
+
+    options = _remote_launch_options()
+    if args.register_model:
+        options = dataclasses.replace(options, register_model=args.register_model)
+    paths = pipeline.Paths()
+    poll = float(os.environ.get("MODEL_LIB_POLL_SECONDS") or 30)
+    report = lambda line: print(line, flush=True)  # noqa: E731 - DVC shows our stdout as it comes
+    return remote.train(
+        config,
+        options,
+        boto3.Session(),
+        model=paths.model,
+        history=paths.history,
+        run_reference=paths.run_reference,
+        poll_seconds=poll,
+        report=report,
+    )
+
+
+def _launch_options(args: argparse.Namespace) -> Any:
     from model_lib.sagemaker import launch
 
-    config = load_section("train", args.params, _overrides_for("train", args.overrides))
-    options = launch.LaunchOptions(
+    return launch.LaunchOptions(
         instance_type=args.instance_type,
         instance_count=args.instance_count,
         spot=args.spot,
@@ -297,7 +353,44 @@ def _launch(args: argparse.Namespace) -> int:
         remote=args.remote,
         job_name=args.job_name,
         allow_local_tracking=args.allow_local_tracking,
+        register_model=args.register_model,
+        mlflow_secret=args.mlflow_secret,
     )
+
+
+def _remote_launch_options() -> Any:
+    """Return the LaunchOptions in MODEL_LIB_LAUNCH_OPTIONS (launch's flags, shell-quoted).
+
+    Raises:
+        ConfigError: for a flag `model-lib launch` does not take.
+    """
+    import shlex
+
+    from model_lib.errors import ConfigError
+    from model_lib.sagemaker.remote import OPTIONS_ENV
+
+    parser = argparse.ArgumentParser(prog=OPTIONS_ENV, add_help=False, exit_on_error=False, allow_abbrev=False)
+    _add_launch_options(parser)
+    raw = os.environ.get(OPTIONS_ENV, "")
+    try:
+        args, unknown = parser.parse_known_args(shlex.split(raw))
+    except (argparse.ArgumentError, ValueError) as exc:
+        raise ConfigError(f"{OPTIONS_ENV}={raw!r}: {exc}") from None
+    if unknown:
+        raise ConfigError(f"{OPTIONS_ENV}={raw!r}: not a `model-lib launch` option: {' '.join(unknown)}")
+    if args.job_name:
+        raise ConfigError(f"{OPTIONS_ENV}: --job-name is chosen by the stage (one name per inputs and params)")
+    return _launch_options(args)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    import boto3
+
+    from model_lib.config import load_section
+    from model_lib.sagemaker import launch
+
+    config = load_section("train", args.params, _overrides_for("train", args.overrides))
+    options = _launch_options(args)
     session = boto3.Session()
     job = launch.plan(config, options, session)
     request = launch.start(job, session, dry_run=args.dry_run)
@@ -349,6 +442,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"model-lib {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except TrainingInterrupted as exc:
+        print(f"model-lib {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:
+        from model_lib.sagemaker.remote import StillRunning
+
+        if not isinstance(exc, StillRunning):
+            raise
         print(f"model-lib {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
 

@@ -95,12 +95,14 @@ def train_and_record(
     tags: Mapping[str, str] | None = None,
     evaluate_config: EvaluateConfig = EvaluateConfig(),
     verbose: int | str = "auto",
+    register_model: str | None = None,
 ) -> dict[str, Any]:
     """Train on the prepared ``files`` (by channel name) and record the run; return the summary.
 
     The summary (written to ``paths.summary``): epochs run, best epoch, training seconds, the
     effective hyperparameters, the history, the MLflow run id and, with ``paths.reports``, the test
-    metrics.
+    metrics. With ``register_model`` (and tracking), the logged model becomes a new version of that
+    registered model.
 
     Raises:
         ConfigError, DataError: for hyperparameters or data that cannot work (before training starts).
@@ -160,6 +162,8 @@ def train_and_record(
         if tracker is not None:
             tracker.log_metrics({"train_seconds": result.train_seconds, "best_epoch": result.best_epoch})
             tracker.log_model(result.raw_model, paths.model, EXAMPLE_REVIEWS)
+            if register_model:
+                tracker.register_model(register_model)
             summary["run_id"] = tracker.run_id
             if paths.run_reference is not None:
                 # Again at the end: `remember` wrote it when the run was created, but DVC deletes a

@@ -125,11 +125,19 @@ def prepare(config: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
     return report
 
 
-def train(config: TrainConfig, paths: Paths = Paths(), *, track: bool = True, verbose: int | str = "auto") -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    paths: Paths = Paths(),
+    *,
+    track: bool = True,
+    verbose: int | str = "auto",
+    register_model: str | None = None,
+) -> dict[str, Any]:
     """Train on the prepared files, save the raw-string model and log the run to MLflow.
 
     An interrupted run (Ctrl-C, SIGTERM, a crash) resumes from ``checkpoints/`` when run again, in
-    the same MLflow run.
+    the same MLflow run. With ``register_model``, the logged model becomes a new version of that
+    registered model.
 
     Returns:
         a summary: run id, epochs run, best epoch, training seconds, history.
@@ -143,7 +151,15 @@ def train(config: TrainConfig, paths: Paths = Paths(), *, track: bool = True, ve
     run_paths = RunPaths(
         model=paths.model, checkpoints=paths.checkpoints, summary=paths.history, run_reference=paths.run_reference
     )
-    return train_and_record(config, paths.channels, run_paths, track=track, tags={"model_lib.stage": "train"}, verbose=verbose)
+    return train_and_record(
+        config,
+        paths.channels,
+        run_paths,
+        track=track,
+        tags={"model_lib.stage": "train"},
+        verbose=verbose,
+        register_model=register_model,
+    )
 
 
 def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = True) -> dict[str, Any]:

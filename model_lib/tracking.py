@@ -9,12 +9,14 @@ documents. ``MODEL_LIB_MLFLOW_TAGS`` (a JSON object) adds tags set at launch, e.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import re
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,55 @@ def lineage_tags(inputs: Mapping[str, str | os.PathLike[str]], repo: str | os.Pa
     return tags
 
 
+SECRET_ENV = "MODEL_LIB_MLFLOW_SECRET"
+REGISTER_ENV = "MODEL_LIB_REGISTER_MODEL"
+_CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def load_secret_credentials(environ: MutableMapping[str, str] | None = None) -> str | None:
+    """Put the MLflow credentials held in the AWS Secrets Manager secret named by
+    ``MODEL_LIB_MLFLOW_SECRET`` into ``environ`` (default: this process's environment), where
+    MLflow's client reads them; return the secret's name, or None when none is named.
+
+    The secret is a JSON object ``{"username": ..., "password": ...}`` (basic auth) or
+    ``{"token": ...}`` (bearer token). Only its name travels in a job's environment; its value is
+    read here, with the job role's permission, and never logged.
+
+    Raises:
+        ConfigError: if the secret cannot be read or holds neither form (the message names the
+            secret and the fields, never a value).
+    """
+    from model_lib.errors import ConfigError
+
+    environ = os.environ if environ is None else environ
+    name = environ.get(SECRET_ENV)
+    if not name:
+        return None
+    try:
+        import boto3
+
+        raw = boto3.session.Session().client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]
+    except Exception as exc:  # botocore: no such secret, access denied, no credentials, unreachable
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+        raise ConfigError(f"{SECRET_ENV}={name!r}: the secret could not be read ({code}); nothing was trained") from None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if isinstance(value, dict) and value.get("username") and value.get("password"):
+        environ["MLFLOW_TRACKING_USERNAME"] = str(value["username"])
+        environ["MLFLOW_TRACKING_PASSWORD"] = str(value["password"])
+    elif isinstance(value, dict) and value.get("token"):
+        environ["MLFLOW_TRACKING_TOKEN"] = str(value["token"])
+    else:
+        fields = sorted(value) if isinstance(value, dict) else "not a JSON object"
+        raise ConfigError(
+            f"{SECRET_ENV}={name!r}: the secret holds {fields}; expected a JSON object with "
+            '"username" and "password", or with "token"'
+        )
+    return name
+
+
 RESTARTS_TAG = "model_lib.restarts"
 PENDING_FILE = "mlflow-pending.json"
 WAIT_ENV = "MODEL_LIB_MLFLOW_WAIT_SECONDS"
@@ -80,6 +131,9 @@ HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
+# Opens the experiment in the UI's model-training view (MLflow 3 otherwise guesses, or asks).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 KNOWN_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "arn")
 
 
@@ -108,6 +162,14 @@ def check_tracking_uri(uri: str) -> None:
         raise ConfigError(
             f"MLFLOW_TRACKING_URI={public_uri(uri)!r}: unknown scheme {scheme!r}; expected one of {', '.join(KNOWN_SCHEMES)}"
         )
+    if scheme == "arn":
+        if not re.fullmatch(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:(mlflow-tracking-server|mlflow-app)/.+", uri):
+            raise ConfigError(
+                f"MLFLOW_TRACKING_URI={uri!r}: not a SageMaker MLflow ARN; expected "
+                "arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>"
+            )
+        if importlib.util.find_spec("sagemaker_mlflow") is None:
+            raise ConfigError(f"MLFLOW_TRACKING_URI={uri!r} needs the sagemaker-mlflow plugin: pip install sagemaker-mlflow")
 
 
 class MlflowTracker:
@@ -146,6 +208,11 @@ class MlflowTracker:
         self._mlflow = mlflow
         self.uri = mlflow.get_tracking_uri()
         check_tracking_uri(self.uri)
+        if not self.uri.startswith("arn:"):
+            # sagemaker-mlflow's header provider runs for every URI and fails on any but an ARN: MLflow
+            # then warns on each request ("list index out of range"), drowning the job's log.
+            logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
+        load_secret_credentials()
         self._client = mlflow.MlflowClient()
         self._pending_file = Path(pending_file) if pending_file is not None else None
         self._on_run_id = on_run_id
@@ -162,7 +229,7 @@ class MlflowTracker:
             self._queue.append({"op": "start", "experiment": name})
         elif self.run_id is not None:
             self._queue.append({"op": "status", "status": "RUNNING"})
-        self.flush()
+        self.flush(refused_is_fatal=True)
 
     # -- the queue --------------------------------------------------------------------------------
 
@@ -202,11 +269,15 @@ class MlflowTracker:
         self._persist()
         self.flush()
 
-    def flush(self, wait: float = 0.0) -> bool:
+    def flush(self, wait: float = 0.0, *, refused_is_fatal: bool = False) -> bool:
         """Send the queued records in order; return whether none is left.
 
         While the server is down, a record is tried again only after a back-off (30 s, doubling up to
         10 min), so training does not wait on it; ``wait`` > 0 keeps trying for that many seconds.
+
+        Raises:
+            ConfigError: with ``refused_is_fatal`` (before training starts), if the server answered
+                but refused the credentials (HTTP 401/403) or none could be found to sign with.
         """
         deadline = time.monotonic() + wait
         if not self._queue:
@@ -220,6 +291,15 @@ class MlflowTracker:
                     self._queue.pop(0)
                     self._persist()
             except Exception as exc:  # the tracking server or client failed: never a reason to stop training
+                refusal = _refusal(exc)
+                if refused_is_fatal and refusal:
+                    from model_lib.errors import ConfigError
+
+                    self._persist()
+                    raise ConfigError(
+                        f"MLflow at {public_uri(self.uri)} refused this process: {refusal}. Check the credentials "
+                        "(README: MLflow, authentication); nothing was trained"
+                    ) from None
                 self._failures += 1
                 self._retry_at = time.monotonic() + min(600.0, 30.0 * 2 ** (self._failures - 1))
                 if self._failures == 1:
@@ -247,7 +327,12 @@ class MlflowTracker:
         kind = op["op"]
         if kind == "start":
             experiment = self._client.get_experiment_by_name(op["experiment"])
-            experiment_id = experiment.experiment_id if experiment else self._client.create_experiment(op["experiment"])
+            if experiment is None:
+                experiment_id = self._client.create_experiment(op["experiment"], tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            else:
+                experiment_id = experiment.experiment_id
+                if EXPERIMENT_KIND_TAG not in experiment.tags:
+                    self._client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             tags = {"mlflow.source.name": "model-lib", "mlflow.source.type": "JOB"}
             self.run_id = self._client.create_run(experiment_id, tags=tags).info.run_id
             if self._on_run_id is not None:
@@ -277,12 +362,9 @@ class MlflowTracker:
                 if Path(path).is_file():
                     self._client.log_artifact(self.run_id, path, op.get("artifact_path"))
         elif kind == "model":
-            model = self._models.get(op["path"])
-            if model is None:
-                from model_lib.inference import load_model
-
-                model = load_model(op["path"])
-            self._log_raw_text_model(model, op["examples"])
+            self._log_raw_text_model(op)
+        elif kind == "register":
+            self._register(op["name"])
         elif kind == "end":
             self._client.set_terminated(self.run_id, op["status"])
         else:  # pragma: no cover - a record from a newer version
@@ -363,49 +445,105 @@ class MlflowTracker:
         self._models[key] = model
         self._add({"op": "model", "path": key, "examples": list(examples)})
 
-    def _log_raw_text_model(self, model: Any, examples: Sequence[str]) -> str:
-        """Log the raw-string Keras model (Keras flavour) with its signature and input example.
+    def register_model(self, name: str) -> None:
+        """Register the run's logged model as a new version of registered model ``name``, tagged
+        with the run's lineage (git commit, data MD5s); once per run, even across restarts."""
+        self._add({"op": "register", "name": name})
 
-        The flavour's model is stored in Keras' exported (SavedModel) format, so
-        ``mlflow.pyfunc.load_model`` works in a process that never imported model_lib (a ``.keras``
-        file needs our registered layers importable). Two MLflow 3.17 bugs shape this:
-        ``mlflow.keras.log_model`` writes the input example before creating its folder
-        (FileNotFoundError), and ``save_exported_model=True`` cannot express a string input
-        (it passes the schema's numpy dtype name to ``tf.TensorSpec``). So the flavour folder is
-        written by ``save_model`` into a folder made first, the export is written with a
-        ``tf.string`` signature by Keras, and the flavour's ``save_exported_model`` flag is set.
+    def _log_raw_text_model(self, op: dict[str, Any]) -> str:
+        """Log the raw-string model as a first-class MLflow logged model (``models:/<model id>``).
+
+        The model is :mod:`model_lib.mlflow_model` (an MLflow "model from code": no pickle) around
+        the Keras SavedModel export of the raw-string model, with a ``review`` string column as
+        signature and an input example. The logged model is created first and its id kept in the
+        queued record, so a record sent again after an outage fills the same model.
 
         Returns:
-            the model URI (``runs:/<run id>/model``) that ``mlflow.pyfunc.load_model`` accepts.
+            the model URI ``models:/<model id>``.
         """
         import tempfile
 
         import keras
-        import numpy as np
+        import pandas as pd
         import tensorflow as tf
-        from mlflow.models import Model, infer_signature
+        from mlflow.entities import LoggedModelStatus
+        from mlflow.models import Model, ModelSignature
+        from mlflow.types import ColSpec, Schema
 
-        from model_lib.inference import predict
+        from model_lib import mlflow_model
 
-        example = np.asarray(list(examples), dtype=object).reshape(-1, 1)
-        signature = infer_signature(example, predict(model, list(examples)).reshape(-1, 1))
-        with tempfile.TemporaryDirectory() as folder:
-            target = Path(folder) / "model"
-            target.mkdir()
-            self._mlflow.keras.save_model(
-                model, str(target), signature=signature, input_example=example, pip_requirements=_serving_requirements()
+        model = self._models.get(op["path"])
+        if model is None:
+            from model_lib.inference import load_model
+
+            model = load_model(op["path"])
+        if not op.get("model_id"):
+            run = self._client.get_run(str(self.run_id))
+            logged = self._client.create_logged_model(
+                experiment_id=run.info.experiment_id,
+                name="model",
+                source_run_id=self.run_id,
+                params={k: str(v) for k, v in run.data.params.items()},
             )
-            data = target / "data"
-            (data / "model.keras").unlink()
+            op["model_id"] = logged.model_id
+            self._persist()
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("string", mlflow_model.COLUMN)]), outputs=Schema([ColSpec("float", "probability")])
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            export = Path(folder) / "saved_model"
             archive = keras.export.ExportArchive()
             archive.track(model)
             archive.add_endpoint("serve", model.call, input_signature=[tf.TensorSpec([None, 1], tf.string, name="review")])
-            archive.write_out(str(data / "model"), verbose=False)
-            description = Model.load(str(target))
-            description.flavors["keras"]["save_exported_model"] = True
-            description.save(str(target / "MLmodel"))
-            self._client.log_artifacts(str(self.run_id), str(target), artifact_path="model")
-        return f"runs:/{self.run_id}/model"
+            archive.write_out(str(export), verbose=False)
+            Model.log(
+                None,  # artifact_path: deprecated for name, but still a required positional argument
+                name="model",
+                flavor=self._mlflow.pyfunc,
+                run_id=self.run_id,
+                model_id=op["model_id"],
+                python_model=mlflow_model.__file__,
+                artifacts={"saved_model": str(export)},
+                signature=signature,
+                input_example=pd.DataFrame({mlflow_model.COLUMN: list(op["examples"])}),
+                pip_requirements=_serving_requirements(),
+            )
+        self._client.finalize_logged_model(op["model_id"], LoggedModelStatus.READY)
+        return f"models:/{op['model_id']}"
+
+    def _register(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        run = self._client.get_run(str(self.run_id))
+        outputs = run.outputs.model_outputs if run.outputs else []
+        if not outputs:
+            raise RuntimeError(f"run {self.run_id} has no logged model to register")
+        model_id = outputs[-1].model_id
+        if self._client.search_model_versions(f"name = '{name}' and run_id = '{self.run_id}'"):
+            return  # registered before a restart
+        try:
+            self._client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        tags = {k: v for k, v in run.data.tags.items() if k in ("git_commit", "git_dirty") or k.startswith("dvc_md5.")}
+        version = self._client.create_model_version(
+            name, source=f"models:/{model_id}", run_id=self.run_id, tags=tags, model_id=model_id
+        )
+        logger.info("registered model %s version %s (model %s)", name, version.version, model_id)
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """Return why the server refused us (HTTP 401/403, or no credentials to sign a request with),
+    or None for any other failure (server down, timeouts: those are waited out)."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException) and exc.get_http_status_code() in (401, 403):
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return f"HTTP {exc.get_http_status_code()} {exc.error_code}: {first[:300]}"
+    if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _serving_requirements() -> list[str]:

@@ -23,3 +23,8 @@ output "region" {
   description = "Region of every resource."
   value       = var.region
 }
+
+output "mlflow_tracking_server_arn" {
+  description = "SageMaker managed MLflow tracking server the role may log to (MLFLOW_TRACKING_URI for the jobs); empty when none."
+  value       = var.mlflow_tracking_server_arn
+}

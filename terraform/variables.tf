@@ -62,3 +62,33 @@ variable "tags" {
   type        = map(string)
   default     = { project = "model-lib" }
 }
+
+variable "mlflow_tracking_server_arn" {
+  description = "ARN of a SageMaker managed MLflow tracking server the training jobs log to (MLFLOW_TRACKING_URI=<this ARN>). When set, the training role may log runs, logged models and model versions on that server only; empty grants nothing."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.mlflow_tracking_server_arn == "" || can(regex("^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:[0-9]{12}:mlflow-tracking-server/.+", var.mlflow_tracking_server_arn))
+    error_message = "mlflow_tracking_server_arn must be empty or arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>."
+  }
+}
+
+variable "mlflow_artifact_store_uri" {
+  description = "Artifact store of that tracking server (its ArtifactStoreUri, s3://bucket/prefix): the jobs write artifacts there directly. When set, the training role may put and get objects under the prefix and list it; empty grants nothing."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.mlflow_artifact_store_uri == "" || can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", var.mlflow_artifact_store_uri))
+    error_message = "mlflow_artifact_store_uri must be empty or s3://<bucket>[/<prefix>]."
+  }
+}
+
+variable "mlflow_auth_secret_arn" {
+  description = "Full ARN (with its 6-character suffix) of the Secrets Manager secret holding credentials for a self-hosted MLflow server (the job's --mlflow-secret). When set, the training role may read that one secret (secretsmanager:GetSecretValue); empty grants nothing."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.mlflow_auth_secret_arn == "" || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+", var.mlflow_auth_secret_arn))
+    error_message = "mlflow_auth_secret_arn must be empty or arn:aws:secretsmanager:<region>:<account>:secret:<name>-<suffix>."
+  }
+}

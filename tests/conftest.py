@@ -189,13 +189,20 @@ def serving(command: list[str], health_path: str, port: int, env: dict[str, str]
         _stop(process)
 
 
-def start_mlflow_server(root: Path, port: int) -> subprocess.Popen[bytes]:
+def start_mlflow_server(root: Path, port: int, artifact_root: str | None = None) -> subprocess.Popen[bytes]:
     """Start a real `mlflow server` on 127.0.0.1:``port`` (sqlite store and proxied artifacts under
-    ``root``) in its own session; return it once /health answers. Stop it with :func:`stop_server`."""
+    ``root``) in its own session; return it once /health answers. Stop it with :func:`stop_server`.
+
+    With ``artifact_root`` (e.g. ``s3://bucket/mlflow``) the server does not proxy artifacts: clients
+    write them there themselves, as with SageMaker managed MLflow."""
     command = [
         str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+        "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
     ]  # fmt: skip
+    if artifact_root is None:
+        command += ["--artifacts-destination", str(root / "artifacts")]
+    else:
+        command += ["--default-artifact-root", artifact_root, "--no-serve-artifacts"]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with (root / "server.log").open("ab") as log:
         process = subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
@@ -205,6 +212,16 @@ def start_mlflow_server(root: Path, port: int) -> subprocess.Popen[bytes]:
         _stop(process)
         raise
     return process
+
+
+def logged_model(client: Any, run_id: str) -> Any:
+    """Return the one MLflow logged model of run ``run_id`` (it must have exactly one, READY)."""
+    outputs = client.get_run(run_id).outputs
+    ids = [output.model_id for output in (outputs.model_outputs if outputs else [])]
+    assert len(set(ids)) == 1, f"run {run_id} has logged models {ids}"
+    model = client.get_logged_model(ids[0])
+    assert str(model.status) in ("READY", "LoggedModelStatus.READY"), model.status
+    return model
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:

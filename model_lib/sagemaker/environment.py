@@ -93,6 +93,7 @@ class SageMakerEnvironment:
     num_cpus: int
     job_name: str | None
     tracking_uri: str | None = None  # MLFLOW_TRACKING_URI, set at launch
+    register_model: str | None = None  # MODEL_LIB_REGISTER_MODEL, set at launch (--register-model)
 
     @property
     def tracking_configured(self) -> bool:
@@ -145,6 +146,7 @@ class SageMakerEnvironment:
             job_name=(training_env.get("job_name") if isinstance(training_env, dict) else None)
             or environ.get("TRAINING_JOB_NAME"),
             tracking_uri=environ.get("MLFLOW_TRACKING_URI") or None,
+            register_model=environ.get("MODEL_LIB_REGISTER_MODEL") or None,
         )
 
 

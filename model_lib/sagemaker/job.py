@@ -63,7 +63,9 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
     )
     tags = {"model_lib.stage": "sagemaker", "sagemaker.job_name": str(env.job_name)}
     logger.info("job %s: training %s", env.job_name, config.model)
-    return train_and_record(config, files, paths, track=env.tracking_configured, tags=tags, verbose=2)
+    return train_and_record(
+        config, files, paths, track=env.tracking_configured, tags=tags, verbose=2, register_model=env.register_model
+    )
 
 
 def write_failure(exc: BaseException, environ: Mapping[str, str] | None = None) -> Path | None:

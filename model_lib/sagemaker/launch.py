@@ -31,7 +31,15 @@ from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
 logger = logging.getLogger(__name__)
 
 # Passed into the job's environment when set here; never credentials.
-FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MODEL_LIB_MLFLOW_TAGS")
+# SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT is the sagemaker-mlflow plugin's endpoint override (a VPC endpoint).
+FORWARDED_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MODEL_LIB_MLFLOW_TAGS",
+    "MODEL_LIB_MLFLOW_SECRET",
+    "MODEL_LIB_REGISTER_MODEL",
+    "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT",
+)
 TERRAFORM_OUTPUTS = ("ecr_repository_url", "sagemaker_role_arn", "bucket_name")
 _MD5_IN_URL = re.compile(r"/files/md5/([0-9a-f]{2})/([0-9a-f]{30})$")
 
@@ -52,6 +60,8 @@ class LaunchOptions:
     remote: str | None = None  # DVC remote whose S3 objects are the channels; default: the first S3 remote
     job_name: str | None = None
     allow_local_tracking: bool = False  # SageMaker local mode only
+    register_model: str | None = None  # a registered model name: the job's model becomes its next version
+    mlflow_secret: str | None = None  # Secrets Manager secret name/ARN with the MLflow credentials (read by the job)
     source_dir: Path = Path("entry_point")
     prepared: Path = Path("data/prepared")
     repo: Path = Path(".")
@@ -120,10 +130,14 @@ def dvc_s3_remote(name: str | None, repo: Path = Path(".")) -> str:
     Raises:
         SageMakerEnvironmentError: if ``name`` is not an S3 remote, or there is no S3 remote.
     """
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
-    with Repo(str(repo)) as dvc_repo:
-        remotes = {remote: dict(settings) for remote, settings in dvc_repo.config.get("remote", {}).items()}
+    try:
+        with Repo(str(repo)) as dvc_repo:
+            remotes = {remote: dict(settings) for remote, settings in dvc_repo.config.get("remote", {}).items()}
+    except NotDvcRepoError:
+        raise SageMakerEnvironmentError(f"{Path(repo).resolve()} is not in a DVC repository: run from the project root") from None
     s3 = [remote for remote, settings in remotes.items() if str(settings.get("url", "")).startswith("s3://")]
     if name is not None:
         if name not in remotes:
@@ -199,6 +213,17 @@ def _image_problem(image_uri: str, ecr: Any) -> str | None:
             return credentials
         return f"image {image_uri} not in ECR ({exc.response.get('Error', {}).get('Code', 'error')}): run `make docker-push`"
     return None
+
+
+def _secret_problem(name: str, secrets: Any) -> list[str]:
+    from botocore.exceptions import ClientError
+
+    try:
+        secrets.describe_secret(SecretId=name)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        return [f"--mlflow-secret {name!r}: {code}; create it (README: MLflow, authentication)"]
+    return []
 
 
 def check_tracking_uri_reachable(uri: str | None, allow_local: bool = False) -> None:
@@ -296,7 +321,10 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
         problems.append(str(exc))
     except Exception as exc:  # DVC: an output not tracked, no dvc.lock entry
         problems.append(f"channels: {exc}; run `dvc repro prepare` and commit dvc.lock")
+    secret = options.mlflow_secret or os.environ.get("MODEL_LIB_MLFLOW_SECRET")
     try:
+        if secret:
+            problems.extend(_secret_problem(secret, boto_session.client("secretsmanager")))
         if channels:
             problems.extend(_missing_objects(channels, boto_session.client("s3")))
         if image_uri:
@@ -311,6 +339,10 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
 
     lineage = _lineage(git, channels)
     environment = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
+    if options.register_model:
+        environment["MODEL_LIB_REGISTER_MODEL"] = options.register_model
+    if options.mlflow_secret:
+        environment["MODEL_LIB_MLFLOW_SECRET"] = options.mlflow_secret
     user_tags = json.loads(environment.get("MODEL_LIB_MLFLOW_TAGS", "{}") or "{}")
     environment["MODEL_LIB_MLFLOW_TAGS"] = json.dumps({**lineage, **user_tags}, sort_keys=True)
     return LaunchPlan(

@@ -70,6 +70,30 @@ def test_bad_bucket_name_is_refused_by_validation(workdir):
     assert result.returncode != 0 and "bucket_name must be a valid S3 bucket name" in result.stderr
 
 
+@needs_terraform
+@needs_mirror
+def test_bad_mlflow_arns_are_refused_by_validation(workdir):
+    folder, env = workdir
+    terraform("init", "-backend=false", "-input=false", cwd=folder, env=env)
+    bad = {
+        "mlflow_tracking_server_arn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/not-a-server",
+        "mlflow_artifact_store_uri": "https://bucket/prefix",
+        "mlflow_auth_secret_arn": "model-lib/mlflow",
+    }
+    args = [a for name, value in bad.items() for a in ("-var", f"{name}={value}")]
+    result = subprocess.run(
+        ["terraform", "plan", "-input=false", "-refresh=false", "-var", "bucket_name=model-lib-tf-test", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    for name in bad:
+        assert f"{name} must be empty or" in result.stderr, name
+
+
 PROVIDER_OVERRIDE = """
 provider "aws" {{
   region                      = "us-east-1"
@@ -139,6 +163,39 @@ def test_apply_creates_a_locked_down_bucket_registry_and_role_then_destroys(work
         assert s3_resources and all(r.startswith(f"arn:aws:s3:::{bucket}") for r in s3_resources)
         ecr_pull = next(s for s in document["Statement"] if s["Sid"] == "PullTrainingImage")
         assert _list(ecr_pull["Resource"]) == [repository["repositoryArn"]]
+        # MLflow variables unset: the role gets nothing for MLflow.
+        assert not _mlflow_grants(document) and outputs["mlflow_tracking_server_arn"] == ""
+
+        # Set (one in-place update of the inline policy): each grant on exactly the resource named.
+        # -refresh=false: the state is the first apply's, seconds old; refreshing it again costs ~20 s against moto.
+        update = terraform(
+            "apply",
+            "-auto-approve",
+            "-input=false",
+            "-refresh=false",
+            "-var",
+            f"bucket_name={bucket}",
+            *MLFLOW_VARS,
+            cwd=folder,
+            env=env,
+        )
+        assert "0 added, 1 changed, 0 destroyed" in update.stdout  # only aws_iam_role_policy.sagemaker
+        document = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]
+        grants = _mlflow_grants(document)
+        assert set(grants) == {"MlflowTrackingServer", "MlflowArtifactObjects", "MlflowArtifactList", "MlflowAuthSecret"}
+        server = grants["MlflowTrackingServer"]
+        assert _list(server["Resource"]) == [MLFLOW_SERVER_ARN]
+        assert set(_list(server["Action"])) == MLFLOW_ACTIONS
+        secret = grants["MlflowAuthSecret"]
+        assert _list(secret["Action"]) == ["secretsmanager:GetSecretValue"] and _list(secret["Resource"]) == [MLFLOW_SECRET_ARN]
+        objects, listing = grants["MlflowArtifactObjects"], grants["MlflowArtifactList"]
+        assert sorted(_list(objects["Action"])) == ["s3:GetObject", "s3:PutObject"]
+        assert _list(objects["Resource"]) == ["arn:aws:s3:::mlflow-artifacts-tf-test/tracking/*"]
+        assert _list(listing["Action"]) == ["s3:ListBucket"]
+        assert _list(listing["Resource"]) == ["arn:aws:s3:::mlflow-artifacts-tf-test"]
+        assert sorted(_list(listing["Condition"]["StringLike"]["s3:prefix"])) == ["tracking", "tracking/*"]
+        outputs = {k: v["value"] for k, v in json.loads(terraform("output", "-json", cwd=folder, env=env).stdout).items()}
+        assert outputs["mlflow_tracking_server_arn"] == MLFLOW_SERVER_ARN
     finally:
         terraform("destroy", "-auto-approve", "-input=false", "-var", f"bucket_name={bucket}", cwd=folder, env=env)
     assert bucket not in [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]]
@@ -146,3 +203,48 @@ def test_apply_creates_a_locked_down_bucket_registry_and_role_then_destroys(work
 
 def _list(value):
     return value if isinstance(value, list) else [value]
+
+
+# Fake resources in moto's account: IAM stores policy ARNs without checking they exist.
+MLFLOW_SERVER_ARN = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/model-lib-tf-test"
+MLFLOW_SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:model-lib/mlflow-AbCdEf"
+MLFLOW_VARS = (
+    *("-var", f"mlflow_tracking_server_arn={MLFLOW_SERVER_ARN}"),
+    *("-var", "mlflow_artifact_store_uri=s3://mlflow-artifacts-tf-test/tracking/"),
+    *("-var", f"mlflow_auth_secret_arn={MLFLOW_SECRET_ARN}"),
+)
+# What a job needs to log a run, a logged model and register a model version (see terraform/iam.tf).
+MLFLOW_ACTIONS = {
+    f"sagemaker-mlflow:{action}"
+    for action in (
+        "GetExperimentByName",
+        "CreateExperiment",
+        "CreateRun",
+        "GetRun",
+        "UpdateRun",
+        "LogBatch",
+        "SetTag",
+        "GetMetricHistory",
+        "LogModel",
+        "LogOutputs",
+        "GetLoggedModel",
+        "FinalizeLoggedModel",
+        "SetLoggedModelTags",
+        "CreateRegisteredModel",
+        "CreateModelVersion",
+        "GetModelVersion",
+        "SearchModelVersions",
+        "SetExperimentTag",
+    )
+}
+
+
+def _mlflow_grants(document):
+    """Return {Sid: statement} of the statements that grant anything for MLflow: sagemaker-mlflow or
+    secretsmanager actions, or the artifact store's statements (every other S3 grant is on the ML bucket)."""
+    return {
+        s.get("Sid", ""): s
+        for s in document["Statement"]
+        if s.get("Sid", "").startswith("Mlflow")
+        or any(a.split(":")[0] in ("sagemaker-mlflow", "secretsmanager") for a in _list(s["Action"]))
+    }

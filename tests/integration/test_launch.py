@@ -157,6 +157,23 @@ def test_a_local_remote_or_a_local_tracking_uri_is_refused(cloud):
     assert "MLFLOW_TRACKING_URI='http://127.0.0.1:5000' is on this machine" in refused.stderr
 
 
+def test_managed_mlflow_arn_a_secret_name_and_a_model_name_reach_the_job_and_nothing_secret_does(cloud):
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
+    env = {**cloud["env"], "MLFLOW_TRACKING_URI": arn}
+    command = ["model-lib", "launch", "--terraform-outputs", "tf-outputs.json", "--job-name", "secret-1", "--dry-run"]
+    missing = run([*command, "--mlflow-secret", "mlflow/absent"], cloud["repo"], env, expect=2)
+    assert "--mlflow-secret 'mlflow/absent': ResourceNotFoundException" in missing.stderr
+
+    secrets = cloud["session"].client("secretsmanager", endpoint_url=env["AWS_ENDPOINT_URL"])
+    secrets.create_secret(Name="mlflow/team", SecretString=json.dumps({"username": "u", "password": "do-not-ship"}))
+    result = run([*command, "--mlflow-secret", "mlflow/team", "--register-model", "imdb-sentiment"], cloud["repo"], env)
+    request = json.loads(result.stdout)
+    environment = request["Environment"]
+    assert environment["MLFLOW_TRACKING_URI"] == arn  # an ARN is not a local URI: accepted
+    assert environment["MODEL_LIB_MLFLOW_SECRET"] == "mlflow/team" and environment["MODEL_LIB_REGISTER_MODEL"] == "imdb-sentiment"
+    assert "do-not-ship" not in result.stdout + result.stderr and "never-forwarded" not in result.stdout
+
+
 def test_spot_job_launched_then_run_here_with_one_reclaim_and_a_resume(cloud, tmp_path, monkeypatch):
     launch(cloud, "--spot", "--remote", "s3", "--job-name", "spot-1")
     client = cloud["session"].client("sagemaker", endpoint_url=cloud["env"]["AWS_ENDPOINT_URL"])

@@ -14,7 +14,7 @@ import yaml
 from model_lib import checkpoints
 from model_lib.prepared import channel_paths
 from model_lib.sagemaker.local import encode_hyperparameters, lay_out, run_toolkit
-from tests.conftest import BIN, REPO, write_prepared
+from tests.conftest import BIN, REPO, free_port, logged_model, serving, write_prepared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,6 +59,7 @@ def kinds(workdir: Path, run) -> dict[str, set[str]]:
         "metrics": set(run.data.metrics),
         "tags": {t for t in run.data.tags if not t.startswith("mlflow.")} - per_door,
         "artifacts": artifacts - {"reports/prepare.json"},  # DVC's prepare report: no such file in a job
+        "logged model": {logged_model(client, run.info.run_id).name},
     }
 
 
@@ -79,8 +80,8 @@ def test_dvc_stage_and_sagemaker_job_log_the_same_kinds_of_records(workdir):
     assert len(found) == 2
     by_door = {r.data.tags["model_lib.stage"]: kinds(workdir, r) for r in found}
     assert by_door["train"] == by_door["sagemaker"]
-    assert "model/MLmodel" not in by_door["train"]["artifacts"]  # the model folder is listed as "model"
-    assert {"model", "figures/roc.png", "reports/metrics.json"} <= by_door["train"]["artifacts"]
+    assert {"figures/roc.png", "reports/metrics.json"} <= by_door["train"]["artifacts"]
+    assert by_door["train"]["logged model"] == {"model"}
     assert {"test_accuracy", "val_loss", "train_seconds", "best_epoch"} <= by_door["train"]["metrics"]
     assert all(r.info.status == "FINISHED" for r in found)
 
@@ -122,3 +123,34 @@ def test_model_lib_train_stopped_with_ctrl_c_resumes_in_the_same_run(workdir):
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == [0, 1, 2]
     assert json.loads((workdir / "models" / "mlflow_run.json").read_text()) == {"run_id": run.info.run_id}
     assert checkpoints.generation_numbers(workdir / "checkpoints") == []
+
+
+def test_register_model_makes_a_version_that_mlflow_models_serve_answers_on_raw_text(workdir):
+    import urllib.request
+
+    import mlflow
+
+    for _ in range(2):  # the second train of the same params resumes nothing and registers again: version 2
+        result = model_lib(workdir, "train", "--register-model", "imdb-sentiment")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "registered model imdb-sentiment version" in result.stderr
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    versions = sorted(client.search_model_versions("name = 'imdb-sentiment'"), key=lambda v: int(v.version))
+    assert [int(v.version) for v in versions] == [1, 2]
+    first = versions[0]
+    assert first.source == f"models:/{logged_model(client, first.run_id).model_id}"
+    assert {"git_commit", "dvc_md5.train", "dvc_md5.test", "dvc_md5.vocab", "dvc_md5.embeddings"} <= set(first.tags)
+
+    port = free_port()
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/imdb-sentiment/1", "--env-manager", "local"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    env = {**env_for(workdir), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # it execs `uvicorn`, as an activated venv would
+    with serving(command, "/ping", port, env, 180, cwd=workdir, stderr=subprocess.DEVNULL) as url:
+        body = {"dataframe_split": {"columns": ["review"], "data": [["A wonderful, moving film."], ["Dull and far too long."]]}}
+        request = urllib.request.Request(
+            f"{url}/invocations", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    probabilities = [row["probability"] for row in answer["predictions"]]
+    assert len(probabilities) == 2 and all(0.0 <= p <= 1.0 for p in probabilities)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, git_copy_of_repo
+from tests.conftest import REPO, git_copy_of_repo, logged_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -138,21 +138,29 @@ def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipel
     tags = run_info.data.tags
     assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     assert set(tags) >= {"dvc_md5.train", "dvc_md5.test", "dvc_md5.vocab", "dvc_md5.embeddings"}
-    requirements = mlflow.artifacts.download_artifacts(
-        run_id=reference["run_id"], artifact_path="model/requirements.txt", tracking_uri=f"sqlite:///{copy}/mlflow.db"
-    )
-    assert "tensorflow" in Path(requirements).read_text()  # what serving the exported model needs
+    model = logged_model(client, reference["run_id"])  # a first-class MLflow 3 logged model
+    assert model.source_run_id == reference["run_id"] and model.experiment_id == run_info.info.experiment_id
+    experiment = client.get_experiment(run_info.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training view
+    mlflow.set_tracking_uri(f"sqlite:///{copy}/mlflow.db")
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}"))
+    assert "tensorflow" in (folder / "requirements.txt").read_text()  # what serving the exported model needs
+    assert "python_function" in (folder / "MLmodel").read_text()
+    assert not list(folder.rglob("*.pkl"))  # a model from code and a SavedModel, no pickle
     figures = {f.path for f in client.list_artifacts(reference["run_id"], "figures")}
     assert figures == {"figures/roc.png", "figures/confusion_matrix.png", "figures/training_curves.png"}
 
 
 def test_mlflow_model_predicts_in_a_process_that_never_imports_model_lib(pipeline_repo):
     copy, env, _ = pipeline_repo
+    import mlflow
+
     run_id = json.loads((copy / "models/mlflow_run.json").read_text())["run_id"]
+    model_id = logged_model(mlflow.MlflowClient(tracking_uri=f"sqlite:///{copy}/mlflow.db"), run_id).model_id
     script = (
         "import sys, mlflow, pandas as pd\n"
         f"mlflow.set_tracking_uri('sqlite:///{copy}/mlflow.db')\n"
-        f"model = mlflow.pyfunc.load_model('runs:/{run_id}/model')\n"
+        f"model = mlflow.pyfunc.load_model('models:/{model_id}')\n"
         "out = model.predict(pd.DataFrame({'review': ['A wonderful film.', 'A boring film.', 'Meh.']}))\n"
         "assert 'model_lib' not in sys.modules\n"
         "print(' '.join(f'{p:.6f}' for p in __import__('numpy').asarray(out).reshape(-1)))\n"

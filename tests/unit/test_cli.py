@@ -108,3 +108,30 @@ print(model.predict(keras.ops.convert_to_tensor([["a wonderful film"]]), verbose
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(1, 1)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"MODEL_LIB_TRAIN_ON": "cloud"}, "MODEL_LIB_TRAIN_ON='cloud': expected one of local, sagemaker"),
+        (
+            {"MODEL_LIB_TRAIN_ON": "sagemaker", "MODEL_LIB_LAUNCH_OPTIONS": "--spot --instance-typ ml.m5.xlarge"},
+            "MODEL_LIB_LAUNCH_OPTIONS='--spot --instance-typ ml.m5.xlarge': not a `model-lib launch` option: --instance-typ",
+        ),
+        (
+            {"MODEL_LIB_TRAIN_ON": "sagemaker", "MODEL_LIB_LAUNCH_OPTIONS": "--job-name mine"},
+            "MODEL_LIB_LAUNCH_OPTIONS: --job-name is chosen by the stage",
+        ),
+    ],
+)
+def test_where_train_runs_is_checked_before_anything_happens(tmp_path, env, message):
+    import os
+
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: 1\n", encoding="utf-8")
+    result = subprocess.run(
+        [*MODEL_LIB, "train"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, **env}
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"model-lib train: error: {message}"), lines
+    assert not (tmp_path / "models").exists()

@@ -1,0 +1,273 @@
+"""The DVC ``train`` stage, run on SageMaker: one process whether training is local or remote.
+
+With ``MODEL_LIB_TRAIN_ON=sagemaker``, ``model-lib train`` (the stage's command) pushes the stage's
+data deps to the S3 DVC remote, launches the job through :mod:`model_lib.sagemaker.launch` (options
+from ``MODEL_LIB_LAUNCH_OPTIONS``), follows its status and logs, downloads ``model.tar.gz`` and
+writes what a local train writes: ``models/model.keras``, ``models/history.json`` and the MLflow
+run reference (the job's run, which ``evaluate`` then adds to). DVC sees the same command, params
+and outputs either way, so dvc.lock, metrics, plots and experiments work unchanged.
+
+Why an environment variable and not a param or a flag: where a stage runs is not part of the model.
+A param would change the stage's params hash (and every experiment's), and a flag in dvc.yaml's
+``cmd`` would make DVC rerun the stage when it changes; an environment variable does neither.
+
+The job's name is derived from what it trains (hyperparameters, channel objects, image, instance
+options), so running the stage again re-attaches to the job in flight or finished instead of
+starting a second one; a failed or stopped job is retried under the next attempt number. Ctrl-C
+while following asks nothing of the job: it keeps running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from model_lib._io import atomic_path, write_json
+from model_lib.config import TrainConfig
+from model_lib.errors import ConfigError, ModelLibError, SageMakerEnvironmentError
+
+logger = logging.getLogger(__name__)
+
+TRAIN_ON_ENV = "MODEL_LIB_TRAIN_ON"
+OPTIONS_ENV = "MODEL_LIB_LAUNCH_OPTIONS"
+PLACES = ("local", "sagemaker")
+ENDED = ("Completed", "Failed", "Stopped")
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+class RemoteJobFailed(ModelLibError):
+    """The SageMaker job ended Failed or Stopped; the message holds its failure reason."""
+
+
+class StillRunning(Exception):
+    """Following was interrupted (Ctrl-C, SIGTERM); the job goes on. ``exit_code`` is 130."""
+
+    exit_code = 130
+
+
+def train_on(environ: dict[str, str] | None = None) -> str:
+    """Return where the train stage runs: "local" (default) or "sagemaker".
+
+    Raises:
+        ConfigError: for any other value of MODEL_LIB_TRAIN_ON.
+    """
+    value = (os.environ if environ is None else environ).get(TRAIN_ON_ENV, "").strip().lower() or "local"
+    if value not in PLACES:
+        raise ConfigError(f"{TRAIN_ON_ENV}={value!r}: expected one of {', '.join(PLACES)}")
+    return value
+
+
+def stage_data_deps(dvc_yaml: Path = Path("dvc.yaml"), stage: str = "train") -> list[str]:
+    """Return the stage's deps that are data (not model_lib code), as listed in ``dvc_yaml``."""
+    import yaml
+
+    deps = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"][stage].get("deps", [])
+    return [d for d in deps if isinstance(d, str) and not d.startswith("model_lib/")]
+
+
+def push_inputs(targets: Sequence[str], remote: str, repo: Path = Path(".")) -> None:
+    """``dvc push -r remote targets``: exactly the files the job reads.
+
+    Raises:
+        SageMakerEnvironmentError: if the push fails (its last lines are in the message).
+    """
+    dvc = Path(sys.executable).with_name("dvc")
+    command = [str(dvc) if dvc.is_file() else "dvc", "push", "-r", remote, *targets]
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
+        raise SageMakerEnvironmentError(f"`{' '.join(command[1:])}` failed:\n{tail}")
+
+
+def job_base_name(job: Any) -> str:
+    """Return the name stem of the job training ``job``'s inputs: same hyperparameters, channel
+    objects, image and instance options, same stem."""
+    options = job.options
+    identity = {
+        "hyperparameters": job.hyperparameters,
+        "channels": job.channels,
+        "image": job.image_uri,
+        "instance": [options.instance_type, options.instance_count, options.spot],
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"model-lib-train-{digest}"
+
+
+def _latest_attempt(client: Any, base: str) -> tuple[int, dict[str, Any]] | None:
+    attempts: list[int] = []
+    for page in client.get_paginator("list_training_jobs").paginate(NameContains=base):
+        for summary in page["TrainingJobSummaries"]:
+            suffix = summary["TrainingJobName"][len(base) + 1 :]
+            if summary["TrainingJobName"].startswith(base + "-") and suffix.isdigit():
+                attempts.append(int(suffix))
+    if not attempts:
+        return None
+    latest = max(attempts)
+    return latest, client.describe_training_job(TrainingJobName=f"{base}-{latest}")
+
+
+def attach_or_launch(job: Any, boto_session: Any, report: Callable[[str], None] = print) -> str:
+    """Return the name of the job to follow: the one already training these inputs (running or
+    finished), else a new one started now (the next attempt after a failed or stopped one)."""
+    from model_lib.sagemaker import launch
+
+    base = job_base_name(job)
+    found = _latest_attempt(boto_session.client("sagemaker"), base)
+    if found is not None and found[1]["TrainingJobStatus"] not in ("Failed", "Stopped"):
+        name = found[1]["TrainingJobName"]
+        report(f"train: SageMaker job {name} already trains these inputs ({found[1]['TrainingJobStatus']}): re-attaching")
+        return name
+    attempt = found[0] + 1 if found is not None else 1
+    named = dataclasses.replace(job, job_name=f"{base}-{attempt}")
+    launch.start(named, boto_session)
+    spot = ", spot" if job.options.spot else ""
+    report(f"train: started SageMaker job {named.job_name} ({named.image_uri}, {job.options.instance_type}{spot})")
+    return str(named.job_name)
+
+
+class _Logs:
+    """Prints the job's CloudWatch log events not printed yet (nothing while there are none)."""
+
+    def __init__(self, boto_session: Any, job_name: str, report: Callable[[str], None]) -> None:
+        self._client = boto_session.client("logs")
+        self._job = job_name
+        self._report = report
+        self._seen: set[str] = set()
+        self._since = 0
+
+    def show_new(self) -> None:
+        try:
+            pages = self._client.get_paginator("filter_log_events").paginate(
+                logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self._job}/", startTime=self._since
+            )
+            for page in pages:
+                for event in page.get("events", []):
+                    if event["eventId"] in self._seen:
+                        continue
+                    self._seen.add(event["eventId"])
+                    self._since = max(self._since, int(event["timestamp"]))
+                    self._report(f"  | {event['message'].rstrip()}")
+        except Exception as exc:  # no log group yet, or no permission: the status still says enough
+            logger.debug("no logs for %s: %s", self._job, exc)
+
+
+def follow(
+    job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Report each status change and new log line of the job until it ends; return its description.
+
+    Raises:
+        StillRunning: on Ctrl-C or SIGTERM while following (the job is left running).
+    """
+    import signal
+
+    client = boto_session.client("sagemaker")
+    logs = _Logs(boto_session, job_name, report)
+    seen = None
+
+    def interrupted(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        while True:
+            described = client.describe_training_job(TrainingJobName=job_name)
+            status = f"{described['TrainingJobStatus']} / {described.get('SecondaryStatus', '')}"
+            if status != seen:
+                report(f"{time.strftime('%H:%M:%S')} {job_name}: {status}")
+                seen = status
+            logs.show_new()
+            if described["TrainingJobStatus"] in ENDED:
+                return dict(described)
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        raise StillRunning(
+            f"stopped following SageMaker job {job_name}; it keeps running. Run the stage again to re-attach "
+            f"(`dvc repro` or the same `dvc exp run`), or stop it: aws sagemaker stop-training-job --training-job-name {job_name}"
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _model_archive(uri: str, s3: Any) -> dict[str, bytes]:
+    """Return model.keras and metrics.json from the job's model.tar.gz."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    wanted: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
+        for member in archive.getmembers():
+            name = member.name.removeprefix("./")
+            if name in ("model.keras", "metrics.json") and member.isfile():
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    wanted[name] = handle.read()
+    missing = {"model.keras", "metrics.json"} - set(wanted)
+    if missing:
+        raise RemoteJobFailed(f"{uri} holds no {', '.join(sorted(missing))}")
+    return wanted
+
+
+def write_outputs(
+    described: dict[str, Any], boto_session: Any, model: Path, history: Path, run_reference: Path
+) -> dict[str, Any]:
+    """Write the job's model, its summary (the history, without the test metrics evaluate writes)
+    and its MLflow run id where a local train writes them; return the summary."""
+    from model_lib.tracking import write_run_reference
+
+    uri = described["ModelArtifacts"]["S3ModelArtifacts"]
+    files = _model_archive(uri, boto_session.client("s3"))
+    with atomic_path(model, suffix=".keras") as tmp:
+        Path(tmp).write_bytes(files["model.keras"])
+    summary = json.loads(files["metrics.json"])
+    summary.pop("test", None)
+    summary["sagemaker_job"] = described["TrainingJobName"]
+    write_json(history, summary)
+    write_run_reference(run_reference, summary.get("run_id"))
+    return dict(summary)
+
+
+def train(
+    config: TrainConfig,
+    options: Any,
+    boto_session: Any,
+    *,
+    model: Path,
+    history: Path,
+    run_reference: Path,
+    dvc_yaml: Path = Path("dvc.yaml"),
+    poll_seconds: float = 30.0,
+    report: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the train stage's work as a SageMaker job; return the job's summary.
+
+    Raises:
+        SageMakerEnvironmentError: listing every problem found before launch (as `model-lib launch`).
+        RemoteJobFailed: if the job ended Failed or Stopped (with its failure reason).
+        StillRunning: if following was interrupted; the job keeps running.
+    """
+    from model_lib.sagemaker import launch
+
+    remote = launch.dvc_s3_remote(options.remote, options.repo)
+    targets = stage_data_deps(dvc_yaml)
+    report(f"train: dvc push -r {remote} {' '.join(targets)}")
+    push_inputs(targets, remote, options.repo)
+    job = launch.plan(config, dataclasses.replace(options, remote=remote), boto_session)
+    name = attach_or_launch(job, boto_session, report)
+    described = follow(name, boto_session, poll_seconds=poll_seconds, report=report)
+    if described["TrainingJobStatus"] != "Completed":
+        reason = described.get("FailureReason") or "no reason given"
+        raise RemoteJobFailed(
+            f"SageMaker job {name} {described['TrainingJobStatus']}: {reason}. Running the stage again starts a new attempt"
+        )
+    return write_outputs(described, boto_session, model, history, run_reference)

@@ -1,0 +1,164 @@
+"""Authenticated MLflow for cloud jobs, through the real toolkit and a real `mlflow server` behind a
+stand-in that refuses what the real service would refuse (tests/standins/auth_proxy.py).
+
+- A self-hosted server behind basic auth: the job gets only the *name* of an AWS Secrets Manager
+  secret (moto), reads the credentials with its own AWS credentials, and logs through the proxy.
+- SageMaker managed MLflow: the tracking URI is the server's ARN; the `sagemaker-mlflow` plugin
+  signs every request with SigV4 (the proxy verifies the signature) and artefacts go straight to S3.
+- Refused credentials stop the job before it trains, with a message that says so.
+"""
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, REPO, free_port, logged_model, start_mlflow_server, stop_server, write_prepared
+from tests.standins.auth_proxy import auth_proxy, rejections
+
+pytestmark = pytest.mark.integration
+
+ARN = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/model-lib"
+HPS = {"epochs": "2", "batch_size": "16", "learning_rate": "0.01", "ngram_buckets": "4099"}
+PASSWORD = "correct-horse-battery"
+STALE = "last-years-password"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return write_prepared(tmp_path_factory.mktemp("auth") / "prepared", count=400, max_length=40)
+
+
+def toolkit_job(
+    tmp_path: Path, prepared: dict[str, Path], env: dict[str, str], name: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Lay out a job and run it through the real sagemaker-training toolkit; return its base and result."""
+    from model_lib.sagemaker.local import lay_out
+
+    base = tmp_path / name
+    lay_out(base, HPS, prepared, REPO / "entry_point")
+    script = (
+        "import pathlib, sys\nfrom model_lib.sagemaker.local import run_toolkit\n"
+        f"sys.exit(run_toolkit(pathlib.Path({str(base)!r}), {env!r}, timeout=600))\n"
+    )
+    result = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True, timeout=900)
+    return base, result
+
+
+def trained_nothing(base: Path) -> bool:
+    from model_lib import checkpoints
+
+    return checkpoints.generation_numbers(base / "checkpoints") == [] and not (base / "model" / "model.keras").exists()
+
+
+def the_run(uri: str, experiment: str):
+    """The experiment's one run, read straight from the server (not through the proxy)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"experiment {experiment} was never created"
+    runs = client.search_runs([found.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == [0, 1]
+    assert "test_accuracy" in run.data.metrics and "git_commit" in run.data.tags
+    return client, run
+
+
+def test_self_hosted_server_behind_basic_auth_with_the_password_in_secrets_manager(aws_env, mlflow_server, prepared, tmp_path):
+    import boto3
+
+    secrets = boto3.client("secretsmanager")
+    name = f"mlflow/{tmp_path.name}"
+    secrets.create_secret(Name=name, SecretString=json.dumps({"username": "trainer", "password": PASSWORD}))
+    refused = tmp_path / "refused.log"
+    experiment = f"basic-{tmp_path.name}"
+    with auth_proxy(mlflow_server, "basic", username="trainer", password=PASSWORD, reject_count_file=refused) as url:
+        env = {"MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": experiment, "MODEL_LIB_MLFLOW_SECRET": name}
+        base, job = toolkit_job(tmp_path, prepared, env, "good")
+        output = job.stdout + job.stderr
+        assert job.returncode == 0, output[-4000:]
+        assert PASSWORD not in output and PASSWORD not in json.dumps(env)
+        assert rejections(refused) == []
+        client, run = the_run(mlflow_server, experiment)
+        logged_model(client, run.info.run_id)
+
+        # The same job with a changed password in the secret: refused at start, nothing trained.
+        secrets.put_secret_value(SecretId=name, SecretString=json.dumps({"username": "trainer", "password": STALE}))
+        started = time.monotonic()
+        base, job = toolkit_job(tmp_path, prepared, env, "stale")
+    assert job.returncode != 0
+    failure = (base / "output" / "failure").read_text()
+    assert "ConfigError: MLflow at http://127.0.0.1" in failure and "refused this process: HTTP 403" in failure
+    assert STALE not in failure and STALE not in job.stdout + job.stderr
+    assert trained_nothing(base)
+    assert time.monotonic() - started < 120
+    assert len(rejections(refused)) >= 1
+
+
+def test_a_secret_that_cannot_be_used_names_the_secret_and_what_was_expected(aws_env):
+    import boto3
+
+    from model_lib.errors import ConfigError
+    from model_lib.tracking import load_secret_credentials
+
+    with pytest.raises(
+        ConfigError, match=r"MODEL_LIB_MLFLOW_SECRET='absent': the secret could not be read \(ResourceNotFoundException\)"
+    ):
+        load_secret_credentials({"MODEL_LIB_MLFLOW_SECRET": "absent"})
+    boto3.client("secretsmanager").create_secret(Name="half", SecretString=json.dumps({"username": "u", "pass": "p"}))
+    with pytest.raises(
+        ConfigError, match=r"holds \['pass', 'username'\]; expected a JSON object with \"username\" and \"password\""
+    ):
+        load_secret_credentials({"MODEL_LIB_MLFLOW_SECRET": "half"})
+    boto3.client("secretsmanager").create_secret(Name="token", SecretString=json.dumps({"token": "t0k"}))
+    environ = {"MODEL_LIB_MLFLOW_SECRET": "token"}
+    assert load_secret_credentials(environ) == "token" and environ["MLFLOW_TRACKING_TOKEN"] == "t0k"
+
+
+def test_sagemaker_managed_mlflow_by_arn_signed_with_the_job_credentials(aws_env, prepared, tmp_path):
+    import boto3
+
+    pytest.importorskip("sagemaker_mlflow")
+    bucket = f"mlflow-{tmp_path.name}".lower().replace("_", "-")[:60]
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    root = tmp_path / "server"
+    root.mkdir()
+    port = free_port()
+    server = start_mlflow_server(root, port, artifact_root=f"s3://{bucket}/mlflow")
+    refused = tmp_path / "refused.log"
+    experiment = f"managed-{tmp_path.name}"
+    try:
+        with auth_proxy(
+            f"http://127.0.0.1:{port}",
+            "sigv4",
+            access_key_id="testing",
+            secret_access_key="testing",
+            region="us-east-1",
+            arn=ARN,
+            reject_count_file=refused,
+        ) as url:
+            env = {"MLFLOW_TRACKING_URI": ARN, "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": url, "MLFLOW_EXPERIMENT_NAME": experiment}
+            base, job = toolkit_job(tmp_path, prepared, env, "signed")
+            assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
+            assert rejections(refused) == []
+            client, run = the_run(f"http://127.0.0.1:{port}", experiment)
+            model = logged_model(client, run.info.run_id)
+            stored = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="mlflow/")
+            keys = [item["Key"] for item in stored.get("Contents", [])]
+            assert any(key.endswith("/MLmodel") and model.model_id in key for key in keys)  # the model, straight to S3
+            assert any(key.endswith("figures/roc.png") for key in keys)
+
+            # Credentials the server does not accept: refused at start, nothing trained.
+            base, job = toolkit_job(tmp_path, prepared, {**env, "AWS_SECRET_ACCESS_KEY": "not-the-key"}, "unsigned")
+    finally:
+        stop_server(server)
+    assert job.returncode != 0
+    failure = (base / "output" / "failure").read_text()
+    assert f"ConfigError: MLflow at {ARN} refused this process: HTTP 403" in failure
+    assert trained_nothing(base)
+    assert any(line.startswith("403") for line in rejections(refused))

@@ -1,0 +1,238 @@
+"""`dvc repro` / `dvc exp run` with the train stage on SageMaker (MODEL_LIB_TRAIN_ON=sagemaker).
+
+The cloud is stood in for by a real moto server (S3, ECR, IAM, SageMaker API, CloudWatch Logs), a
+small proxy that gives moto's training jobs real statuses (tests/standins/sagemaker_status.py: a job
+is InProgress until it has run), and a "SageMaker worker" thread here that runs each job once it
+appears, as SageMaker would, with `model-lib sagemaker-local --job NAME` (the real toolkit, the
+job's S3 channels and code), publishing its output to CloudWatch Logs as it goes. MLflow is a real
+`mlflow server`; DVC is the real `dvc` with an S3 remote on moto.
+"""
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import free_port, git_copy_of_repo, start_mlflow_server, stop_server
+from tests.standins.sagemaker_status import status_proxy
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SMALL = {"ingest": {"limit": 400}, "prepare": {"vocab_size": 3000}}
+TRAIN = {"epochs": 2, "patience": 5, "ngram_buckets": 100003, "batch_size": 16}
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+def run(command, cwd, env, expect=0, timeout=900):
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == expect, (
+        f"{' '.join(command)}: exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
+    return result
+
+
+class SageMakerWorker(threading.Thread):
+    """Runs each training job that appears in moto, once, as SageMaker would; ``paused`` holds new jobs."""
+
+    def __init__(self, repo: Path, env: dict[str, str], session) -> None:
+        super().__init__(daemon=True)
+        self.repo, self.env, self.session = repo, env, session
+        self.sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
+        self.logs = session.client("logs", endpoint_url=env["AWS_ENDPOINT_URL"])
+        self.logs.create_log_group(logGroupName=LOG_GROUP)
+        self.started: list[str] = []
+        self.paused = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            for summary in self.sagemaker.list_training_jobs()["TrainingJobSummaries"]:
+                name = summary["TrainingJobName"]
+                if name not in self.started and not self.paused.is_set():
+                    self.started.append(name)
+                    self.execute(name)
+            time.sleep(0.3)
+
+    def execute(self, name: str) -> None:
+        stream = f"{name}/algo-1-{int(time.time())}"
+        self.logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+        command = ["model-lib", "sagemaker-local", "--job", name, "--base-dir", str(self.repo.parent / f"worker-{name}")]
+        output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        process = subprocess.Popen(command, cwd=self.repo, env=self.env, **output)
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.strip():
+                event = {"timestamp": int(time.time() * 1000), "message": line.rstrip()[:1000]}
+                self.logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def remote(moto_server, tmp_path_factory):
+    """A repo copy with an S3 DVC remote, image and role in moto, a real MLflow server, the status
+    proxy and the worker; yields what the tests need."""
+    import boto3
+
+    copy = tmp_path_factory.mktemp("remote") / "repo"
+    copy.mkdir()
+    env = git_copy_of_repo(copy, {**SMALL, "train": TRAIN})
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    clients = {name: session.client(name, endpoint_url=moto_server) for name in ("s3", "ecr", "iam")}
+    bucket = f"remote-{copy.parent.name.lower().replace('_', '-')[-20:]}"
+    clients["s3"].create_bucket(Bucket=bucket)
+    role = clients["iam"].create_role(RoleName=f"sm-{bucket}", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
+    ecr = clients["ecr"].create_repository(repositoryName=f"train-{bucket}")["repository"]["repositoryUri"]
+    outputs = {"ecr_repository_url": ecr, "sagemaker_role_arn": role, "bucket_name": bucket}
+    (copy / "tf-outputs.json").write_text(json.dumps({k: {"value": v} for k, v in outputs.items()}))
+    (copy / ".gitignore").write_text((copy / ".gitignore").read_text() + "/tf-outputs.json\n")
+    aws = {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    env.update(aws, AWS_DEFAULT_REGION="us-east-1", HOME=str(copy))
+    env.pop("AWS_PROFILE", None)
+    run(["dvc", "remote", "add", "s3", f"s3://{bucket}/dvc"], copy, env)
+    run(["git", "add", "-A"], copy, env)
+    run(["git", "commit", "-qm", "s3 remote"], copy, env)
+    commit = run(["git", "rev-parse", "--short=7", "HEAD"], copy, env).stdout.strip()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"})
+    clients["ecr"].put_image(repositoryName=f"train-{bucket}", imageManifest=manifest, imageTag=f"cpu-{commit}")
+
+    port = free_port()
+    root = copy.parent / "mlflow"
+    root.mkdir()
+    server = start_mlflow_server(root, port)
+    uri = f"http://127.0.0.1:{port}"
+    env["MLFLOW_TRACKING_URI"] = uri
+    stops = copy.parent / "stop-requests.txt"
+    worker = SageMakerWorker(copy, dict(env), session)
+    worker.start()
+    try:
+        with status_proxy(moto_server, stop_requests_file=stops) as proxy:
+            stage_env = {
+                **env,
+                "AWS_ENDPOINT_URL_SAGEMAKER": proxy,
+                "MODEL_LIB_TRAIN_ON": "sagemaker",
+                "MODEL_LIB_LAUNCH_OPTIONS": "--terraform-outputs tf-outputs.json --allow-local-tracking --max-run 1800",
+                "MODEL_LIB_POLL_SECONDS": "1",
+            }
+            yield {
+                "repo": copy,
+                "env": stage_env,
+                "bucket": bucket,
+                "s3": clients["s3"],
+                "worker": worker,
+                "uri": uri,
+                "stops": stops,
+            }
+    finally:
+        worker.stopping.set()
+        worker.join(timeout=600)
+        stop_server(server)
+
+
+def test_dvc_repro_trains_on_sagemaker_and_everything_downstream_is_as_local(remote):
+    import mlflow
+
+    repo, env, worker = remote["repo"], remote["env"], remote["worker"]
+    result = run(["dvc", "repro"], repo, env)
+    out = result.stdout
+    assert "train: dvc push -r s3 data/prepared/train.npz data/prepared/test.npz" in out
+    assert "train: started SageMaker job model-lib-train-" in out
+    assert "InProgress / Training" in out and "Completed / Completed" in out
+    assert "  | " in out and "training finished: test accuracy" in out  # the job's log lines, streamed
+    assert len(worker.started) == 1
+    job = worker.started[0]
+    history = json.loads((repo / "models/history.json").read_text())
+    assert history["sagemaker_job"] == job and history["epochs_run"] == 2 and len(history["history"]) == 2
+    assert (repo / "models/model.keras").is_file()
+
+    status = run(["dvc", "status"], repo, env)
+    assert "Data and pipelines are up to date" in status.stdout
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo, env).stdout)
+    shown = next(iter(metrics.values()))["data"]["reports/metrics.json"]["data"]
+    body = remote["s3"].get_object(Bucket=remote["bucket"], Key=f"jobs/{job}/output/model.tar.gz")["Body"].read()
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        member = archive.extractfile("metrics.json")
+        assert member is not None
+        job_summary = json.loads(member.read())
+    assert shown["accuracy"] == job_summary["test"]["accuracy"]  # evaluate here scored the job's model
+
+    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
+    assert run_id == job_summary["run_id"]
+    client = mlflow.MlflowClient(tracking_uri=remote["uri"])
+    experiment = client.get_run(run_id).info.experiment_id
+    assert len(client.search_runs([experiment])) == 1  # one run: the job's, with evaluate's records added
+    found = client.get_run(run_id)
+    assert found.data.tags["sagemaker.job_name"] == job and found.data.params["evaluate.threshold"] == "0.5"
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1]
+    assert "test_accuracy" in found.data.metrics
+    assert {a.path for a in client.list_artifacts(run_id, "reports")} >= {"reports/metrics.json", "reports/prepare.json"}
+
+    # The stage forced again: the finished job of the same inputs is re-attached, not launched again.
+    again = run(["dvc", "repro", "-f", "-s", "train"], repo, env)
+    assert f"SageMaker job {job} already trains these inputs (Completed): re-attaching" in again.stdout
+    assert worker.started == [job]
+
+
+def test_ctrl_c_leaves_the_job_running_and_the_next_run_re_attaches(remote):
+    repo, env, worker = remote["repo"], remote["env"], remote["worker"]
+    run(["dvc", "repro", "prepare"], repo, env)
+    before = len(worker.started)
+    worker.paused.set()  # the job stays InProgress until the worker takes it
+    command = ["model-lib", "train", "-S", "train.epochs=1"]
+    following = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        line = ""
+        while "InProgress" not in line:
+            assert time.monotonic() < deadline and following.poll() is None, following.communicate()
+            line = following.stdout.readline()
+        following.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, err = following.communicate(timeout=60)
+    finally:
+        if following.poll() is None:
+            following.kill()
+    assert following.returncode == 130, err[-3000:]
+    assert "it keeps running. Run the stage again to re-attach" in err
+    assert not remote["stops"].exists() or remote["stops"].read_text().strip() == ""  # nothing asked of the job
+
+    worker.paused.clear()
+    again = run(command, repo, env)
+    assert "already trains these inputs (InProgress): re-attaching" in again.stdout
+    assert "Completed / Completed" in again.stdout
+    assert len(worker.started) == before + 1  # one job for both runs
+
+
+def test_a_failed_job_fails_the_stage_with_its_reason(remote):
+    repo, env = remote["repo"], remote["env"]
+    result = run(["model-lib", "train", "-S", "train.validation_split=0.999"], repo, env, expect=2)
+    assert "Failed: " in result.stderr and "too few for validation_split=0.999" in result.stderr
+
+
+def test_dvc_exp_run_remotely_is_listed_by_dvc_exp_show(remote):
+    repo, env = remote["repo"], remote["env"]
+    command = ["dvc", "exp", "run", "-S", "train.epochs=1", "-S", "train.batch_size=32", "-n", "remote-1-epoch"]
+    result = run(command, repo, env)
+    assert "started SageMaker job model-lib-train-" in result.stdout and "Completed / Completed" in result.stdout
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    text = json.dumps(shown)
+    assert "remote-1-epoch" in text
+    experiments = [
+        exp
+        for baseline in shown
+        for exp in (baseline.get("experiments") or [])
+        if any(rev.get("name") == "remote-1-epoch" for rev in exp.get("revs", []))
+    ]
+    assert experiments, text[:3000]
+    params = yaml.safe_dump(experiments)
+    assert "epochs: 1" in params and "batch_size: 32" in params and "accuracy" in params
