@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint mlflow-server docs-picture docker-build docker-push docker-login clean-venv
+.PHONY: run test lint mlflow-server docs-picture docker-build docker-push docker-login clean-venv image image-gpu
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,3 +65,15 @@ docker-build:
 
 docker-push: docker-build
 	ECR_URL=$(ECR_URL) TAG=$(TAG) docker compose -f docker/docker-compose.yml push
+
+# The training image built here, with whichever engine exists: docker if a daemon answers, else
+# buildah + podman (installed with apt-get when missing, as root), storage under build/containers/;
+# from a locally made Debian base when no registry answers. Tagged model-lib:<cpu|gpu>-$(TAG).
+# docker/README.md has the details, sizes and times; `tox -e image` builds it and runs it as SageMaker does.
+IMAGE_ARGS ?=
+
+image: $(STAMP)
+	$(BIN)/python docker/build_image.py --tag cpu-$(TAG) $(IMAGE_ARGS)
+
+image-gpu: $(STAMP)
+	$(BIN)/python docker/build_image.py --gpu --tag gpu-$(TAG) $(IMAGE_ARGS)

@@ -317,8 +317,13 @@ def _train_on_sagemaker(config: Any, args: argparse.Namespace) -> dict[str, Any]
     import boto3
 
     from model_lib import pipeline
+    from model_lib.errors import ConfigError
     from model_lib.sagemaker import remote
 
+    if args.no_mlflow:
+        raise ConfigError(
+            "--no-mlflow: a SageMaker job tracks to MLFLOW_TRACKING_URI when it is set; unset it to train untracked"
+        )
     options = _remote_launch_options()
     if args.register_model:
         options = dataclasses.replace(options, register_model=args.register_model)

@@ -111,6 +111,13 @@ def train_and_record(
     from model_lib import checkpoints, training
     from model_lib.export import save_model
 
+    if register_model:
+        from model_lib.errors import ConfigError
+        from model_lib.tracking import check_model_name
+
+        check_model_name(register_model)
+        if not track:
+            raise ConfigError(f"--register-model {register_model}: registering needs MLflow tracking, which is off")
     data = load_checked(config, files)
     identity = training.fingerprint(config, data)
     tracker = None
@@ -161,7 +168,7 @@ def train_and_record(
             )
         if tracker is not None:
             tracker.log_metrics({"train_seconds": result.train_seconds, "best_epoch": result.best_epoch})
-            tracker.log_model(result.raw_model, paths.model, EXAMPLE_REVIEWS)
+            tracker.log_model(result.raw_model, paths.model, EXAMPLE_REVIEWS, step=max(0, result.best_epoch - 1))
             if register_model:
                 tracker.register_model(register_model)
             summary["run_id"] = tracker.run_id

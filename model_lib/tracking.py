@@ -1,5 +1,6 @@
 """The MLflow side: one run per training, resumable by id, with params, per-epoch metrics, test
-metrics, figures, the raw-string model and lineage tags. Nothing else in model_lib imports mlflow.
+metrics, figures, the raw-string model and lineage tags. Nothing else in model_lib imports mlflow
+(but :mod:`model_lib.mlflow_model`, the logged model's own code, which MLflow runs when it loads).
 
 With no ``MLFLOW_TRACKING_URI``, MLflow uses its default local store (``sqlite:///mlflow.db`` in
 the working folder); ``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_NAME`` are honoured as MLflow
@@ -71,7 +72,7 @@ def lineage_tags(inputs: Mapping[str, str | os.PathLike[str]], repo: str | os.Pa
 
 
 SECRET_ENV = "MODEL_LIB_MLFLOW_SECRET"
-REGISTER_ENV = "MODEL_LIB_REGISTER_MODEL"
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
@@ -100,22 +101,24 @@ def load_secret_credentials(environ: MutableMapping[str, str] | None = None) -> 
         raw = boto3.session.Session().client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]
     except Exception as exc:  # botocore: no such secret, access denied, no credentials, unreachable
         code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
-        raise ConfigError(f"{SECRET_ENV}={name!r}: the secret could not be read ({code}); nothing was trained") from None
+        raise ConfigError(f"{SECRET_ENV}={name!r}: the secret could not be read ({code})") from None
     try:
         value = json.loads(raw)
     except ValueError:
         value = None
-    if isinstance(value, dict) and value.get("username") and value.get("password"):
-        environ["MLFLOW_TRACKING_USERNAME"] = str(value["username"])
-        environ["MLFLOW_TRACKING_PASSWORD"] = str(value["password"])
-    elif isinstance(value, dict) and value.get("token"):
-        environ["MLFLOW_TRACKING_TOKEN"] = str(value["token"])
-    else:
+    if not (isinstance(value, dict) and ((value.get("username") and value.get("password")) or value.get("token"))):
         fields = sorted(value) if isinstance(value, dict) else "not a JSON object"
         raise ConfigError(
             f"{SECRET_ENV}={name!r}: the secret holds {fields}; expected a JSON object with "
             '"username" and "password", or with "token"'
         )
+    for stale in _CREDENTIAL_ENV:  # MLflow prefers basic auth: a leftover username would beat the token
+        environ.pop(stale, None)
+    if isinstance(value, dict) and value.get("username") and value.get("password"):
+        environ["MLFLOW_TRACKING_USERNAME"] = str(value["username"])
+        environ["MLFLOW_TRACKING_PASSWORD"] = str(value["password"])
+    else:
+        environ["MLFLOW_TRACKING_TOKEN"] = str(value["token"])
     return name
 
 
@@ -163,13 +166,27 @@ def check_tracking_uri(uri: str) -> None:
             f"MLFLOW_TRACKING_URI={public_uri(uri)!r}: unknown scheme {scheme!r}; expected one of {', '.join(KNOWN_SCHEMES)}"
         )
     if scheme == "arn":
-        if not re.fullmatch(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:(mlflow-tracking-server|mlflow-app)/.+", uri):
+        if not re.fullmatch(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:mlflow-tracking-server/.+", uri):
             raise ConfigError(
                 f"MLFLOW_TRACKING_URI={uri!r}: not a SageMaker MLflow ARN; expected "
                 "arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>"
             )
         if importlib.util.find_spec("sagemaker_mlflow") is None:
             raise ConfigError(f"MLFLOW_TRACKING_URI={uri!r} needs the sagemaker-mlflow plugin: pip install sagemaker-mlflow")
+
+
+def check_model_name(name: str) -> None:
+    """Check a registered model name before anything trains.
+
+    Raises:
+        ConfigError: unless it is 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit.
+    """
+    from model_lib.errors import ConfigError
+
+    if not MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--register-model {name!r}: expected 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
 
 
 class MlflowTracker:
@@ -189,7 +206,8 @@ class MlflowTracker:
     training resumes), or FAILED on any other exception.
 
     Raises:
-        ConfigError: if the tracking URI cannot work (unknown scheme).
+        ConfigError: if the tracking URI cannot work (unknown scheme, malformed ARN, plugin missing),
+            the credentials secret cannot be read, or the server refuses this process (HTTP 401/403).
     """
 
     def __init__(
@@ -214,6 +232,7 @@ class MlflowTracker:
             logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
         load_secret_credentials()
         self._client = mlflow.MlflowClient()
+        self._check_not_refused()
         self._pending_file = Path(pending_file) if pending_file is not None else None
         self._on_run_id = on_run_id
         self._models: dict[str, Any] = {}
@@ -230,6 +249,38 @@ class MlflowTracker:
         elif self.run_id is not None:
             self._queue.append({"op": "status", "status": "RUNNING"})
         self.flush(refused_is_fatal=True)
+
+    def _check_not_refused(self) -> None:
+        """Ask a tracking server once whether it accepts this process, by HTTP status: AWS answers a
+        refusal with a body MLflow cannot read as one (it would look like a server error, waited out).
+
+        Raises:
+            ConfigError: on HTTP 401 or 403.
+        """
+        from model_lib.errors import ConfigError
+
+        try:
+            creds = self._client._tracking_client.store.get_host_creds()
+        except Exception:  # a local store (sqlite, file): nobody to refuse us
+            return
+        from mlflow.utils.rest_utils import http_request
+
+        try:
+            response = http_request(
+                creds,
+                "/api/2.0/mlflow/experiments/get-by-name",
+                "GET",
+                max_retries=0,
+                timeout=10,
+                params={"experiment_name": DEFAULT_EXPERIMENT},
+            )
+        except Exception:  # unreachable now: an outage, which the queue waits out
+            return
+        if response.status_code in (401, 403):
+            raise ConfigError(
+                f"MLflow at {public_uri(self.uri)} refused this process: HTTP {response.status_code} "
+                f"{response.text.strip()[:300]!r}. Check the credentials (README: MLflow, authentication)"
+            )
 
     # -- the queue --------------------------------------------------------------------------------
 
@@ -292,13 +343,22 @@ class MlflowTracker:
                     self._persist()
             except Exception as exc:  # the tracking server or client failed: never a reason to stop training
                 refusal = _refusal(exc)
+                if _rejected_for_good(exc):
+                    # A record the server will never take (a bad value): sending it again would hold
+                    # back every record behind it, the run's end included.
+                    logger.warning(
+                        "MLflow refused the %s record for good (%s); it is dropped", self._queue[0]["op"], str(exc)[:300]
+                    )
+                    self._queue.pop(0)
+                    self._persist()
+                    continue
                 if refused_is_fatal and refusal:
                     from model_lib.errors import ConfigError
 
                     self._persist()
                     raise ConfigError(
                         f"MLflow at {public_uri(self.uri)} refused this process: {refusal}. Check the credentials "
-                        "(README: MLflow, authentication); nothing was trained"
+                        "(README: MLflow, authentication)"
                     ) from None
                 self._failures += 1
                 self._retry_at = time.monotonic() + min(600.0, 30.0 * 2 ** (self._failures - 1))
@@ -364,7 +424,7 @@ class MlflowTracker:
         elif kind == "model":
             self._log_raw_text_model(op)
         elif kind == "register":
-            self._register(op["name"])
+            self._register(op["name"], op.get("model_id"))
         elif kind == "end":
             self._client.set_terminated(self.run_id, op["status"])
         else:  # pragma: no cover - a record from a newer version
@@ -439,11 +499,12 @@ class MlflowTracker:
         """Upload the files that exist among ``paths`` (they are read when sent)."""
         self._add({"op": "artifacts", "paths": [str(Path(p).resolve()) for p in paths], "artifact_path": artifact_path})
 
-    def log_model(self, model: Any, path: str | os.PathLike[str], examples: Sequence[str]) -> None:
-        """Log the raw-string model saved at ``path`` (``model`` is the same model, already loaded)."""
+    def log_model(self, model: Any, path: str | os.PathLike[str], examples: Sequence[str], step: int = 0) -> None:
+        """Log the raw-string model saved at ``path`` (``model`` is the same model, already loaded);
+        the run's metrics at ``step`` (the best epoch, 0-based) become the model's."""
         key = str(Path(path).resolve())
         self._models[key] = model
-        self._add({"op": "model", "path": key, "examples": list(examples)})
+        self._add({"op": "model", "path": key, "examples": list(examples), "step": int(step)})
 
     def register_model(self, name: str) -> None:
         """Register the run's logged model as a new version of registered model ``name``, tagged
@@ -455,8 +516,9 @@ class MlflowTracker:
 
         The model is :mod:`model_lib.mlflow_model` (an MLflow "model from code": no pickle) around
         the Keras SavedModel export of the raw-string model, with a ``review`` string column as
-        signature and an input example. The logged model is created first and its id kept in the
-        queued record, so a record sent again after an outage fills the same model.
+        signature and an input example. Every step can be sent again: the logged model is created
+        once (its id kept in the queued record), its files are uploaded again over themselves, and
+        the run is linked to it (with the run's metrics at the record's step) only if it is not yet.
 
         Returns:
             the model URI ``models:/<model id>``.
@@ -466,7 +528,7 @@ class MlflowTracker:
         import keras
         import pandas as pd
         import tensorflow as tf
-        from mlflow.entities import LoggedModelStatus
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
         from mlflow.models import Model, ModelSignature
         from mlflow.types import ColSpec, Schema
 
@@ -477,16 +539,18 @@ class MlflowTracker:
             from model_lib.inference import load_model
 
             model = load_model(op["path"])
+        run = self._client.get_run(str(self.run_id))
         if not op.get("model_id"):
-            run = self._client.get_run(str(self.run_id))
-            logged = self._client.create_logged_model(
+            created = self._client.create_logged_model(
                 experiment_id=run.info.experiment_id,
                 name="model",
                 source_run_id=self.run_id,
                 params={k: str(v) for k, v in run.data.params.items()},
             )
-            op["model_id"] = logged.model_id
+            op["model_id"] = created.model_id
             self._persist()
+        model_id = str(op["model_id"])
+        logged = self._client.get_logged_model(model_id)
         signature = ModelSignature(
             inputs=Schema([ColSpec("string", mlflow_model.COLUMN)]), outputs=Schema([ColSpec("float", "probability")])
         )
@@ -496,29 +560,45 @@ class MlflowTracker:
             archive.track(model)
             archive.add_endpoint("serve", model.call, input_signature=[tf.TensorSpec([None, 1], tf.string, name="review")])
             archive.write_out(str(export), verbose=False)
-            Model.log(
-                None,  # artifact_path: deprecated for name, but still a required positional argument
-                name="model",
-                flavor=self._mlflow.pyfunc,
-                run_id=self.run_id,
-                model_id=op["model_id"],
+            target = Path(folder) / "model"
+            self._mlflow.pyfunc.save_model(
+                str(target),
                 python_model=mlflow_model.__file__,
                 artifacts={"saved_model": str(export)},
                 signature=signature,
                 input_example=pd.DataFrame({mlflow_model.COLUMN: list(op["examples"])}),
                 pip_requirements=_serving_requirements(),
+                mlflow_model=Model(
+                    artifact_path=logged.artifact_location, model_uuid=model_id, run_id=self.run_id, model_id=model_id
+                ),
             )
-        self._client.finalize_logged_model(op["model_id"], LoggedModelStatus.READY)
-        return f"models:/{op['model_id']}"
+            self._client.log_model_artifacts(model_id, str(target))
+        step = int(op.get("step", 0))
+        if model_id not in {output.model_id for output in (run.outputs.model_outputs if run.outputs else [])}:
+            # The model's own metrics: the run's at its step (what MLflow's log_model links).
+            linked = [
+                Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=self.run_id)
+                for key in run.data.metrics
+                for m in self._client.get_metric_history(str(self.run_id), key)
+                if m.step == step and m.model_id is None
+            ]
+            self._client.log_batch(str(self.run_id), metrics=linked)
+            self._client.log_outputs(str(self.run_id), [LoggedModelOutput(model_id, step)])
+        self._client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+        for queued in self._queue[1:]:  # a registration queued behind registers exactly this model
+            if queued["op"] == "register":
+                queued.setdefault("model_id", model_id)
+        return f"models:/{model_id}"
 
-    def _register(self, name: str) -> None:
+    def _register(self, name: str, model_id: str | None) -> None:
         from mlflow.exceptions import MlflowException
 
         run = self._client.get_run(str(self.run_id))
-        outputs = run.outputs.model_outputs if run.outputs else []
-        if not outputs:
-            raise RuntimeError(f"run {self.run_id} has no logged model to register")
-        model_id = outputs[-1].model_id
+        if model_id is None:  # queued before a restart that lost the id: the run's logged model
+            outputs = run.outputs.model_outputs if run.outputs else []
+            if not outputs:
+                raise RuntimeError(f"run {self.run_id} has no logged model to register")
+            model_id = outputs[-1].model_id
         if self._client.search_model_versions(f"name = '{name}' and run_id = '{self.run_id}'"):
             return  # registered before a restart
         try:
@@ -544,6 +624,14 @@ def _refusal(exc: BaseException) -> str | None:
     if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def _rejected_for_good(exc: BaseException) -> bool:
+    """Return whether the server answered that this record is wrong (HTTP 400/404), as opposed to
+    being down, overloaded or refusing our credentials."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.get_http_status_code() in (400, 404)
 
 
 def _serving_requirements() -> list[str]:

@@ -81,8 +81,7 @@ data "aws_iam_policy_document" "sagemaker" {
   # Optional statements below: each exists only when its variable is set (for_each over [] adds nothing).
 
   # SageMaker managed MLflow: what a training job calls to log a run, a logged model and register a
-  # model version (MLflow 3 client: model_lib/tracking.py plus mlflow.<flavour>.log_model with
-  # registered_model_name). Action names are from the AWS Service Authorization Reference, "Actions
+  # model version (MLflow 3 client calls made by model_lib/tracking.py). Action names are from the AWS Service Authorization Reference, "Actions
   # defined by Amazon SageMaker with MLflow" (service prefix sagemaker-mlflow); the REST calls were
   # recorded against an MLflow 3.17 server: experiments/get-by-name, experiments/create, runs/create,
   # runs/get, runs/update (also set_terminated), runs/log-batch (params, tags, metrics), runs/set-tag,

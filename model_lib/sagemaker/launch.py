@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from model_lib.config import TrainConfig, to_dict
-from model_lib.errors import SageMakerEnvironmentError
+from model_lib.errors import ConfigError, SageMakerEnvironmentError
 from model_lib.prepared import channel_paths
 from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
 
@@ -80,10 +80,11 @@ class LaunchPlan:
     environment: dict[str, str]
     tags: dict[str, str]
     options: LaunchOptions
+    checkpoint_name: str | None = None  # default: the job name; attempts of one training share one
 
     @property
     def checkpoint_s3_uri(self) -> str:
-        return f"s3://{self.bucket}/checkpoints/{self.job_name}/"
+        return f"s3://{self.bucket}/checkpoints/{self.checkpoint_name or self.job_name}/"
 
     @property
     def output_path(self) -> str:
@@ -294,6 +295,16 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
     tracking = _tracking_problem(os.environ.get("MLFLOW_TRACKING_URI"), options.allow_local_tracking)
     if tracking:
         problems.append(tracking)
+    register = options.register_model or os.environ.get("MODEL_LIB_REGISTER_MODEL")
+    if register:
+        from model_lib.tracking import check_model_name
+
+        try:
+            check_model_name(register)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            problems.append(f"--register-model {register}: the job tracks nowhere (MLFLOW_TRACKING_URI is not set)")
     outputs: dict[str, Any] = {}
     if not (options.image_uri and options.role_arn and options.bucket):
         try:

@@ -31,11 +31,14 @@ import tarfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_lib._io import atomic_path, write_json
 from model_lib.config import TrainConfig
 from model_lib.errors import ConfigError, ModelLibError, SageMakerEnvironmentError
+
+if TYPE_CHECKING:
+    from model_lib.sagemaker.launch import LaunchOptions, LaunchPlan
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ TRAIN_ON_ENV = "MODEL_LIB_TRAIN_ON"
 OPTIONS_ENV = "MODEL_LIB_LAUNCH_OPTIONS"
 PLACES = ("local", "sagemaker")
 ENDED = ("Completed", "Failed", "Stopped")
+ASK_ATTEMPTS = 5  # DescribeTrainingJob failures in a row before following gives up (the job goes on)
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
@@ -90,50 +94,72 @@ def push_inputs(targets: Sequence[str], remote: str, repo: Path = Path(".")) -> 
         raise SageMakerEnvironmentError(f"`{' '.join(command[1:])}` failed:\n{tail}")
 
 
-def job_base_name(job: Any) -> str:
+def job_base_name(job: LaunchPlan) -> str:
     """Return the name stem of the job training ``job``'s inputs: same hyperparameters, channel
-    objects, image and instance options, same stem."""
+    objects, image, instance options and environment (tracking server, experiment, registered model,
+    credentials secret), same stem. Lineage tags are left out: they follow from the rest."""
     options = job.options
     identity = {
         "hyperparameters": job.hyperparameters,
         "channels": job.channels,
         "image": job.image_uri,
         "instance": [options.instance_type, options.instance_count, options.spot],
+        "environment": {k: v for k, v in job.environment.items() if k != "MODEL_LIB_MLFLOW_TAGS"},
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"model-lib-train-{digest}"
 
 
+def _described(client: Any, name: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        return dict(client.describe_training_job(TrainingJobName=name))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+            return None  # SageMaker answers an unknown name with a ValidationException
+        raise
+
+
 def _latest_attempt(client: Any, base: str) -> tuple[int, dict[str, Any]] | None:
-    attempts: list[int] = []
-    for page in client.get_paginator("list_training_jobs").paginate(NameContains=base):
-        for summary in page["TrainingJobSummaries"]:
-            suffix = summary["TrainingJobName"][len(base) + 1 :]
-            if summary["TrainingJobName"].startswith(base + "-") and suffix.isdigit():
-                attempts.append(int(suffix))
-    if not attempts:
-        return None
-    latest = max(attempts)
-    return latest, client.describe_training_job(TrainingJobName=f"{base}-{latest}")
+    """Return the last attempt number and its description, asking for each name in turn
+    (DescribeTrainingJob sees a job at once; ListTrainingJobs may not yet)."""
+    latest = None
+    attempt = 1
+    while (described := _described(client, f"{base}-{attempt}")) is not None:
+        latest = (attempt, described)
+        attempt += 1
+    return latest
 
 
-def attach_or_launch(job: Any, boto_session: Any, report: Callable[[str], None] = print) -> str:
+def attach_or_launch(job: LaunchPlan, boto_session: Any, report: Callable[[str], None] = print) -> str:
     """Return the name of the job to follow: the one already training these inputs (running or
-    finished), else a new one started now (the next attempt after a failed or stopped one)."""
+    finished), else a new one started now (the next attempt after a failed or stopped one, which
+    resumes from the same checkpoint prefix)."""
+    from botocore.exceptions import ClientError
+
     from model_lib.sagemaker import launch
 
     base = job_base_name(job)
-    found = _latest_attempt(boto_session.client("sagemaker"), base)
+    client = boto_session.client("sagemaker")
+    found = _latest_attempt(client, base)
     if found is not None and found[1]["TrainingJobStatus"] not in ("Failed", "Stopped"):
         name = found[1]["TrainingJobName"]
         report(f"train: SageMaker job {name} already trains these inputs ({found[1]['TrainingJobStatus']}): re-attaching")
-        return name
+        return str(name)
     attempt = found[0] + 1 if found is not None else 1
-    named = dataclasses.replace(job, job_name=f"{base}-{attempt}")
-    launch.start(named, boto_session)
+    named = dataclasses.replace(job, job_name=f"{base}-{attempt}", checkpoint_name=base)
+    try:
+        launch.start(named, boto_session)
+    except ClientError:
+        if _described(client, named.job_name) is None:
+            raise
+        # Another process (a second queued `dvc exp run`) started the same job a moment ago.
+        report(f"train: SageMaker job {named.job_name} was just started by another process: re-attaching")
+        return named.job_name
     spot = ", spot" if job.options.spot else ""
     report(f"train: started SageMaker job {named.job_name} ({named.image_uri}, {job.options.instance_type}{spot})")
-    return str(named.job_name)
+    return named.job_name
 
 
 class _Logs:
@@ -180,9 +206,22 @@ def follow(
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupted)
+    failures = 0
     try:
         while True:
-            described = client.describe_training_job(TrainingJobName=job_name)
+            try:
+                described = client.describe_training_job(TrainingJobName=job_name)
+            except Exception as exc:  # throttling, a network blip, expired credentials
+                failures += 1
+                if failures > ASK_ATTEMPTS:
+                    raise StillRunning(
+                        f"could not ask SageMaker about job {job_name} {ASK_ATTEMPTS} times running ({exc}); "
+                        "it keeps running. Run the stage again to re-attach"
+                    ) from None
+                logger.warning("asking SageMaker about %s failed (%s); asking again", job_name, exc)
+                time.sleep(min(60.0, poll_seconds * 2**failures))
+                continue
+            failures = 0
             status = f"{described['TrainingJobStatus']} / {described.get('SecondaryStatus', '')}"
             if status != seen:
                 report(f"{time.strftime('%H:%M:%S')} {job_name}: {status}")
@@ -239,7 +278,7 @@ def write_outputs(
 
 def train(
     config: TrainConfig,
-    options: Any,
+    options: LaunchOptions,
     boto_session: Any,
     *,
     model: Path,

@@ -56,8 +56,8 @@ class SageMakerWorker(threading.Thread):
     def run(self) -> None:
         while not self.stopping.is_set():
             for summary in self.sagemaker.list_training_jobs()["TrainingJobSummaries"]:
-                name = summary["TrainingJobName"]
-                if name not in self.started and not self.paused.is_set():
+                name = summary["TrainingJobName"]  # moto is shared: other tests' jobs are not ours
+                if name.startswith("model-lib-train-") and name not in self.started and not self.paused.is_set():
                     self.started.append(name)
                     self.execute(name)
             time.sleep(0.3)
@@ -215,8 +215,13 @@ def test_ctrl_c_leaves_the_job_running_and_the_next_run_re_attaches(remote):
 
 def test_a_failed_job_fails_the_stage_with_its_reason(remote):
     repo, env = remote["repo"], remote["env"]
-    result = run(["model-lib", "train", "-S", "train.validation_split=0.999"], repo, env, expect=2)
+    command = ["model-lib", "train", "-S", "train.validation_split=0.999"]
+    result = run(command, repo, env, expect=2)
     assert "Failed: " in result.stderr and "too few for validation_split=0.999" in result.stderr
+    first = result.stdout.split("started SageMaker job ", 1)[1].split()[0]
+    assert first.endswith("-1")
+    again = run(command, repo, env, expect=2)  # a failed job is not re-attached: the next attempt runs
+    assert f"started SageMaker job {first[:-2]}-2 " in again.stdout
 
 
 def test_dvc_exp_run_remotely_is_listed_by_dvc_exp_show(remote):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from model_lib.sagemaker.local import run_toolkit
+from tests.conftest import logged_model
 
 pytestmark = pytest.mark.integration
 
@@ -118,4 +119,4 @@ def test_job_logs_to_the_mlflow_server_named_at_launch(sagemaker_base_dir, mlflo
     assert run.data.params["epochs"] == "1" and "test_accuracy" in run.data.metrics
     assert run.data.tags["launched_by"] == "test" and run.data.tags["model_lib.stage"] == "sagemaker"
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # uploaded through the server, no store access
-    assert "model/MLmodel" in {f.path for f in client.list_artifacts(run.info.run_id, "model")}
+    logged_model(client, run.info.run_id)  # the run's logged model, READY

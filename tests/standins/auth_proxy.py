@@ -90,6 +90,7 @@ class Settings:
     service: str = "sagemaker-mlflow"
     arn: str | None = None
     reject_count_file: str | None = None
+    fail_artifact_uploads: int = 0
     verbose: bool = False
     upstream_timeout: float = 300.0
 
@@ -205,6 +206,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
     timeout = 600  # an idle keep-alive connection is closed after this
     settings: Settings  # set on the subclass made in serve()
     reject_lock = threading.Lock()
+    failed_uploads = 0
 
     def do_GET(self) -> None:
         self.handle_proxied()
@@ -278,7 +280,34 @@ class ProxyHandler(BaseHTTPRequestHandler):
         except Rejected as rejected:
             self.reject(rejected)
             return
+        if self.command == "PUT" and "/mlflow-artifacts/artifacts/" in path and self._fail_this_upload():
+            if not isinstance(body, bytes):
+                for _ in body:
+                    pass
+            self.send_error_json(
+                503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "auth-proxy: upload refused on purpose"}
+            )
+            return
         self.forward(body)
+
+    def _fail_this_upload(self) -> bool:
+        with self.reject_lock:
+            if type(self).failed_uploads >= self.settings.fail_artifact_uploads:
+                return False
+            type(self).failed_uploads += 1
+        sys.stderr.write(f"auth-proxy: failed artifact upload {self.path} on purpose\n")
+        return True
+
+    def send_error_json(self, status: int, body: dict[str, str], headers: tuple[tuple[str, str], ...] = ()) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response_only(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     def reject(self, rejected: Rejected) -> None:
         path = urlsplit(self.path).path
@@ -289,10 +318,19 @@ class ProxyHandler(BaseHTTPRequestHandler):
             with self.reject_lock, open(self.settings.reject_count_file, "a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
         code = "UNAUTHENTICATED" if rejected.status == 401 else "PERMISSION_DENIED"
-        payload = json.dumps({"error_code": code, "message": f"auth-proxy: {rejected.reason}"}).encode()
+        if self.settings.mode == "sigv4":
+            # As AWS answers: {"message": ...} and the error type in a header. MLflow's client finds no
+            # error_code in it and reports a server error (500): only the HTTP status tells a refusal.
+            payload = json.dumps({"message": f"auth-proxy: {rejected.reason}"}).encode()
+        else:
+            payload = json.dumps({"error_code": code, "message": f"auth-proxy: {rejected.reason}"}).encode()
         self.send_response_only(rejected.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        if self.settings.mode == "sigv4":
+            self.send_header(
+                "x-amzn-ErrorType", "AccessDeniedException" if rejected.status == 403 else "UnrecognizedClientException"
+            )
         if rejected.status == 401:
             scheme = {"basic": 'Basic realm="mlflow"', "bearer": "Bearer"}.get(self.settings.mode, "AWS4-HMAC-SHA256")
             self.send_header("WWW-Authenticate", scheme)
@@ -418,6 +456,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, int]:
     parser.add_argument("--arn", help="the value x-mlflow-sm-tracking-server-arn must have")
     parser.add_argument("--reject-count-file", help="append one line per rejected request")
     parser.add_argument("--upstream-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--fail-artifact-uploads", type=int, default=0, metavar="N", help="answer the first N artifact uploads 503"
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
     needed = {
@@ -443,6 +484,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, int]:
         service=args.service,
         arn=args.arn,
         reject_count_file=args.reject_count_file,
+        fail_artifact_uploads=args.fail_artifact_uploads,
         verbose=args.verbose,
         upstream_timeout=args.upstream_timeout,
     )
