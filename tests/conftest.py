@@ -296,6 +296,17 @@ def sagemaker_base_dir(tmp_path: Path, tiny_prepared: dict[str, Path]) -> Path:
     return base
 
 
+def run_checked(
+    command: list[str], cwd: Path, env: dict[str, str], expect: int = 0, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in ``cwd``; assert it exits ``expect`` (the output's tail in the message); return it."""
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == expect, (
+        f"{' '.join(command)}: exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
+    return result
+
+
 def git_copy_of_repo(target: Path, params: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
     """Copy the repo's tracked and new files into ``target``, apply ``params`` to params.yaml, drop
     dvc.lock, commit it all in a new git repo; return the environment to run dvc and model-lib there."""

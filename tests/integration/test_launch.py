@@ -4,7 +4,6 @@ the real `dvc push`, then the recorded job run here as SageMaker would, interrup
 
 import io
 import json
-import subprocess
 import tarfile
 
 import pytest
@@ -12,6 +11,7 @@ import yaml
 
 from model_lib.prepared import CHANNELS
 from tests.conftest import git_copy_of_repo
+from tests.conftest import run_checked as run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -23,14 +23,6 @@ TRUST = {
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 REPOSITORY = "model-lib-training"
-
-
-def run(command, cwd, env, expect=0, timeout=900):
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == expect, (
-        f"{' '.join(command)}: exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port, git_copy_of_repo, start_mlflow_server, stop_server
+from tests.conftest import run_checked as run
 from tests.standins.sagemaker_status import status_proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,14 +31,6 @@ TRUST = {
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-
-
-def run(command, cwd, env, expect=0, timeout=900):
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == expect, (
-        f"{' '.join(command)}: exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    )
-    return result
 
 
 class SageMakerWorker(threading.Thread):

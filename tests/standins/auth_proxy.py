@@ -524,6 +524,14 @@ def start_auth_proxy(
             command.append(flag)
         elif value is not None and value is not False:
             command += [flag, str(value)]
+    return start_listening(command, "auth proxy", stderr, seconds)
+
+
+def start_listening(
+    command: list[str], what: str, stderr: IO[Any] | int | None = None, seconds: float = 30.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a stand-in (``command``) in its own session; return it and its URL once its first line
+    says "listening on http://127.0.0.1:PORT"."""
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
     assert process.stdout is not None
     deadline = time.monotonic() + seconds
@@ -534,16 +542,16 @@ def start_auth_proxy(
             left = deadline - time.monotonic()
             if left <= 0 or not selector.select(left):
                 stop_auth_proxy(process)
-                raise RuntimeError(f"auth proxy did not say it listens within {seconds} s")
+                raise RuntimeError(f"{what} did not say it listens within {seconds} s")
             piece = os.read(process.stdout.fileno(), 4096)
             if not piece:
                 process.wait(timeout=5)
-                raise RuntimeError(f"auth proxy exited with {process.returncode} before listening")
+                raise RuntimeError(f"{what} exited with {process.returncode} before listening")
             line += piece
     match = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", line)
     if match is None:
         stop_auth_proxy(process)
-        raise RuntimeError(f"unexpected first line from auth proxy: {line!r}")
+        raise RuntimeError(f"unexpected first line from {what}: {line!r}")
     return process, match.group(1).decode()
 
 

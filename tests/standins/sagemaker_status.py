@@ -34,7 +34,6 @@ import http.client
 import json
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from tests.standins.auth_proxy import HOP_BY_HOP, stop_auth_proxy
+from tests.standins.auth_proxy import HOP_BY_HOP, start_listening, stop_auth_proxy
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET_PREFIX = "SageMaker."
@@ -520,27 +519,7 @@ def start_status_proxy(
         command += ["--stop-requests-file", os.fspath(stop_requests_file)]
     if verbose:
         command.append("--verbose")
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
-    assert process.stdout is not None
-    deadline = time.monotonic() + seconds
-    line = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not selector.select(left):
-                stop_status_proxy(process)
-                raise RuntimeError(f"sagemaker status proxy did not say it listens within {seconds} s")
-            piece = os.read(process.stdout.fileno(), 4096)
-            if not piece:
-                process.wait(timeout=5)
-                raise RuntimeError(f"sagemaker status proxy exited with {process.returncode} before listening")
-            line += piece
-    match = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", line)
-    if match is None:
-        stop_status_proxy(process)
-        raise RuntimeError(f"unexpected first line from sagemaker status proxy: {line!r}")
-    return process, match.group(1).decode()
+    return start_listening(command, "sagemaker status proxy", stderr, seconds)
 
 
 def stop_status_proxy(process: subprocess.Popen[bytes], seconds: float = 10.0) -> int | None:
