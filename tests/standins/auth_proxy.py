@@ -424,7 +424,12 @@ class ProxyHandler(BaseHTTPRequestHandler):
 
 def serve(settings: Settings, port: int) -> int:
     """Serve on 127.0.0.1:``port`` (0: any free port) until SIGTERM or SIGINT; return the exit status."""
-    handler = type("Handler", (ProxyHandler,), {"settings": settings})
+    return serve_until_stopped(type("Handler", (ProxyHandler,), {"settings": settings}), port)
+
+
+def serve_until_stopped(handler: type[BaseHTTPRequestHandler], port: int) -> int:
+    """Serve ``handler`` on 127.0.0.1:``port``, say "listening on <URL>" on stdout, stop on SIGTERM or
+    SIGINT; return the exit status (0). Every stand-in's server loop."""
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
 

@@ -34,19 +34,18 @@ import http.client
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from tests.standins.auth_proxy import HOP_BY_HOP, start_listening, stop_auth_proxy
+from tests.standins.auth_proxy import HOP_BY_HOP, serve_until_stopped, start_listening, stop_auth_proxy
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET_PREFIX = "SageMaker."
@@ -463,21 +462,7 @@ def serve(settings: Settings, port: int) -> int:
     """Serve on 127.0.0.1:``port`` (0: any free port) until SIGTERM or SIGINT; return the exit status."""
     import boto3  # noqa: F401  (imported now, not on the first DescribeTrainingJob: that takes ~0.5 s)
 
-    handler = type("Handler", (StatusHandler,), {"settings": settings, "state": State()})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-
-    def stop(signum: int, frame: object) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_stopped(type("Handler", (StatusHandler,), {"settings": settings, "state": State()}), port)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Settings, int]:
