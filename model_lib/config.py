@@ -80,6 +80,18 @@ class TrainConfig:
     patience: int = _setting(2, "epochs in a row without a lower validation loss before stopping (0 acts as 1)", "non_negative")
     glove_init: bool = _setting(True, "initialise the word embedding from GloVe (false: random, for ablation)")
     dropout: float | None = _setting(None, "dropout rate; null uses the model's default", "unit_interval")
+    crop_share: float | None = _setting(
+        None,
+        "share of each training batch replaced by a random window of 4 to 64 tokens of its review, so that "
+        "the model also learns short texts; null uses the model's default",
+        "unit_interval",
+    )
+    tfidf_weight: float | None = _setting(
+        None,
+        "weight of a TF-IDF logistic regression (1-3-grams, fitted after training) in the ensemble's logit; "
+        "0 leaves it out; null uses the model's default",
+        "unit_interval",
+    )
     ngram_buckets: int = _setting(
         2097143, f"hash buckets for each of the 2- and 3-gram orders (ngram_glove), 1 to {MAX_NGRAM_BUCKETS}", "buckets"
     )

@@ -32,6 +32,8 @@ class ModelDefaults:
     learning_rate: float
     dropout: float
     clipnorm: float | None = None
+    crop_share: float = 0.0
+    tfidf_weight: float = 0.0
 
 
 def seed_cnn(embedding_matrix: np.ndarray, *, max_length: int = SEED_CNN_LENGTH, dropout: float = 0.0, **_: Any) -> keras.Model:
@@ -152,11 +154,26 @@ def nb_log_count_ratios(
 
 @keras.saving.register_keras_serializable(package="model_lib")
 class MaskedSum(keras.layers.Layer):
-    """Sums per-id weights (batch, ids, 1) over ids, skipping id 0 (padding and repeats)."""
+    """Sums per-id weights (batch, ids, 1) over ids, skipping id 0 (padding and repeats).
+
+    With ``reference`` set, the sum is scaled by sqrt(reference / ids summed): the logit of an
+    l2-normalised binary feature vector, on the scale of a plain sum over ``reference`` ids. A
+    one-line text and a long review then give logits of the same size.
+    """
+
+    def __init__(self, reference: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reference = None if reference is None else float(reference)
 
     def call(self, weights: Any, ids: Any) -> Any:
         present = ops.cast(ops.expand_dims(ids > 0, -1), weights.dtype)
-        return ops.sum(weights * present, axis=1)
+        total = ops.sum(weights * present, axis=1)
+        if self.reference is not None:
+            total = total * ops.sqrt(self.reference / ops.maximum(ops.sum(present, axis=1), 1.0))
+        return total
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "reference": self.reference}
 
 
 @keras.saving.register_keras_serializable(package="model_lib")
@@ -168,6 +185,14 @@ class MaskedMean(keras.layers.Layer):
         return ops.sum(vectors * present, axis=1) / ops.maximum(ops.sum(present, axis=1), 1.0)
 
 
+@keras.saving.register_keras_serializable(package="model_lib")
+class LogLength(keras.layers.Layer):
+    """Returns log(1 + tokens) of each id sequence (padding not counted), shape (batch, 1)."""
+
+    def call(self, ids: Any) -> Any:
+        return ops.log1p(ops.sum(ops.cast(ids > 0, "float32"), axis=1, keepdims=True))
+
+
 def ngram_glove(
     embedding_matrix: np.ndarray,
     *,
@@ -177,6 +202,7 @@ def ngram_glove(
     ngram_order: int = 3,
     ngram_weights: np.ndarray | None = None,
     ngram_scale: float = 0.01,
+    length_reference: float | None = 512.0,
     **_: Any,
 ) -> keras.Model:
     """Return the default model: an NB-weighted binary 1..3-gram linear branch plus a GloVe bag branch.
@@ -206,13 +232,17 @@ def ngram_glove(
     )
     weights = keras.layers.Multiply(name="active_weights")([weights, gate])
     weights = keras.layers.Dropout(dropout, name="ngram_dropout")(weights)
-    linear_logit = MaskedSum(name="linear_logit")(weights, ngram_ids)
+    linear_logit = MaskedSum(length_reference, name="linear_logit")(weights, ngram_ids)
 
     vectors = keras.layers.Embedding(vocab_size, embedding_matrix.shape[1], name="glove")(inputs)
     bag = MaskedMean(name="glove_bag")(vectors, inputs)
     glove_logit = keras.layers.Dense(1, name="glove_logit")(bag)
 
-    logit = keras.layers.Add(name="logit")([linear_logit, glove_logit])
+    # Lets the intercept depend on the text's length: short texts and reviews are judged apart.
+    length_logit = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="length_logit")(
+        LogLength(name="log_length")(inputs)
+    )
+    logit = keras.layers.Add(name="logit")([linear_logit, glove_logit, length_logit])
     outputs = keras.layers.Activation("sigmoid", name="p_positive")(logit)
     model = keras.Model(inputs, outputs, name="ngram_glove")
     # Weights are set after building, not through Constant initialisers: those would copy the whole
@@ -222,6 +252,104 @@ def ngram_glove(
         model.get_layer("ngram_weights").set_weights([(ngram_weights * ngram_scale)[:, None].astype(np.float32)])
         model.get_layer("ngram_active").set_weights([(ngram_weights != 0).astype(np.float32)[:, None]])
     return model
+
+
+@dataclasses.dataclass(frozen=True)
+class TfidfView:
+    """A logistic regression on l2-normalised idf-weighted binary n-grams (the classical TF-IDF
+    anchor on our token ids), as two per-id tables and an intercept.
+
+    For a review with distinct n-gram ids J: logit = sum(coef_idf[J]) / sqrt(sum(idf_squared[J])) +
+    intercept. Ids seen in fewer than 2 training reviews have idf 0 and drop out of both sums.
+    """
+
+    coef_idf: np.ndarray
+    idf_squared: np.ndarray
+    intercept: float
+
+
+def fit_tfidf_view(
+    ids: np.ndarray, labels: np.ndarray, vocab_size: int, buckets: int, order: int, *, c: float = 10.0, min_count: int = 2
+) -> TfidfView:
+    """Return the :class:`TfidfView` fitted by scikit-learn's logistic regression (L2, ``C=c``) on
+    the binary n-grams of ``ids`` (scikit-learn's smooth idf, ids in >= ``min_count`` reviews)."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    size = vocab_size + buckets * (order - 1)
+    rows = distinct_ngram_ids(ids, vocab_size, buckets, order)
+    columns = np.concatenate(rows)
+    binary = sparse.csr_matrix(
+        (np.ones(len(columns), np.float32), columns, np.cumsum([0] + [len(r) for r in rows])), shape=(len(rows), size)
+    )
+    kept = np.flatnonzero(np.asarray(binary.sum(axis=0)).ravel() >= min_count)
+    kept = kept[kept != 0]
+    transformer = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True)
+    features = transformer.fit_transform(binary[:, kept])
+    classifier = LogisticRegression(C=c, max_iter=2000).fit(features, labels)
+    idf = np.zeros(size, dtype=np.float32)
+    idf[kept] = transformer.idf_
+    coef_idf = np.zeros(size, dtype=np.float32)
+    coef_idf[kept] = classifier.coef_[0] * transformer.idf_
+    return TfidfView(coef_idf, idf**2, float(classifier.intercept_[0]))
+
+
+@keras.saving.register_keras_serializable(package="model_lib")
+class NormalizedLinearLogit(keras.layers.Layer):
+    """A linear model's logit on l2-normalised features: sum(weights) / sqrt(sum(squares)) + intercept,
+    over ids other than 0."""
+
+    def __init__(self, intercept: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.intercept = float(intercept)
+
+    def call(self, weights: Any, squares: Any, ids: Any) -> Any:
+        present = ops.cast(ops.expand_dims(ids > 0, -1), weights.dtype)
+        norm = ops.sqrt(ops.sum(squares * present, axis=1))
+        return ops.sum(weights * present, axis=1) / ops.maximum(norm, 1e-6) + self.intercept
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "intercept": self.intercept}
+
+
+@keras.saving.register_keras_serializable(package="model_lib")
+class LogitMix(keras.layers.Layer):
+    """P(positive) from a model's probability and a second logit: sigmoid((1 - w) * logit(p) + w * z)."""
+
+    def __init__(self, weight: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.weight = float(weight)
+
+    def call(self, probability: Any, logit: Any) -> Any:
+        p = ops.clip(probability, 1e-7, 1.0 - 1e-7)
+        return ops.sigmoid((1.0 - self.weight) * (ops.log(p) - ops.log1p(-p)) + self.weight * logit)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "weight": self.weight}
+
+
+def with_tfidf_view(model: keras.Model, view: TfidfView, *, weight: float, buckets: int, order: int) -> keras.Model:
+    """Return the ensemble of the trained ``model`` and ``view``: one model from id sequences to
+    P(positive) whose logit is ``(1 - weight)`` times the model's plus ``weight`` times the view's.
+
+    The view's tables are frozen; the ensemble is built after training, so checkpoints hold only the
+    trained model.
+    """
+    inputs = keras.Input(shape=model.input_shape[1:], dtype="int32", name="token_ids")
+    ngrams = HashedNgrams(len(view.coef_idf) - buckets * (order - 1), buckets, order, name="tfidf_ngrams")
+    ngram_ids = ngrams(inputs)
+    tables = {}
+    for name, values in (("tfidf_coef_idf", view.coef_idf), ("tfidf_idf_squared", view.idf_squared)):
+        tables[name] = keras.layers.Embedding(len(values), 1, trainable=False, name=name)
+    logit = NormalizedLinearLogit(view.intercept, name="tfidf_logit")(
+        tables["tfidf_coef_idf"](ngram_ids), tables["tfidf_idf_squared"](ngram_ids), ngram_ids
+    )
+    outputs = LogitMix(weight, name="p_positive")(model(inputs), logit)
+    ensemble = keras.Model(inputs, outputs, name=f"{model.name}_tfidf")
+    for name, values in (("tfidf_coef_idf", view.coef_idf), ("tfidf_idf_squared", view.idf_squared)):
+        tables[name].set_weights([values[:, None]])
+    return ensemble
 
 
 BUILDERS: dict[str, Callable[..., keras.Model]] = {"ngram_glove": ngram_glove, "seed_cnn": seed_cnn}

@@ -36,7 +36,7 @@ from model_lib import checkpoints
 from model_lib.config import TrainConfig, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
 from model_lib.errors import DataError, TrainingInterrupted
-from model_lib.models import DEFAULTS, build_model, nb_log_count_ratios
+from model_lib.models import DEFAULTS, build_model, fit_tfidf_view, nb_log_count_ratios, with_tfidf_view
 from model_lib.prepared import PreparedData
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def effective_hyperparameters(config: TrainConfig) -> dict[str, Any]:
     """Return the config with each null filled from the model's defaults (what the run really uses)."""
     defaults = DEFAULTS[config.model]
     values = to_dict(config)
-    for name in ("epochs", "batch_size", "learning_rate", "dropout"):
+    for name in ("epochs", "batch_size", "learning_rate", "dropout", "crop_share", "tfidf_weight"):
         if values[name] is None:
             values[name] = getattr(defaults, name)
     values["clipnorm"] = defaults.clipnorm
@@ -110,6 +110,31 @@ def _reseed_random_layers(model: keras.Model, seed: int, epoch: int) -> None:
     """Set every SeedGenerator state (dropout) to a function of (seed, epoch)."""
     for i, variable in enumerate(_seed_variables(model)):
         variable.assign(np.asarray([seed + i, epoch], dtype=variable.dtype))
+
+
+CROP_TOKENS = (4, 64)  # shortest and longest window of a cropped review
+
+
+def _cropped(x: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Return ``x`` (a batch of 'pre'-padded id rows) with ``share`` of its rows, chosen by ``rng``,
+    replaced by a random window of their own tokens, padded in front again.
+
+    Window lengths are log-uniform over CROP_TOKENS, so one-line texts are as common as paragraphs.
+    """
+    if share <= 0:
+        return x
+    x = x.copy()
+    chosen = np.flatnonzero(rng.random(len(x)) < share)
+    lengths = np.exp(rng.uniform(np.log(CROP_TOKENS[0]), np.log(CROP_TOKENS[1] + 1), len(chosen))).astype(int)
+    starts = rng.random(len(chosen))
+    for row, length, start in zip(chosen, lengths, starts):
+        tokens = x[row][x[row] != 0]
+        length = min(int(length), len(tokens))
+        first = int(start * (len(tokens) - length + 1))
+        x[row] = 0
+        if length:
+            x[row, -length:] = tokens[first : first + length]
+    return x
 
 
 def _validation_split(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -348,7 +373,9 @@ def run(
             logs: dict[str, float] = {}
             while state["step"] < steps:
                 batch = order[state["step"] * batch_size : (state["step"] + 1) * batch_size]
-                logs = model.train_on_batch(data.x_train[batch], data.y_train[batch].astype("float32"), return_dict=True)
+                # Crops depend on (seed, epoch, step) only, so a resumed run feeds the same batches.
+                x = _cropped(data.x_train[batch], hp["crop_share"], np.random.default_rng([config.seed, epoch, state["step"]]))
+                logs = model.train_on_batch(x, data.y_train[batch].astype("float32"), return_dict=True)
                 state["step"] += 1
                 if bar is not None:
                     bar.update(state["step"], values=list(logs.items()))
@@ -383,6 +410,12 @@ def run(
 
     if best is not None:
         model.set_weights(best)
+    if hp["tfidf_weight"] > 0:
+        began = time.perf_counter()
+        view = fit_tfidf_view(data.x_train, data.y_train, data.vocabulary.size, config.ngram_buckets, config.ngram_order)
+        model = with_tfidf_view(model, view, weight=hp["tfidf_weight"], buckets=config.ngram_buckets, order=config.ngram_order)
+        logger.info("TF-IDF view fitted on %d reviews in %.1f s", len(data.y_train), time.perf_counter() - began)
+        seconds += time.perf_counter() - began
     from model_lib.export import raw_string_model
 
     return TrainResult(
