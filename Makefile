@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint mlflow-server docs-picture docker-build docker-push docker-login clean-venv image image-gpu
+.PHONY: run test lint mlflow-server docs-picture docker-build docker-push docker-login clean-venv image image-gpu image-jax image-gpu-jax
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,3 +77,10 @@ image: $(STAMP)
 
 image-gpu: $(STAMP)
 	$(BIN)/python docker/build_image.py --gpu --tag gpu-$(TAG) $(IMAGE_ARGS)
+
+# With jax, for --instance-count > 1 (launch looks for <cpu|gpu>-jax-<commit>).
+image-jax: $(STAMP)
+	$(BIN)/python docker/build_image.py --jax --tag cpu-jax-$(TAG) $(IMAGE_ARGS)
+
+image-gpu-jax: $(STAMP)
+	$(BIN)/python docker/build_image.py --gpu --jax --tag gpu-jax-$(TAG) $(IMAGE_ARGS)

@@ -21,7 +21,11 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["model_lib", "model_lib.*"]),
     install_requires=REQUIREMENTS,
-    extras_require={"sagemaker": ["sagemaker==2.257.7", "sagemaker-training==5.1.4"]},
+    extras_require={
+        "sagemaker": ["sagemaker==2.257.7", "sagemaker-training==5.1.4"],
+        # Keras' JAX backend: multi-device and multi-host data parallel training (model_lib.distributed).
+        "jax": ["jax==0.10.2", "jaxlib==0.10.2"],
+    },
     entry_points={"console_scripts": ["model-lib=model_lib.cli:main"]},
     license="Apache-2.0",
 )

@@ -48,6 +48,7 @@ ENGINE_PACKAGES = ("buildah", "podman", "runc", "debootstrap", "uidmap", "fuse-o
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
 GPU_TF_PACKAGE = "tensorflow[and-cuda]"
+JAX_PACKAGES = {"cpu": "jax==0.10.2", "gpu": "jax[cuda12]==0.10.2"}  # as constraints.txt pins jax
 ENGINE_ENV = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "TMPDIR")  # what the engine's commands need set
 BASE_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8")
 
@@ -322,7 +323,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog="Exit status 77: this machine cannot build it (the reason is printed). See docker/README.md.",
     )
     parser.add_argument("--gpu", action="store_true", help=f"the GPU image (TF_PACKAGE={GPU_TF_PACKAGE}); default CPU")
-    parser.add_argument("--tag", help="image tag (default <cpu|gpu>-<git short commit>)")
+    parser.add_argument(
+        "--jax", action="store_true", help="add jax (multi-instance jobs train on the JAX backend); tag <cpu|gpu>-jax-<commit>"
+    )
+    parser.add_argument("--tag", help="image tag (default <cpu|gpu>[-jax]-<git short commit>)")
     parser.add_argument("--base", help="base image (default: python:3.11-slim-bookworm if a registry answers, else a local one)")
     parser.add_argument(
         "--local-base", action="store_true", help="use (or make) the local debootstrap base even if a registry answers"
@@ -383,8 +387,11 @@ def build(args: argparse.Namespace) -> dict[str, object]:
     base_seconds = time.monotonic() - started
     wheel = build_wheel(REPO)
     context = stage_context(REPO, work, wheel)
-    tag = f"model-lib:{args.tag or f'{kind}-{git_short(REPO)}'}"
+    variant = f"{kind}-jax" if args.jax else kind
+    tag = f"model-lib:{args.tag or f'{variant}-{git_short(REPO)}'}"
     build_args = ["--build-arg", f"BASE={base}"] + (["--build-arg", f"TF_PACKAGE={GPU_TF_PACKAGE}"] if args.gpu else [])
+    if args.jax:
+        build_args += ["--build-arg", f"JAX_PACKAGE={JAX_PACKAGES[kind]}"]
     dockerfile = str(REPO / "docker" / "Dockerfile")
     cache = ["--no-cache"] if args.no_cache else ([] if engine == "docker" else ["--layers"])
     if engine == "docker":

@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--keep", action="store_true", help="reuse an existing --base-dir instead of refusing to overwrite it")
     local.add_argument(
+        "--instance-count",
+        type=int,
+        default=1,
+        help="hosts (default 1); N > 1 runs N toolkits on 127.0.0.1..127.0.0.N, data parallel on the JAX backend, "
+        "the others' folders under <base-dir>/hosts/",
+    )
+    local.add_argument(
         "--job",
         metavar="NAME",
         help="run the recorded training job NAME (DescribeTrainingJob) as SageMaker would: channels and code from S3, "
@@ -172,7 +179,13 @@ def _add_launch_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--remote", help="DVC remote whose S3 objects become the channels (default: the first S3 remote)")
     parser.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default: ml.m5.xlarge)")
-    parser.add_argument("--instance-count", type=int, default=1, help="instances (default 1; only 1 is supported yet)")
+    parser.add_argument(
+        "--instance-count",
+        type=int,
+        default=1,
+        help="instances (default 1); N > 1 trains data parallel on N hosts on the JAX backend (KERAS_BACKEND=jax is set "
+        "for the job and the <cpu|gpu>-jax-<commit> image is used)",
+    )
     parser.add_argument("--spot", action="store_true", help="managed spot training: interrupted jobs resume from checkpoints")
     parser.add_argument(
         "--max-run", type=int, default=24 * 3600, help="seconds of training before the job is stopped (default 86400)"
@@ -287,7 +300,14 @@ def _sagemaker_local(args: argparse.Namespace) -> int:
         result = run_recorded_job(args.job, boto3.Session(), base_dir=args.base_dir, interrupt_after=args.interrupt_after)
     else:
         config = load_section("train", args.params, _overrides_for("train", args.overrides))
-        result = run_local(config, prepared=args.prepared, base_dir=args.base_dir, source_dir=args.source_dir, reuse=args.keep)
+        result = run_local(
+            config,
+            prepared=args.prepared,
+            base_dir=args.base_dir,
+            source_dir=args.source_dir,
+            reuse=args.keep,
+            instance_count=args.instance_count,
+        )
     print(f"sagemaker-local: exit code {result.exit_code}")
     print(f"  model:   {result.model_dir.resolve()}")
     print(f"  output:  {result.output_data_dir.resolve()}")

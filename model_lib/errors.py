@@ -45,3 +45,11 @@ class TrainingInterrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signal_number
+
+
+class ClusterError(Exception):
+    """A multi-host job lost a host (it died, or stopped answering) or could not form.
+
+    Not a user error: the message names this host, the step and the runtime's own reason. A restarted
+    job resumes from the coordinator's last checkpoint.
+    """

@@ -1,9 +1,21 @@
 """The model users get: the trained id-sequence model wrapped to take raw review strings, saved as
-one ``.keras`` file (vocabulary and standardisation inside)."""
+one ``.keras`` file (vocabulary and standardisation inside).
+
+The wrapper's string ops are TensorFlow's, so the raw-string model is always built, saved and
+exported on the TensorFlow backend. A model trained on another backend (JAX: multi-device and
+multi-host training) is handed over as a ``.keras`` file of the id-sequence model, whose layers are
+backend-agnostic, to a TensorFlow-backend child process (``python -m model_lib.export``): Keras
+fixes its backend when it is imported, so one process cannot hold both.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import keras
 
@@ -35,3 +47,91 @@ def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
     """Save ``model`` as a ``.keras`` file, atomically."""
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+
+
+def _in_tensorflow(*args: str) -> None:
+    """Run ``python -m model_lib.export *args`` on the TensorFlow backend.
+
+    Raises:
+        RuntimeError: if it fails (its stderr's tail in the message).
+    """
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    env.pop("XLA_FLAGS", None)  # JAX's device settings mean nothing to TensorFlow
+    result = subprocess.run([sys.executable, "-m", "model_lib.export", *args], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"export on the TensorFlow backend ({args[0]}) failed with exit {result.returncode}: {result.stderr[-2000:]}"
+        )
+
+
+def save_raw_string_model(model: keras.Model, vocabulary: Vocabulary, max_length: int, path: str | os.PathLike[str]) -> None:
+    """Save the raw-string model of the id-sequence ``model`` as a ``.keras`` file at ``path``.
+
+    On the TensorFlow backend this is ``save_model(raw_string_model(...))``; on another backend the
+    id-sequence model goes to a TensorFlow-backend process as a ``.keras`` file, which wraps it.
+
+    Raises:
+        RuntimeError: if the TensorFlow-backend process fails.
+    """
+    if keras.backend.backend() == "tensorflow":
+        save_model(raw_string_model(model, vocabulary, max_length), path)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        core, vocab = Path(folder) / "core.keras", Path(folder) / "vocab.txt"
+        model.save(core)
+        vocabulary.save(vocab)
+        _in_tensorflow("raw-model", str(core), str(vocab), str(max_length), str(path))
+
+
+def write_saved_model(path: str | os.PathLike[str], target: str | os.PathLike[str], model: keras.Model | None = None) -> None:
+    """Write the SavedModel export (endpoint ``serve``: strings (batch, 1) -> P(positive)) of the
+    raw-string ``.keras`` model at ``path`` into the folder ``target`` (what the MLflow pyfunc loads).
+
+    ``model`` is that model already loaded (TensorFlow backend only); on another backend a
+    TensorFlow-backend process loads ``path``.
+
+    Raises:
+        RuntimeError: if the TensorFlow-backend process fails.
+    """
+    if keras.backend.backend() != "tensorflow":
+        _in_tensorflow("saved-model", str(path), str(target))
+        return
+    import tensorflow as tf
+
+    if model is None:
+        from model_lib.inference import load_model
+
+        model = load_model(path)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", model.call, input_signature=[tf.TensorSpec([None, 1], tf.string, name="review")])
+    archive.write_out(str(target), verbose=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model_lib.export raw-model CORE VOCAB MAX_LENGTH OUT`` or ``saved-model MODEL DIR``,
+    on the TensorFlow backend; return the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m model_lib.export", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    raw = commands.add_parser("raw-model", help="wrap an id-sequence .keras model into the raw-string .keras model")
+    raw.add_argument("core", type=Path)
+    raw.add_argument("vocabulary", type=Path)
+    raw.add_argument("max_length", type=int)
+    raw.add_argument("out", type=Path)
+    saved = commands.add_parser("saved-model", help="export a raw-string .keras model as a SavedModel")
+    saved.add_argument("model", type=Path)
+    saved.add_argument("target", type=Path)
+    args = parser.parse_args(argv)
+    if keras.backend.backend() != "tensorflow":
+        parser.error(f"needs KERAS_BACKEND=tensorflow, got {keras.backend.backend()!r}")
+    if args.command == "raw-model":
+        from model_lib.inference import load_model
+
+        save_model(raw_string_model(load_model(args.core), Vocabulary.load(args.vocabulary), args.max_length), args.out)
+    else:
+        write_saved_model(args.model, args.target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

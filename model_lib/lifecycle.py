@@ -15,13 +15,16 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model_lib._io import write_json
 from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data
 from model_lib.prepared import PreparedData, load_prepared, split_shape
+
+if TYPE_CHECKING:
+    from model_lib.sagemaker.environment import Cluster
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +99,13 @@ def train_and_record(
     evaluate_config: EvaluateConfig = EvaluateConfig(),
     verbose: int | str = "auto",
     register_model: str | None = None,
+    cluster: Cluster | None = None,
 ) -> dict[str, Any]:
     """Train on the prepared ``files`` (by channel name) and record the run; return the summary.
+
+    With a multi-host ``cluster`` every host calls this; only the coordinator records anything
+    (model, reports, checkpoints, MLflow): the others train their shards and return
+    ``{"host": ..., "epochs_run": ...}`` (see :func:`train_as_worker`).
 
     The summary (written to ``paths.summary``): epochs run, best epoch, training seconds, the
     effective hyperparameters, the history, the MLflow run id and, with ``paths.reports``, the test
@@ -109,8 +117,10 @@ def train_and_record(
         TrainingInterrupted: when a stop signal arrived; the state is saved and the run ends KILLED.
     """
     from model_lib import checkpoints, training
-    from model_lib.export import save_model
+    from model_lib.export import save_model, save_raw_string_model
 
+    if cluster is not None and not cluster.is_coordinator:
+        return train_as_worker(config, files, cluster, verbose=verbose)
     if register_model:
         from model_lib.errors import ConfigError
         from model_lib.tracking import check_model_name
@@ -151,8 +161,12 @@ def train_and_record(
             tracker=tracker,
             verbose=verbose,
             run_id=tracker.run_id if tracker else None,
+            cluster=cluster,
         )
-        save_model(result.raw_model, paths.model)
+        if result.raw_model is not None:
+            save_model(result.raw_model, paths.model)
+        else:  # trained on JAX: the raw-string model is built on the TensorFlow backend
+            save_raw_string_model(result.model, data.vocabulary, data.max_length, paths.model)
         if paths.vocabulary is not None:
             data.vocabulary.save(paths.vocabulary)
         summary: dict[str, Any] = {
@@ -180,3 +194,21 @@ def train_and_record(
         write_json(paths.summary, summary)
         checkpoints.clear(paths.checkpoints, keep_last=paths.keep_final_checkpoint)
     return summary
+
+
+def train_as_worker(
+    config: TrainConfig, files: Mapping[str, str | os.PathLike[str]], cluster: Cluster, *, verbose: int | str = "auto"
+) -> dict[str, Any]:
+    """Train this host's shards in lockstep with the coordinator and write nothing; return
+    ``{"host": ..., "epochs_run": ...}``.
+
+    Raises:
+        ConfigError, DataError: as the coordinator would (every host checks the same data).
+        ClusterError: if another host died or stopped answering.
+        TrainingInterrupted: when a stop signal reached any host (the coordinator saved the state).
+    """
+    from model_lib import training
+
+    data = load_checked(config, files)
+    result = training.run(config, data, verbose=verbose, cluster=cluster)
+    return {"host": cluster.current_host, "epochs_run": len(result.history)}

@@ -525,20 +525,15 @@ class MlflowTracker:
         """
         import tempfile
 
-        import keras
         import pandas as pd
-        import tensorflow as tf
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
         from mlflow.models import Model, ModelSignature
         from mlflow.types import ColSpec, Schema
 
         from model_lib import mlflow_model
+        from model_lib.export import write_saved_model
 
-        model = self._models.get(op["path"])
-        if model is None:
-            from model_lib.inference import load_model
-
-            model = load_model(op["path"])
+        model = self._models.get(op["path"])  # None: write_saved_model loads the file
         run = self._client.get_run(str(self.run_id))
         if not op.get("model_id"):
             created = self._client.create_logged_model(
@@ -556,10 +551,7 @@ class MlflowTracker:
         )
         with tempfile.TemporaryDirectory() as folder:
             export = Path(folder) / "saved_model"
-            archive = keras.export.ExportArchive()
-            archive.track(model)
-            archive.add_endpoint("serve", model.call, input_signature=[tf.TensorSpec([None, 1], tf.string, name="review")])
-            archive.write_out(str(export), verbose=False)
+            write_saved_model(op["path"], export, model)
             target = Path(folder) / "model"
             self._mlflow.pyfunc.save_model(
                 str(target),

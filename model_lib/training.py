@@ -27,17 +27,20 @@ import types
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import keras
 import numpy as np
 
-from model_lib import checkpoints
+from model_lib import checkpoints, distributed
 from model_lib.config import TrainConfig, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
 from model_lib.errors import DataError, TrainingInterrupted
 from model_lib.models import DEFAULTS, build_model, fit_tfidf_view, nb_log_count_ratios, with_tfidf_view
 from model_lib.prepared import PreparedData
+
+if TYPE_CHECKING:
+    from model_lib.sagemaker.environment import Cluster
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +84,14 @@ def fingerprint(config: TrainConfig, data: PreparedData) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class TrainResult:
-    """What a run produced: the id-sequence model, the raw-string model and the per-epoch history."""
+    """What a run produced: the id-sequence model, the raw-string model and the per-epoch history.
+
+    ``raw_model`` is None on a backend other than TensorFlow (its string ops are TensorFlow's):
+    :func:`model_lib.export.save_raw_string_model` then builds it in a TensorFlow process.
+    """
 
     model: keras.Model
-    raw_model: keras.Model
+    raw_model: keras.Model | None
     history: list[dict[str, float]]
     hyperparameters: dict[str, Any]
     best_epoch: int
@@ -269,6 +276,23 @@ class _StopSignals:
                 signal.signal(sig, handler)
 
 
+def _shared_generation(
+    generation: checkpoints.Generation | None, identity: dict[str, Any], parallel: distributed.Parallelism
+) -> checkpoints.Generation | None:
+    """Return the generation to resume on every process: the coordinator's, sent to the others."""
+    if parallel.process_count == 1:
+        return generation
+    if generation is not None and checkpoints.differences(generation.state.get("fingerprint", {}), identity):
+        logger.warning("checkpoint %s is from another training; starting afresh", generation.path)
+        generation = None
+    state, arrays = distributed.share_from_coordinator(
+        generation.state if generation else None, generation.arrays if generation else None, parallel
+    )
+    if state is None or arrays is None:
+        return None
+    return checkpoints.Generation(generation.path if generation else Path("coordinator"), state, arrays)
+
+
 def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float], seconds: float) -> str:
     shown = " - ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     return f"epoch {epoch + 1}/{epochs}: {shown} ({seconds:.1f} s)"
@@ -282,6 +306,7 @@ def run(
     tracker: EpochLogger | None = None,
     verbose: int | str = "auto",
     run_id: str | None = None,
+    cluster: Cluster | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``data`` and return the trained models and history.
 
@@ -292,10 +317,47 @@ def run(
     resumes at the step where it stopped. ``verbose``: 0 silent, 1 a progress bar, 2 one log line
     per epoch, "auto" a bar on a terminal. ``run_id`` (the MLflow run) is stored in the checkpoints.
 
+    On the JAX backend the run is data parallel over every device, and with a multi-host ``cluster``
+    over every host (see :mod:`model_lib.distributed`): every process calls ``run`` with the same
+    arguments, each feeds its shard of each global batch (``batch_size`` stays the global batch),
+    and only the coordinator reads and writes ``checkpoint_dir`` and logs to ``tracker``.
+
     Raises:
         DataError: if the data do not fit together or are too few to hold out a validation slice.
+        ConfigError: if ``cluster`` has several hosts and the backend is not JAX.
+        ClusterError: if another host of the cluster died or stopped answering.
         TrainingInterrupted: after saving the state, when SIGTERM or SIGINT arrived during training.
     """
+    parallel = distributed.start(cluster)
+    try:
+        return _run(
+            config,
+            data,
+            checkpoint_dir=checkpoint_dir if parallel.is_coordinator else None,
+            tracker=tracker if parallel.is_coordinator else None,
+            verbose=verbose,
+            run_id=run_id,
+            parallel=parallel,
+        )
+    except Exception as exc:
+        lost = distributed.lost_host(exc, parallel, "training")
+        if lost is not None:
+            raise lost from exc
+        raise
+    finally:
+        distributed.finish(parallel)
+
+
+def _run(
+    config: TrainConfig,
+    data: PreparedData,
+    *,
+    checkpoint_dir: str | os.PathLike[str] | None,
+    tracker: EpochLogger | None,
+    verbose: int | str,
+    run_id: str | None,
+    parallel: distributed.Parallelism,
+) -> TrainResult:
     data.check()
     if config.threads:
         import tensorflow as tf
@@ -317,7 +379,7 @@ def run(
     best_changed = False  # since the last saved generation
     best_file: Path | None = None
     resumed_from = None
-    generation = checkpoints.latest(directory)
+    generation = _shared_generation(checkpoints.latest(directory), identity, parallel)
     if generation is not None:
         changed = checkpoints.differences(generation.state.get("fingerprint", {}), identity)
         if changed:
@@ -350,14 +412,20 @@ def run(
         saved["seconds"] += time.perf_counter() - began
 
     def stop_here() -> TrainingInterrupted:
-        assert stop.received is not None and writer is not None
-        writer.close()
-        return TrainingInterrupted(stop.received, str(directory))
+        if writer is not None:
+            writer.close()
+        # In a cluster another host may have received the signal: every host stops at the same step.
+        return TrainingInterrupted(stop.received or signal.SIGTERM, str(directory) if directory is not None else None)
+
+    def stopping() -> bool:
+        return distributed.any_process(stop.received is not None, parallel)
+
+    x_val_fed, y_val_fed, val_weights, val_batch_size = distributed.validation_feed(x_val, y_val, batch_size, parallel)
 
     stop = _StopSignals()
     started = time.perf_counter()
     show_bar = verbose == 1 or (verbose == "auto" and os.isatty(1))
-    with stop.installed(directory is not None):
+    with stop.installed(directory is not None or parallel.process_count > 1):
         while state["epoch"] < epochs:
             epoch = state["epoch"]
             if state["step"] == 0:
@@ -373,18 +441,26 @@ def run(
             logs: dict[str, float] = {}
             while state["step"] < steps:
                 batch = order[state["step"] * batch_size : (state["step"] + 1) * batch_size]
-                # Crops depend on (seed, epoch, step) only, so a resumed run feeds the same batches.
+                # Crops depend on (seed, epoch, step) only, so a resumed run feeds the same batches, and
+                # they are cut from the global batch, so every host of a cluster feeds the same rows.
                 x = _cropped(data.x_train[batch], hp["crop_share"], np.random.default_rng([config.seed, epoch, state["step"]]))
-                logs = model.train_on_batch(x, data.y_train[batch].astype("float32"), return_dict=True)
+                y = data.y_train[batch].astype("float32")
+                rows, weights = distributed.host_batch(np.arange(len(batch)), parallel)  # this host's shard
+                logs = model.train_on_batch(x[rows], y[rows], sample_weight=weights, return_dict=True)
                 state["step"] += 1
                 if bar is not None:
                     bar.update(state["step"], values=list(logs.items()))
-                if directory is not None and state["step"] < steps:
-                    if stop.received is not None or (config.checkpoint_steps and state["step"] % config.checkpoint_steps == 0):
+                if (directory is not None or parallel.process_count > 1) and state["step"] < steps:
+                    stop_now = stopping()
+                    if directory is not None and (
+                        stop_now or (config.checkpoint_steps and state["step"] % config.checkpoint_steps == 0)
+                    ):
                         save()
-                    if stop.received is not None:
+                    if stop_now:
                         raise stop_here()
-            validation = model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True)
+            validation = model.evaluate(
+                x_val_fed, y_val_fed, sample_weight=val_weights, batch_size=val_batch_size, verbose=0, return_dict=True
+            )
             metrics = {**{k: float(v) for k, v in logs.items()}, **{f"val_{k}": float(v) for k, v in validation.items()}}
             state["history"].append({"epoch": epoch + 1, **metrics})
             if state["best_val_loss"] is None or metrics["val_loss"] < state["best_val_loss"]:
@@ -399,7 +475,7 @@ def run(
                 tracker.log_epoch(epoch, metrics)
             if verbose == 2 or bar is not None:
                 logger.info(_epoch_line(epoch, epochs, metrics, time.perf_counter() - epoch_started))
-            if stop.received is not None:
+            if (directory is not None or parallel.process_count > 1) and stopping():
                 raise stop_here()
         if writer is not None:
             began = time.perf_counter()
@@ -410,6 +486,7 @@ def run(
 
     if best is not None:
         model.set_weights(best)
+    model = distributed.local_model(model, parallel)
     if hp["tfidf_weight"] > 0:
         began = time.perf_counter()
         view = fit_tfidf_view(data.x_train, data.y_train, data.vocabulary.size, config.ngram_buckets, config.ngram_order)
@@ -420,7 +497,7 @@ def run(
 
     return TrainResult(
         model=model,
-        raw_model=raw_string_model(model, data.vocabulary, data.max_length),
+        raw_model=raw_string_model(model, data.vocabulary, data.max_length) if keras.backend.backend() == "tensorflow" else None,
         history=state["history"],
         hyperparameters=hp,
         best_epoch=state["best_epoch"] + 1,

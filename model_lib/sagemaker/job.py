@@ -62,9 +62,21 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
         keep_final_checkpoint=True,  # SageMaker syncs it to checkpoint_s3_uri: the job's final state stays there
     )
     tags = {"model_lib.stage": "sagemaker", "sagemaker.job_name": str(env.job_name)}
+    cluster = env.cluster
+    if cluster.multi_host:
+        tags["model_lib.hosts"] = str(cluster.num_processes)
+        role = "coordinator" if cluster.is_coordinator else "worker"
+        logger.info("job %s: host %s, %s of %d hosts", env.job_name, cluster.current_host, role, cluster.num_processes)
     logger.info("job %s: training %s", env.job_name, config.model)
     return train_and_record(
-        config, files, paths, track=env.tracking_configured, tags=tags, verbose=2, register_model=env.register_model
+        config,
+        files,
+        paths,
+        track=env.tracking_configured,
+        tags=tags,
+        verbose=2,
+        register_model=env.register_model,
+        cluster=cluster if cluster.multi_host else None,
     )
 
 
@@ -83,7 +95,13 @@ def write_failure(exc: BaseException, environ: Mapping[str, str] | None = None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry-point main: run the job; on failure write the failure file and return 1."""
+    """Entry-point main: run the job; on failure write the failure file and return 1.
+
+    A host of a multi-host job that fails (or is stopped) leaves at once (``os._exit``), without
+    jax.distributed's shutdown barrier: the others would otherwise wait for it there (up to
+    ``distributed.SHUTDOWN_TIMEOUT_SECONDS``) or in their next step; its closed connections make
+    them fail within seconds, each with its own failure file.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -91,12 +109,26 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         # Not a failure: SageMaker restarts a spot job, which resumes from the checkpoints.
         print(str(exc), file=sys.stderr)
-        return exc.exit_code
+        return _leave(exc.exit_code)
     except Exception as exc:  # every failure must reach the failure file, not only ours
         where = write_failure(exc)
         print(f"training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         if where is not None:
             print(f"reason written to {where}", file=sys.stderr)
-        return 1
-    print(f"training finished: test accuracy {summary['test']['accuracy']:.4f}")
+        return _leave(1)
+    if "test" in summary:
+        print(f"training finished: test accuracy {summary['test']['accuracy']:.4f}")
+    else:
+        print(f"training finished: host {summary.get('host')} trained its shards; the coordinator writes the model")
     return 0
+
+
+def _leave(code: int) -> int:
+    """Return ``code``, or end the process with it now when it is part of a multi-host job."""
+    from model_lib.distributed import joined
+
+    if joined():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -40,6 +40,11 @@ FORWARDED_ENV = (
     "MODEL_LIB_REGISTER_MODEL",
     "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT",
 )
+# A job on more than one instance trains on the JAX backend (Keras 3's multi-host data parallelism,
+# see model_lib.distributed): launch sets KERAS_BACKEND in the job's environment and uses the image
+# variant with jax (tag <kind>-jax-<commit>). One instance keeps the TensorFlow backend and image.
+MULTI_INSTANCE_BACKEND = "jax"
+MAX_INSTANCE_COUNT = 20  # SageMaker's default quota per training job; raise it here with the quota
 TERRAFORM_OUTPUTS = ("ecr_repository_url", "sagemaker_role_arn", "bucket_name")
 _MD5_IN_URL = re.compile(r"/files/md5/([0-9a-f]{2})/([0-9a-f]{30})$")
 
@@ -97,10 +102,11 @@ def image_kind(instance_type: str) -> str:
     return "gpu" if family[:1] in ("p", "g") else "cpu"
 
 
-def image_tag(kind: str, commit: str) -> str:
+def image_tag(kind: str, commit: str, jax: bool = False) -> str:
     """Return the image tag for ``kind`` built at ``commit`` (the rule docker-compose.yml and
-    ``make docker-push`` use too: ``<cpu|gpu>-<git short commit>``)."""
-    return f"{kind}-{commit}"
+    ``make docker-push`` use too: ``<cpu|gpu>-<git short commit>``; ``<cpu|gpu>-jax-<commit>`` for
+    the variant with jax, ``make image-jax``)."""
+    return f"{kind}-jax-{commit}" if jax else f"{kind}-{commit}"
 
 
 def terraform_outputs(path: Path | None = None, chdir: Path = Path("terraform")) -> dict[str, Any]:
@@ -285,9 +291,14 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
         SageMakerEnvironmentError: listing every problem, each with what to run.
     """
     problems: list[str] = []
-    if options.instance_count != 1:
+    if not 1 <= options.instance_count <= MAX_INSTANCE_COUNT:
+        problems.append(f"--instance-count {options.instance_count}: expected 1..{MAX_INSTANCE_COUNT}")
+    multi = options.instance_count > 1
+    backend = os.environ.get("KERAS_BACKEND")
+    if multi and backend and backend != MULTI_INSTANCE_BACKEND:
         problems.append(
-            f"--instance-count {options.instance_count}: only 1 is supported (multi-instance training is not built yet)"
+            f"--instance-count {options.instance_count} with KERAS_BACKEND={backend}: several instances train on the "
+            f"{MULTI_INSTANCE_BACKEND} backend only; unset KERAS_BACKEND"
         )
     max_wait = options.max_wait if options.max_wait is not None else 2 * options.max_run
     if options.spot and max_wait < options.max_run:
@@ -322,7 +333,9 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
     git = git_state(options.repo)
     kind = image_kind(options.instance_type)
     image_uri = options.image_uri or (
-        f"{outputs['ecr_repository_url']}:{image_tag(kind, git['git_short'])}" if outputs.get("ecr_repository_url") else ""
+        f"{outputs['ecr_repository_url']}:{image_tag(kind, git['git_short'], jax=multi)}"
+        if outputs.get("ecr_repository_url")
+        else ""
     )
     channels: dict[str, str] = {}
     try:
@@ -354,6 +367,8 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
         environment["MODEL_LIB_REGISTER_MODEL"] = options.register_model
     if options.mlflow_secret:
         environment["MODEL_LIB_MLFLOW_SECRET"] = options.mlflow_secret
+    if multi:
+        environment["KERAS_BACKEND"] = MULTI_INSTANCE_BACKEND
     user_tags = json.loads(environment.get("MODEL_LIB_MLFLOW_TAGS", "{}") or "{}")
     environment["MODEL_LIB_MLFLOW_TAGS"] = json.dumps({**lineage, **user_tags}, sort_keys=True)
     return LaunchPlan(

@@ -5,6 +5,14 @@ Lays out a SAGEMAKER_BASE_DIR the way a training container sees /opt/ml and runs
 (see DESIGN.md): output/ must exist or a failing script exits 0 without a failure file; the host must
 be "localhost" (other names wait on DNS for minutes); code/ must stay empty or the submitted code is
 ignored; a requirements.txt in the source folder is pip-installed (ours has none).
+
+Several instances (``instance_count`` N > 1): N toolkits, one per host, each with its own base dir
+and an N-host resourceconfig.json whose host names are the loopback addresses 127.0.0.1 ..
+127.0.0.N. The toolkit waits until every host name resolves (up to 15 minutes for a name DNS does
+not know); an IP literal resolves to itself without DNS or /etc/hosts, and Linux answers on the
+whole of 127.0.0.0/8. The first host (the coordinator) uses ``base_dir`` itself, so its outputs are
+where a one-host job puts them; the others use ``base_dir/hosts/<address>``. The job's environment
+gets KERAS_BACKEND=jax (as ``model-lib launch`` sets it) and a free coordinator port.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from model_lib.prepared import channel_paths
 logger = logging.getLogger(__name__)
 
 _MARKER = ".model-lib-sagemaker-local"
+_WORKERS = "hosts"  # under the coordinator's base dir: one base dir per other host
 # Seconds a job may take to stop after a forwarded SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 60.0
 
@@ -74,6 +83,23 @@ class LocalJobResult:
         return self.failure_file.read_text(encoding="utf-8") if self.failure_file.is_file() else None
 
 
+def loopback_hosts(count: int) -> list[str]:
+    """Return the host names of a local ``count``-host job: 127.0.0.1 .. 127.0.0.<count>.
+
+    Raises:
+        SageMakerEnvironmentError: if ``count`` is not 1..254.
+    """
+    if not 1 <= count <= 254:
+        raise SageMakerEnvironmentError(f"instance_count: expected 1..254 local hosts, got {count}")
+    return [f"127.0.0.{i}" for i in range(1, count + 1)]
+
+
+def host_base_dirs(base_dir: Path, hosts: list[str]) -> dict[str, Path]:
+    """Return each host's SAGEMAKER_BASE_DIR: ``base_dir`` for the first (the coordinator), then
+    ``base_dir/hosts/<host>``."""
+    return {host: base_dir if i == 0 else base_dir / _WORKERS / host for i, host in enumerate(hosts)}
+
+
 def lay_out(
     base_dir: Path,
     hyperparameters: Mapping[str, Any],
@@ -82,11 +108,14 @@ def lay_out(
     *,
     job_name: str = "model-lib-local",
     reuse: bool = False,
+    hosts: list[str] | None = None,
+    current_host: str | None = None,
 ) -> None:
     """Create the SAGEMAKER_BASE_DIR tree: input/config/*.json, input/data/<channel>/<file>, empty
     code/, output/ (with data/), model/ and checkpoints/.
 
     ``hyperparameters`` are the already-encoded strings (see :func:`encode_hyperparameters`).
+    ``hosts`` and ``current_host`` go to resourceconfig.json (default: one host, "localhost").
 
     Raises:
         SageMakerEnvironmentError: if ``base_dir`` exists and was not made by us (unless ``reuse``).
@@ -104,7 +133,7 @@ def lay_out(
         name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
         for name in channel_files
     }
-    _write_job_config(base_dir, encoded, channels, "local")
+    _write_job_config(base_dir, encoded, channels, "local", hosts=hosts, current_host=current_host)
     for name, source in channel_files.items():
         folder = base_dir / "input" / "data" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -119,7 +148,7 @@ def _claim_base_dir(base_dir: Path, *, reuse: bool, keep: tuple[str, ...]) -> Pa
     """
     if base_dir.exists() and any(base_dir.iterdir()) and not (base_dir / _MARKER).exists() and not reuse:
         raise SageMakerEnvironmentError(f"{base_dir}: exists and was not made by sagemaker-local; choose another --base-dir")
-    for sub in ("input", "code", "output", "model", "checkpoints"):
+    for sub in ("input", "code", "output", "model", "checkpoints", _WORKERS):
         if sub not in keep:
             shutil.rmtree(base_dir / sub, ignore_errors=True)
     config = base_dir / "input" / "config"
@@ -129,19 +158,27 @@ def _claim_base_dir(base_dir: Path, *, reuse: bool, keep: tuple[str, ...]) -> Pa
 
 
 def _write_job_config(
-    base_dir: Path, hyperparameters: Mapping[str, str], channels: Mapping[str, Any], instance_type: str
+    base_dir: Path,
+    hyperparameters: Mapping[str, str],
+    channels: Mapping[str, Any],
+    instance_type: str,
+    *,
+    hosts: list[str] | None = None,
+    current_host: str | None = None,
 ) -> None:
-    """Write input/config/*.json as the toolkit reads them (one host, "localhost") and the job's folders."""
+    """Write input/config/*.json as the toolkit reads them (default one host, "localhost") and the job's folders."""
+    hosts = hosts or ["localhost"]
     config = base_dir / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
     (config / "hyperparameters.json").write_text(json.dumps(dict(hyperparameters), indent=2), encoding="utf-8")
     (config / "inputdataconfig.json").write_text(json.dumps(dict(channels), indent=2), encoding="utf-8")
     resources = {
-        "current_host": "localhost",
-        "hosts": ["localhost"],
+        "current_host": current_host or hosts[0],
+        "hosts": hosts,
         "network_interface_name": "lo",
         "current_instance_type": instance_type,
         "current_group_name": "homogeneousCluster",
-        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": ["localhost"]}],
+        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": hosts}],
     }
     (config / "resourceconfig.json").write_text(json.dumps(resources, indent=2), encoding="utf-8")
     for sub in ("code", "output/data", "model", "checkpoints"):
@@ -188,33 +225,76 @@ def wait_for_job(process: subprocess.Popen[bytes], timeout: float | None = None,
     Raises:
         subprocess.TimeoutExpired: if the job runs longer than ``timeout`` (its processes are killed).
     """
+    return wait_for_jobs([process], timeout, grace)[0]
+
+
+def wait_for_jobs(
+    processes: list[subprocess.Popen[bytes]], timeout: float | None = None, grace: float = STOP_GRACE_SECONDS
+) -> list[int]:
+    """Wait for the toolkits of one job's hosts as :func:`wait_for_job` waits for one (signals go to
+    every host's processes); return their exit codes in the same order.
+
+    Raises:
+        subprocess.TimeoutExpired: if the job runs longer than ``timeout`` (its processes are killed).
+    """
     forwarded: list[float] = []
 
     def forward(signum: int, frame: types.FrameType | None) -> None:
         logger.warning("%s: passing it on to the job's processes", signal.Signals(signum).name)
         forwarded.append(time.monotonic())
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        while process.poll() is None or _group_alive(process.pid):
+        while any(p.poll() is None or _group_alive(p.pid) for p in processes):
             now = time.monotonic()
             if (deadline is not None and now > deadline) or (forwarded and now > forwarded[0] + grace):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                for process in processes:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
                 if deadline is not None and now > deadline:
-                    raise subprocess.TimeoutExpired(process.args, timeout or 0)
+                    raise subprocess.TimeoutExpired(processes[0].args, timeout or 0)
                 break
             time.sleep(0.1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    code = process.returncode
-    return 128 - code if code < 0 else code
+    return [128 - p.returncode if p.returncode < 0 else p.returncode for p in processes]
+
+
+def job_exit_code(codes: list[int]) -> int:
+    """Return a multi-host job's exit code: 0 when every host succeeded, else the first host's
+    failure (the coordinator's), else the first failing host's, as SageMaker fails a job when any
+    host fails."""
+    return next((code for code in codes if code != 0), 0)
+
+
+def cluster_env(hosts: list[str], extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the environment of a local job on ``hosts``: ``extra_env``, plus for several hosts
+    KERAS_BACKEND=jax (unless given) and a free MODEL_LIB_COORDINATOR_PORT (unless given)."""
+    env = dict(extra_env or {})
+    if len(hosts) > 1:
+        import socket
+
+        env.setdefault("KERAS_BACKEND", "jax")
+        if "MODEL_LIB_COORDINATOR_PORT" not in env:
+            with socket.socket() as sock:
+                sock.bind((hosts[0], 0))
+                env["MODEL_LIB_COORDINATOR_PORT"] = str(sock.getsockname()[1])
+    return env
+
+
+def start_hosts(
+    base_dirs: Mapping[str, Path], extra_env: Mapping[str, str] | None = None, job_name: str = "model-lib-local"
+) -> list[subprocess.Popen[bytes]]:
+    """Start one toolkit per host (see :func:`start_toolkit`), in the order of ``base_dirs``; return them."""
+    env = cluster_env(list(base_dirs), extra_env)
+    return [start_toolkit(folder, env, job_name) for folder in base_dirs.values()]
 
 
 def run_toolkit(
@@ -232,11 +312,17 @@ def run_local(
     source_dir: Path | None = None,
     reuse: bool = False,
     extra_env: Mapping[str, str] | None = None,
+    instance_count: int = 1,
+    timeout: float | None = None,
 ) -> LocalJobResult:
-    """Run one training job through the real toolkit on the ``prepare`` outputs.
+    """Run one training job through the real toolkit on the ``prepare`` outputs, on
+    ``instance_count`` local hosts (see the module docstring); return how it ended (the
+    coordinator's folders; the exit code is the job's, see :func:`job_exit_code`).
 
     Raises:
-        SageMakerEnvironmentError: if a prepared file or the source folder is missing.
+        SageMakerEnvironmentError: if a prepared file or the source folder is missing, or
+            ``instance_count`` is not 1..254.
+        subprocess.TimeoutExpired: if the job runs longer than ``timeout``.
     """
     files = channel_paths(prepared)
     missing = [str(p) for p in files.values() if not p.is_file()]
@@ -245,10 +331,14 @@ def run_local(
     source = source_dir or default_source_dir()
     if not (source / "train.py").is_file():
         raise SageMakerEnvironmentError(f"{source}: no train.py to submit; run from the repo root or pass --source-dir")
-    lay_out(base_dir, encode_hyperparameters(to_dict(config)), files, source, reuse=reuse)
+    hosts = loopback_hosts(instance_count) if instance_count > 1 else ["localhost"]
+    folders = host_base_dirs(base_dir, hosts)
+    hyperparameters = encode_hyperparameters(to_dict(config))
+    for host, folder in folders.items():
+        lay_out(folder, hyperparameters, files, source, reuse=reuse, hosts=hosts, current_host=host)
     started = time.perf_counter()
-    code = run_toolkit(base_dir, extra_env)
-    return LocalJobResult(code, base_dir, time.perf_counter() - started)
+    codes = wait_for_jobs(start_hosts(folders, extra_env), timeout)
+    return LocalJobResult(job_exit_code(codes), base_dir, time.perf_counter() - started)
 
 
 def _s3_parts(uri: str) -> tuple[str, str]:
@@ -349,6 +439,10 @@ def run_recorded_job(
     ``<S3OutputPath>/<job>/output/``. ``interrupt_after`` sends SIGTERM after that many seconds,
     as a spot reclaim does: the next call resumes from the S3 checkpoints.
 
+    A job with InstanceCount N > 1 runs on N local hosts (see the module docstring): every host
+    gets the channels and the restored checkpoints, as on SageMaker; the coordinator's checkpoint
+    folder is mirrored (the only one written) and its model/ becomes model.tar.gz.
+
     Raises:
         SageMakerEnvironmentError: if the job is unknown or a channel's data cannot be downloaded.
     """
@@ -359,22 +453,26 @@ def run_recorded_job(
         job = sagemaker_client.describe_training_job(TrainingJobName=job_name)
     except ClientError as exc:
         raise SageMakerEnvironmentError(f"training job {job_name!r}: {exc}") from None
-    _claim_base_dir(base_dir, reuse=False, keep=())  # the checkpoints come from checkpoint_s3_uri
-    channels = {}
-    for channel in job.get("InputDataConfig", []):
-        name, source = channel["ChannelName"], channel["DataSource"]["S3DataSource"]
-        channels[name] = {
-            "TrainingInputMode": "File",
-            "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
-        }
-        if _download_prefix(s3, source["S3Uri"], base_dir / "input" / "data" / name) == 0:
-            raise SageMakerEnvironmentError(f"channel {name!r}: nothing at {source['S3Uri']}")
+    count = int(job.get("ResourceConfig", {}).get("InstanceCount", 1))
+    hosts = loopback_hosts(count) if count > 1 else ["localhost"]
+    folders = host_base_dirs(base_dir, hosts)
     instance_type = job.get("ResourceConfig", {}).get("InstanceType", "local")
-    _write_job_config(base_dir, job.get("HyperParameters", {}), channels, instance_type)
     checkpoint_uri = job.get("CheckpointConfig", {}).get("S3Uri")
-    if checkpoint_uri:
-        restored = _download_prefix(s3, checkpoint_uri, base_dir / "checkpoints")
-        logger.info("restored %d checkpoint files from %s", restored, checkpoint_uri)
+    for host, folder in folders.items():
+        _claim_base_dir(folder, reuse=False, keep=())  # the checkpoints come from checkpoint_s3_uri
+        channels = {}
+        for channel in job.get("InputDataConfig", []):
+            name, source = channel["ChannelName"], channel["DataSource"]["S3DataSource"]
+            channels[name] = {
+                "TrainingInputMode": "File",
+                "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
+            }
+            if _download_prefix(s3, source["S3Uri"], folder / "input" / "data" / name) == 0:
+                raise SageMakerEnvironmentError(f"channel {name!r}: nothing at {source['S3Uri']}")
+        _write_job_config(folder, job.get("HyperParameters", {}), channels, instance_type, hosts=hosts, current_host=host)
+        if checkpoint_uri:
+            restored = _download_prefix(s3, checkpoint_uri, folder / "checkpoints")
+            logger.info("%s: restored %d checkpoint files from %s", host, restored, checkpoint_uri)
     env = {**job.get("Environment", {}), **(extra_env or {})}
 
     started = time.perf_counter()
@@ -383,13 +481,18 @@ def run_recorded_job(
         if checkpoint_uri
         else contextlib.nullcontext()
     ):
-        process = start_toolkit(base_dir, env, job_name)
+        processes = start_hosts(folders, env, job_name)
         timer = None
         if interrupt_after is not None:
-            timer = threading.Timer(interrupt_after, lambda: _signal_group(process.pid, signal.SIGTERM))
+
+            def reclaim() -> None:
+                for process in processes:
+                    _signal_group(process.pid, signal.SIGTERM)
+
+            timer = threading.Timer(interrupt_after, reclaim)
             timer.start()
         try:
-            code = wait_for_job(process)
+            code = job_exit_code(wait_for_jobs(processes))
         finally:
             if timer is not None:
                 timer.cancel()

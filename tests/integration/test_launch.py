@@ -209,3 +209,29 @@ def test_spot_job_launched_then_run_here_with_one_reclaim_and_a_resume(cloud, tm
     assert outcome.status == "Completed" and lines and "spot-1: Completed" in lines[-1]
     assert outcome.model_artifacts == f"s3://{cloud['bucket']}/jobs/spot-1/output/model.tar.gz"
     assert outcome.test_accuracy is not None and 0.0 <= outcome.test_accuracy <= 1.0
+
+
+def test_two_instance_job_from_launch_to_a_finished_job_in_the_local_stand_in(cloud, tmp_path):
+    image = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"})
+    ecr = cloud["session"].client("ecr", endpoint_url=cloud["env"]["AWS_ENDPOINT_URL"])
+    ecr.put_image(repositoryName=REPOSITORY, imageManifest=image, imageTag=f"cpu-jax-{cloud['commit']}")
+    short = ["-S", "train.epochs=1", "-S", "train.batch_size=32", "--remote", "s3"]
+    request = json.loads(launch(cloud, "--instance-count", "2", *short, "--job-name", "multi-dry", "--dry-run").stdout)
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["AlgorithmSpecification"]["TrainingImage"].endswith(f"{REPOSITORY}:cpu-jax-{cloud['commit']}")
+    assert request["Environment"]["KERAS_BACKEND"] == "jax"  # moto does not keep a job's Environment: seen here
+    refused = launch(cloud, "--instance-count", "0", *short, "--dry-run", expect=2)
+    assert "--instance-count 0: expected 1..20" in refused.stderr
+
+    launch(cloud, "--instance-count", "2", *short, "--job-name", "multi-1")
+    client = cloud["session"].client("sagemaker", endpoint_url=cloud["env"]["AWS_ENDPOINT_URL"])
+    assert client.describe_training_job(TrainingJobName="multi-1")["ResourceConfig"]["InstanceCount"] == 2
+    local = ["model-lib", "sagemaker-local", "--job", "multi-1", "--base-dir", str(tmp_path / "job")]
+    finished = run(local, cloud["repo"], {**cloud["env"], "MLFLOW_TRACKING_URI": ""})
+    assert finished.stdout.count("training finished") == 2  # both hosts' scripts
+    assert status_of(cloud, "multi-1") | {"seconds": 0} == {"status": "Completed", "exit_code": 0, "seconds": 0, "failure": None}
+    body = cloud["s3"].get_object(Bucket=cloud["bucket"], Key="jobs/multi-1/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        assert {"model.keras", "metrics.json", "vocab.txt"} <= set(archive.getnames())
+    worker = tmp_path / "job" / "hosts" / "127.0.0.2"
+    assert (worker / "output" / "success").is_file() and not any((worker / "model").iterdir())

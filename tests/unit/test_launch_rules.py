@@ -25,6 +25,10 @@ def test_image_tag_is_kind_and_short_commit_as_make_docker_push_tags_it():
     assert image_tag("gpu", "0abc123") == "gpu-0abc123"
 
 
+def test_the_jax_variant_for_several_instances_has_its_own_tag():
+    assert image_tag("cpu", "0abc123", jax=True) == "cpu-jax-0abc123"
+
+
 @pytest.mark.parametrize(
     "uri",
     [

@@ -1,6 +1,7 @@
 """The container contract: every hyperparameter encoding the SDK and toolkit produce, channels, errors."""
 
 import json
+import re
 
 import pytest
 
@@ -97,3 +98,40 @@ def test_missing_empty_and_crowded_channels_are_errors(tmp_path):
         _ = env.channel("test").file
     with pytest.raises(SageMakerEnvironmentError, match="channel 'vocab': .* holds 2 files \\(a, b\\); expected one"):
         _ = env.channel("vocab").file
+
+
+def test_one_host_is_the_degenerate_cluster(tmp_path):
+    cluster = SageMakerEnvironment.from_env(sagemaker_env(tmp_path)).cluster
+    assert cluster.hosts == ("algo-1",) and cluster.coordinator == "algo-1"
+    assert (cluster.process_id, cluster.num_processes, cluster.is_coordinator, cluster.multi_host) == (0, 1, True, False)
+    assert cluster.devices_per_host == 1  # no GPU: the CPU
+
+
+def test_the_first_host_coordinates_and_process_ids_follow_the_host_order(tmp_path):
+    env = {
+        **sagemaker_env(tmp_path),
+        "SM_HOSTS": '["algo-1", "algo-2", "algo-3"]',
+        "SM_CURRENT_HOST": "algo-3",
+        "SM_NUM_GPUS": "4",
+        "MODEL_LIB_COORDINATOR_PORT": "6000",
+        "MODEL_LIB_HEARTBEAT_SECONDS": "20",
+    }
+    cluster = SageMakerEnvironment.from_env(env).cluster
+    assert cluster.coordinator_address == "algo-1:6000" and cluster.heartbeat_seconds == 20
+    assert (cluster.process_id, cluster.num_processes, cluster.is_coordinator, cluster.multi_host) == (2, 3, False, True)
+    assert cluster.devices_per_host == 4
+
+
+@pytest.mark.parametrize(
+    "variables,message",
+    [
+        ({"SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-9"}, "SM_CURRENT_HOST: 'algo-9' is not one of SM_HOSTS"),
+        ({"SM_HOSTS": '["algo-1", "algo-1"]'}, "SM_HOSTS: host names must be distinct"),
+        ({"SM_HOSTS": '"algo-1"'}, "SM_HOSTS: expected a JSON list of host names, got '\"algo-1\"'"),
+        ({"MODEL_LIB_COORDINATOR_PORT": "70000"}, "MODEL_LIB_COORDINATOR_PORT: expected 1..65535, got 70000"),
+        ({"MODEL_LIB_HEARTBEAT_SECONDS": "soon"}, "MODEL_LIB_HEARTBEAT_SECONDS: expected an integer, got 'soon'"),
+    ],
+)
+def test_a_bad_cluster_description_names_the_variable_and_value(tmp_path, variables, message):
+    with pytest.raises(SageMakerEnvironmentError, match=re.escape(message)):
+        _ = SageMakerEnvironment.from_env({**sagemaker_env(tmp_path), **variables}).cluster

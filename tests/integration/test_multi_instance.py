@@ -1,0 +1,113 @@
+"""Multi-instance data-parallel training (Keras 3 on JAX), proven with real workers on loopback:
+the real toolkit, one per host, on 127.0.0.1 and 127.0.0.2, each with its own /opt/ml-like folder,
+an N-host resourceconfig.json and the real entry point."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from model_lib import checkpoints
+from model_lib.config import TrainConfig
+from model_lib.sagemaker.local import encode_hyperparameters, host_base_dirs, lay_out, loopback_hosts, run_local, start_hosts
+from tests.conftest import BIN, REPO, write_prepared
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# Tiny, so that the three jobs here take about two minutes on two cores: 270 training reviews, 17
+# steps an epoch of global batch 16 (8 per host), the last step 3 reviews (a padded shard).
+HPS = {"epochs": 3, "batch_size": 16, "learning_rate": 0.01, "ngram_buckets": 1009, "patience": 5, "checkpoint_steps": 2}
+# Weights of two hosts differ from one host's only by the order of the gradient sum (measured: ~1e-7).
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return write_prepared(tmp_path_factory.mktemp("multi") / "prepared", count=400, max_length=30)
+
+
+def final_weights(base):
+    from model_lib.export import core_model
+    from model_lib.inference import load_model
+
+    return core_model(load_model(base / "model" / "model.keras")).get_weights()
+
+
+def largest_difference(a, b) -> float:
+    assert [x.shape for x in a] == [y.shape for y in b]
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def one_host(prepared, tmp_path_factory):
+    """The same job on one host, one process, on the JAX backend."""
+    base = tmp_path_factory.mktemp("one") / "job"
+    result = run_local(TrainConfig(**HPS), prepared=prepared["train"].parent, base_dir=base, source_dir=REPO / "entry_point",
+                       extra_env={"KERAS_BACKEND": "jax"}, timeout=300)  # fmt: skip
+    assert result.exit_code == 0, result.failure
+    return final_weights(base)
+
+
+def model_lib_local(base, prepared, *extra):
+    params = base.parent / "params.yaml"
+    params.write_text(json.dumps({"train": HPS}), encoding="utf-8")  # JSON is YAML
+    command = [str(BIN / "model-lib"), "sagemaker-local", "--params", str(params), "--prepared", str(prepared["train"].parent),
+               "--source-dir", str(REPO / "entry_point"), "--base-dir", str(base), "--instance-count", "2", *extra]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_a_killed_worker_fails_the_job_with_the_reason_within_seconds_and_a_restart_resumes(prepared, one_host, tmp_path):
+    """One test for both behaviours (each two-host job costs about a minute on two cores): the kill,
+    then the restart, which is also the check of a two-host job that runs to the end."""
+    base = tmp_path / "job"
+    hosts = loopback_hosts(2)
+    folders = host_base_dirs(base, hosts)
+    for host, folder in folders.items():
+        lay_out(folder, encode_hyperparameters(HPS), prepared, REPO / "entry_point", hosts=hosts, current_host=host)
+    coordinator, worker = start_hosts(folders, {"MODEL_LIB_HEARTBEAT_SECONDS": "10"})
+    deadline = time.monotonic() + 240
+    while not checkpoints.generation_numbers(base / "checkpoints"):
+        assert coordinator.poll() is None and time.monotonic() < deadline, "no checkpoint before the job ended"
+        time.sleep(0.01)
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker host dies: its toolkit and training script
+    killed = time.monotonic()
+    assert coordinator.wait(timeout=120) != 0
+    detected = time.monotonic() - killed
+    print(f"coordinator failed {detected:.1f} s after the worker was killed")
+    assert detected < 30
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith("ClusterError: host 127.0.0.1 (process 0 of 2) lost the other hosts"), failure[:500]
+    newest = checkpoints.latest(base / "checkpoints")
+    assert newest is not None and (newest.state["epoch"], newest.state["step"]) < (HPS["epochs"], 0)
+
+    restarted = model_lib_local(base, prepared, "--keep")
+    output = restarted.stdout + restarted.stderr
+    assert restarted.returncode == 0, output[-3000:]
+    assert f"resuming at epoch {newest.state['epoch'] + 1}, step {newest.state['step']}" in output
+    assert output.count("training finished") == 2  # both hosts
+
+    worker = base / "hosts" / "127.0.0.2"
+    assert (worker / "output" / "success").is_file()
+    assert {p.name for p in (base / "model").iterdir()} == {"model.keras", "metrics.json", "vocab.txt"}
+    assert (base / "output" / "data" / "metrics.json").is_file()
+    assert not any((worker / "model").iterdir()) and not any((worker / "output" / "data").iterdir())
+    assert not any((worker / "checkpoints").iterdir()), "only the coordinator writes checkpoints"
+
+    difference = largest_difference(final_weights(base), one_host)
+    print(f"largest weight difference, 2 hosts (killed, resumed) vs 1: {difference:.3g}")
+    assert difference < TOLERANCE
+
+    # The JAX-trained weights in the TensorFlow-backend raw-string model score the test split as
+    # the coordinator (on JAX) scored it.
+    from model_lib.evaluation import evaluate
+    from model_lib.inference import load_model, predict_encoded
+    from model_lib.prepared import load_split
+
+    x_test, y_test = load_split(prepared["test"])
+    scored = evaluate(y_test, predict_encoded(load_model(base / "model" / "model.keras"), x_test))
+    written = json.loads((base / "model" / "metrics.json").read_text())["test"]
+    assert scored["accuracy"] == written["accuracy"] and abs(scored["roc_auc"] - written["roc_auc"]) < 1e-6
