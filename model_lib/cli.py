@@ -294,6 +294,8 @@ def _sagemaker_local(args: argparse.Namespace) -> int:
 
     if args.interrupt_after is not None and args.job is None:
         raise ModelLibError("--interrupt-after needs --job NAME")
+    if args.job is not None and args.instance_count != 1:
+        raise ModelLibError("--instance-count does not go with --job: the recorded job's InstanceCount is used")
     if args.job is not None:
         import boto3
 

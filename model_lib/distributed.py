@@ -158,8 +158,9 @@ def validation_feed(
 
     Every process feeds the whole slice (the global batch holds it once per process, which leaves
     each mean unchanged); with several local devices the batch size and the slice are padded to a
-    multiple of them (padding rows at weight 0, the real rows of the last batch scaled as in
-    :func:`host_batch`). One process on one device: the inputs unchanged and no weights.
+    multiple of them (padding rows at weight 0, every real row at total / real rows, so that loss
+    and metrics are the means over the real rows). One process on one device: the inputs unchanged
+    and no weights.
     """
     if parallel.local_devices == 1:
         return x, y, None, batch_size
@@ -167,10 +168,10 @@ def validation_feed(
     total = _padded_size(len(x), parallel.local_devices)
     if total == len(x):
         return x, y, None, size
-    weights = np.ones(total, dtype="float32")
-    last = len(x) - (len(x) // size) * size  # real rows in the last batch
-    weights[len(x) - last : len(x)] = (total - (len(x) - last)) / last
-    weights[len(x) :] = 0.0
+    # Keras divides each batch's weighted loss by its row count, padding included, and averages the
+    # batches by row count: real rows at total / real (padding at 0) make that the mean over real rows.
+    weights = np.zeros(total, dtype="float32")
+    weights[: len(x)] = total / len(x)
     pad = total - len(x)
     return (
         np.concatenate([x, np.repeat(x[:1], pad, axis=0)]),

@@ -22,6 +22,8 @@ import keras
 from model_lib._io import atomic_path
 from model_lib.text import Vocabulary
 
+EXPORT_TIMEOUT_SECONDS = 1800  # a few seconds for the default model: far beyond means something hangs
+
 
 def raw_string_model(model: keras.Model, vocabulary: Vocabulary, max_length: int) -> keras.Model:
     """Return a model taking raw review strings, shape (batch, 1) like a one-column table, and
@@ -55,9 +57,14 @@ def _in_tensorflow(*args: str) -> None:
     Raises:
         RuntimeError: if it fails (its stderr's tail in the message).
     """
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    # No GPU for the child: the JAX parent holds most of its memory, and wrapping needs none.
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("XLA_FLAGS", None)  # JAX's device settings mean nothing to TensorFlow
-    result = subprocess.run([sys.executable, "-m", "model_lib.export", *args], env=env, capture_output=True, text=True)
+    try:
+        command = [sys.executable, "-m", "model_lib.export", *args]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"export on the TensorFlow backend ({args[0]}): no end after {EXPORT_TIMEOUT_SECONDS} s") from None
     if result.returncode != 0:
         raise RuntimeError(
             f"export on the TensorFlow backend ({args[0]}) failed with exit {result.returncode}: {result.stderr[-2000:]}"

@@ -28,6 +28,7 @@ from model_lib.errors import DataError
 
 OOV_TOKEN = "[UNK]"
 _BATCH = 2048
+_ENCODE_BATCH = 1024  # small enough that every core gets batches, large enough to amortise each call
 
 
 @keras.saving.register_keras_serializable(package="model_lib")
@@ -139,11 +140,20 @@ class Vocabulary:
 
     def encode(self, texts: Sequence[str], max_length: int) -> np.ndarray:
         """Return int32 ids of shape (len(texts), max_length), padded and truncated at the front."""
-        encoder = self.encoder(max_length)
         out = np.zeros((len(texts), max_length), dtype=np.int32)
-        for start in range(0, len(texts), _BATCH):
-            batch = tf.constant(list(texts[start : start + _BATCH]))
-            out[start : start + len(batch)] = keras.ops.convert_to_numpy(encoder(batch))
+        if not len(texts):
+            return out
+        # The string ops are single-threaded: tf.data maps batches on every core, in order. The
+        # layer's ops are the exported model's, so the ids are the same as one batch at a time.
+        batches = (
+            tf.data.Dataset.from_tensor_slices(tf.constant(list(texts)))
+            .batch(_ENCODE_BATCH)
+            .map(self.encoder(max_length), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        )
+        start = 0
+        for ids in batches:
+            out[start : start + len(ids)] = ids.numpy()
+            start += len(ids)
         return out
 
 

@@ -387,7 +387,9 @@ def _run(
                 "checkpoint %s is from another training (%s differ); starting afresh", generation.path, ", ".join(changed)
             )
         else:
-            _restore(model, generation, (x_val[:1], y_val[:1]))
+            # One row per local device: data parallelism splits the probe batch across them.
+            rows = np.zeros(parallel.local_devices, dtype=int)
+            _restore(model, generation, (x_val[rows], y_val[rows]))
             state = {key: generation.state[key] for key in state}
             best, best_file = generation.arrays.get("best") or None, generation.best_file
             resumed_from = (state["epoch"], state["step"])
@@ -415,6 +417,8 @@ def _run(
         if writer is not None:
             writer.close()
         # In a cluster another host may have received the signal: every host stops at the same step.
+        if directory is None and not parallel.is_coordinator:
+            return TrainingInterrupted(stop.received or signal.SIGTERM, "the coordinator's checkpoint folder")
         return TrainingInterrupted(stop.received or signal.SIGTERM, str(directory) if directory is not None else None)
 
     def stopping() -> bool:
@@ -487,7 +491,7 @@ def _run(
     if best is not None:
         model.set_weights(best)
     model = distributed.local_model(model, parallel)
-    if hp["tfidf_weight"] > 0:
+    if hp["tfidf_weight"] > 0 and parallel.is_coordinator:  # the other hosts' models are not kept
         began = time.perf_counter()
         view = fit_tfidf_view(data.x_train, data.y_train, data.vocabulary.size, config.ngram_buckets, config.ngram_order)
         model = with_tfidf_view(model, view, weight=hp["tfidf_weight"], buckets=config.ngram_buckets, order=config.ngram_order)

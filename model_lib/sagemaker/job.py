@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         if where is not None:
             print(f"reason written to {where}", file=sys.stderr)
         return _leave(1)
+    except BaseException:  # a second signal (KeyboardInterrupt) or SystemExit: no shutdown barrier either
+        _leave(130)
+        raise
     if "test" in summary:
         print(f"training finished: test accuracy {summary['test']['accuracy']:.4f}")
     else:

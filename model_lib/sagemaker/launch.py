@@ -218,7 +218,8 @@ def _image_problem(image_uri: str, ecr: Any) -> str | None:
         credentials = _credentials_problem(exc)
         if credentials:
             return credentials
-        return f"image {image_uri} not in ECR ({exc.response.get('Error', {}).get('Code', 'error')}): run `make docker-push`"
+        code = exc.response.get("Error", {}).get("Code", "error")
+        return f"image {image_uri} not in ECR ({code}): run `make docker-push` (it pushes the cpu, gpu, cpu-jax and gpu-jax tags)"
     return None
 
 
@@ -294,12 +295,6 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
     if not 1 <= options.instance_count <= MAX_INSTANCE_COUNT:
         problems.append(f"--instance-count {options.instance_count}: expected 1..{MAX_INSTANCE_COUNT}")
     multi = options.instance_count > 1
-    backend = os.environ.get("KERAS_BACKEND")
-    if multi and backend and backend != MULTI_INSTANCE_BACKEND:
-        problems.append(
-            f"--instance-count {options.instance_count} with KERAS_BACKEND={backend}: several instances train on the "
-            f"{MULTI_INSTANCE_BACKEND} backend only; unset KERAS_BACKEND"
-        )
     max_wait = options.max_wait if options.max_wait is not None else 2 * options.max_run
     if options.spot and max_wait < options.max_run:
         problems.append(f"--max-wait {max_wait} is below --max-run {options.max_run}: spot jobs need max-wait >= max-run")

@@ -331,7 +331,7 @@ def run_local(
     source = source_dir or default_source_dir()
     if not (source / "train.py").is_file():
         raise SageMakerEnvironmentError(f"{source}: no train.py to submit; run from the repo root or pass --source-dir")
-    hosts = loopback_hosts(instance_count) if instance_count > 1 else ["localhost"]
+    hosts = loopback_hosts(instance_count) if instance_count != 1 else ["localhost"]  # 0 or 255+: refused there
     folders = host_base_dirs(base_dir, hosts)
     hyperparameters = encode_hyperparameters(to_dict(config))
     for host, folder in folders.items():

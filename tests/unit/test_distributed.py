@@ -37,7 +37,13 @@ def test_validation_is_fed_whole_on_one_device_per_process_and_padded_for_severa
     assert validation_feed(x, y, 4, Parallelism(0, 2, 1)) == (x, y, None, 4)
     fed_x, fed_y, weights, size = validation_feed(x, y, 3, Parallelism(0, 1, 2))
     assert size == 4 and len(fed_x) == len(fed_y) == len(weights) == 6
-    assert list(weights) == [1, 1, 1, 1, 2, 0]  # last batch: 1 real row of 2, weighted 2/1
+    assert weights.tolist() == pytest.approx([1.2] * 5 + [0])  # 6 rows fed, 5 real
+    # Keras: each batch's sum(w * loss) / its rows, then the batches averaged by rows = the real rows' mean
+    losses = np.random.default_rng(0).random(6)
+    starts = range(0, len(weights), size)
+    batch_losses = [(weights[i : i + size] * losses[i : i + size]).sum() / len(weights[i : i + size]) for i in starts]
+    tracked = sum(loss * len(weights[i : i + size]) for loss, i in zip(batch_losses, starts)) / len(weights)
+    assert tracked == pytest.approx(losses[:5].mean())
 
 
 def test_several_hosts_on_the_tensorflow_backend_are_refused_naming_the_backend():

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from model_lib.models import HashedNgrams, build_model, distinct_ngram_ids, nb_log_count_ratios
+from model_lib.models import (
+    HashedNgrams,
+    MaskedSum,
+    build_model,
+    distinct_ngram_ids,
+    fit_tfidf_view,
+    nb_log_count_ratios,
+    with_tfidf_view,
+)
 
 
 def test_hashed_ngrams_match_their_numpy_twin():
@@ -56,3 +64,39 @@ def test_unknown_model_name_is_an_error():
 def test_too_many_buckets_is_an_error():
     with pytest.raises(ValueError, match="ngram_buckets: expected 1.."):
         HashedNgrams(vocab_size=10, buckets=2**22)
+
+
+def test_tfidf_view_inside_keras_scores_as_scikit_learn_does():
+    """The ensemble's second model, rebuilt from tables in Keras layers, gives scikit-learn's own
+    probabilities for the same l2-normalised idf-weighted binary n-grams."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, 30, size=(60, 8)).astype(np.int32)
+    ids[:, :2] = 0  # front padding
+    labels = (ids[:, -1] % 2).astype(int)
+    view = fit_tfidf_view(ids, labels, vocab_size=30, buckets=37, order=2, c=10.0)
+    ensemble = with_tfidf_view(
+        build_model("ngram_glove", np.zeros((30, 4), np.float32), max_length=8, ngram_buckets=37, ngram_order=2),
+        view,
+        weight=1.0,
+        buckets=37,
+        order=2,
+    )
+
+    # The same features built independently: each review's distinct n-gram ids as "words".
+    documents = [" ".join(f"w{i}" for i in row) for row in distinct_ngram_ids(ids, 30, 37, 2)]
+    vectorizer = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, min_df=2, binary=True)
+    classifier = LogisticRegression(C=10.0, max_iter=2000).fit(vectorizer.fit_transform(documents), labels)
+    expected = classifier.predict_proba(vectorizer.transform(documents))[:, 1]
+    np.testing.assert_allclose(np.asarray(ensemble(ids)).reshape(-1), expected, atol=1e-4)
+
+
+def test_length_reference_scales_short_texts_up_and_leaves_long_ones():
+    weights = np.ones((2, 16, 1), np.float32)
+    ids = np.zeros((2, 16), np.int32)
+    ids[0, -1:] = 5  # one id: scaled by sqrt(4 / 1)
+    ids[1, :] = np.arange(1, 17)  # 16 ids, more than the reference: a plain sum
+    sums = np.asarray(MaskedSum(reference=4.0, power=0.5)(weights, ids)).reshape(-1)
+    np.testing.assert_allclose(sums, [2.0, 16.0])

@@ -146,3 +146,24 @@ def test_training_stops_after_patience_epochs_without_improvement(data):
     best = losses.index(min(losses))
     assert len(result.history) == best + 2  # one epoch without improvement, then stop
     assert result.best_epoch == best + 1
+
+
+def test_crops_are_windows_of_their_review_padded_in_front():
+    from model_lib.training import CROP_TOKENS, _cropped
+
+    x = np.zeros((200, 120), np.int32)
+    for i, length in enumerate(np.random.default_rng(0).integers(1, 120, size=200)):
+        x[i, -length:] = np.arange(2, 2 + length)  # distinct ids, so a window has one place
+    cropped = _cropped(x, 0.5, np.random.default_rng([42, 0, 0]))
+    changed = 0
+    for before, after in zip(x, cropped):
+        tokens, window = before[before > 0], after[after > 0]
+        assert (after[: len(after) - len(window)] == 0).all()  # padding only in front
+        start = int(np.flatnonzero(tokens == window[0])[0])
+        assert (tokens[start : start + len(window)] == window).all()  # a contiguous window of its own review
+        if len(window) < len(tokens):
+            changed += 1
+            assert min(CROP_TOKENS[0], len(tokens)) <= len(window) <= CROP_TOKENS[1]
+    assert 60 <= changed <= 100  # about half the rows, most of them long enough to be shortened
+    assert np.array_equal(_cropped(x, 0.5, np.random.default_rng([42, 0, 0])), cropped)  # (seed, epoch, step) decide
+    assert _cropped(x, 0.0, np.random.default_rng(0)) is x
