@@ -88,8 +88,9 @@ class TrainConfig:
     )
     tfidf_weight: float | None = _setting(
         None,
-        "weight of a TF-IDF logistic regression (1-3-grams, fitted after training) in the ensemble's logit; "
-        "0 leaves it out; null uses the model's default",
+        "weight of a TF-IDF logistic regression (1-3-grams, fitted after training on the training reviews, and "
+        "with crop_share > 0 on a cropped copy of each too) in the ensemble's logit; 0 leaves it out; null uses "
+        "the model's default",
         "unit_interval",
     )
     ngram_buckets: int = _setting(

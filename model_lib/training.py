@@ -493,9 +493,13 @@ def _run(
     model = distributed.local_model(model, parallel)
     if hp["tfidf_weight"] > 0 and parallel.is_coordinator:  # the other hosts' models are not kept
         began = time.perf_counter()
-        view = fit_tfidf_view(data.x_train, data.y_train, data.vocabulary.size, config.ngram_buckets, config.ngram_order)
+        x, y = data.x_train, data.y_train
+        if hp["crop_share"] > 0:  # the view learns short texts too: every review once whole, once cropped
+            x = np.concatenate([x, _cropped(x, 1.0, np.random.default_rng([config.seed, epochs]))])
+            y = np.concatenate([y, y])
+        view = fit_tfidf_view(x, y, data.vocabulary.size, config.ngram_buckets, config.ngram_order)
         model = with_tfidf_view(model, view, weight=hp["tfidf_weight"], buckets=config.ngram_buckets, order=config.ngram_order)
-        logger.info("TF-IDF view fitted on %d reviews in %.1f s", len(data.y_train), time.perf_counter() - began)
+        logger.info("TF-IDF view fitted on %d texts in %.1f s", len(y), time.perf_counter() - began)
         seconds += time.perf_counter() - began
     from model_lib.export import raw_string_model
 
