@@ -42,6 +42,6 @@ def predict_encoded(model: keras.Model, ids: np.ndarray, batch_size: int = 512) 
     the id-sequence model itself."""
     if ids.ndim != 2:
         raise DataError(f"expected encoded reviews of shape (n, length), got {ids.shape}")
-    if any(isinstance(layer, keras.Model) for layer in model.layers):
+    if model.inputs[0].dtype == "string":  # a raw-string model: score with the id model inside
         model = core_model(model)
     return np.asarray(model.predict(ids, batch_size=batch_size, verbose=0), dtype=np.float32).reshape(-1)

@@ -347,7 +347,7 @@ def with_tfidf_view(model: keras.Model, view: TfidfView, *, weight: float, bucke
     The view's tables are frozen; the ensemble is built after training, so checkpoints hold only the
     trained model.
     """
-    inputs = keras.Input(shape=model.input_shape[1:], dtype="int32", name="token_ids")
+    inputs = keras.Input(shape=model.input_shape[1:], dtype="int32", name="ensemble_token_ids")  # unique: the model has its own
     ngrams = HashedNgrams(len(view.coef_idf) - buckets * (order - 1), buckets, order, name="tfidf_ngrams")
     ngram_ids = ngrams(inputs)
     tables = {}
@@ -356,7 +356,7 @@ def with_tfidf_view(model: keras.Model, view: TfidfView, *, weight: float, bucke
     logit = NormalizedLinearLogit(view.intercept, name="tfidf_logit")(
         tables["tfidf_coef_idf"](ngram_ids), tables["tfidf_idf_squared"](ngram_ids), ngram_ids
     )
-    outputs = LogitMix(weight, name="p_positive")(model(inputs), logit)
+    outputs = LogitMix(weight, name="ensemble_p_positive")(model(inputs), logit)  # names must differ from the model's
     ensemble = keras.Model(inputs, outputs, name=f"{model.name}_tfidf")
     for name, values in (("tfidf_coef_idf", view.coef_idf), ("tfidf_idf_squared", view.idf_squared)):
         tables[name].set_weights([values[:, None]])

@@ -168,3 +168,16 @@ def test_crops_are_windows_of_their_review_padded_in_front():
     assert 60 <= changed <= 100  # about half the rows, most of them long enough to be shortened
     assert np.array_equal(_cropped(x, 0.5, np.random.default_rng([42, 0, 0])), cropped)  # (seed, epoch, step) decide
     assert _cropped(x, 0.0, np.random.default_rng(0)) is x
+
+
+def test_the_ensemble_scores_the_same_in_memory_and_reloaded(data, tmp_path):
+    """The default model is an ensemble holding the trained model: scoring it in memory must not
+    fall back to that inner model (a raw-string model is recognised by its string input only)."""
+    from model_lib.inference import predict_encoded
+
+    result = run(dataclasses.replace(FAST, epochs=1), data, verbose=0)
+    save_model(result.raw_model, tmp_path / "model.keras")
+    in_memory = predict_encoded(result.model, data.x_test)
+    reloaded = predict_encoded(load_model(tmp_path / "model.keras"), data.x_test)
+    np.testing.assert_allclose(in_memory, reloaded, atol=1e-6)
+    assert result.hyperparameters["tfidf_weight"] > 0  # the default is the ensemble
