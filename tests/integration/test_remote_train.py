@@ -183,7 +183,10 @@ def test_ctrl_c_leaves_the_job_running_and_the_next_run_re_attaches(remote):
     before = len(worker.started)
     worker.paused.set()  # the job stays InProgress until the worker takes it
     command = ["model-lib", "train", "-S", "train.epochs=1"]
-    following = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Default SIGINT handling, as a terminal user's process has, even when the tests run in a
+    # background job (which starts with SIGINT ignored).
+    following = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         line = ""
