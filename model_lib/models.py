@@ -216,7 +216,8 @@ def ngram_glove(
       are summed. Dropout removes whole n-grams at random. A text with fewer than
       ``length_reference`` distinct n-grams has its sum scaled by (length_reference / n-grams) **
       ``length_power`` (an l2-normalised binary vector for power 0.5): one-line texts get logits on
-      the scale of reviews instead of ones 20 times smaller; reviews keep the plain sum.
+      the scale of reviews instead of ones as many times smaller as they have fewer n-grams; reviews
+      keep the plain sum.
     - GloVe branch: the review's token vectors (trainable, GloVe-initialised) averaged over the
       review, then one logistic unit.
     - A length term: a learned multiple of log(1 + tokens).
