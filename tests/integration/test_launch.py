@@ -4,7 +4,10 @@ the real `dvc push`, then the recorded job run here as SageMaker would, interrup
 
 import io
 import json
+import signal
+import subprocess
 import tarfile
+import time
 
 import pytest
 import yaml
@@ -16,7 +19,7 @@ from tests.conftest import run_checked as run
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SMALL = {"ingest": {"limit": 400}, "prepare": {"vocab_size": 3000}}
-# Enough epochs that the reclaim at 20 s lands inside training (about 1 s an epoch here).
+# Enough epochs that the reclaim lands inside training (about 1 s an epoch here).
 TRAIN = {"epochs": 40, "patience": 40, "ngram_buckets": 100003, "batch_size": 8, "checkpoint_steps": 10}
 TRUST = {
     "Version": "2012-10-17",
@@ -177,8 +180,28 @@ def test_spot_job_launched_then_run_here_with_one_reclaim_and_a_resume(cloud, tm
 
     local = ["model-lib", "sagemaker-local", "--job", "spot-1", "--base-dir", str(tmp_path / "job")]
     env = {**cloud["env"], "MLFLOW_TRACKING_URI": ""}  # the stand-in job tracks nowhere
-    interrupted = run([*local, "--interrupt-after", "20"], cloud["repo"], env, expect=143)
-    assert "SIGTERM received: saving the training state" in interrupted.stdout + interrupted.stderr
+    # A reclaim can come at any moment. One during set-up stops the job with nothing to save...
+    run([*local, "--interrupt-after", "1"], cloud["repo"], env, expect=143)
+    assert status_of(cloud, "spot-1")["status"] == "Stopped"
+    assert not cloud["s3"].list_objects_v2(Bucket=cloud["bucket"], Prefix="checkpoints/spot-1/").get("Contents")
+
+    # ...one during training (SIGTERM to sagemaker-local, passed on to the job, once it has checkpointed)
+    # saves the state to S3. Waiting for the checkpoint, not a fixed time, keeps this true on a slow machine.
+    log = tmp_path / "interrupted.log"
+    with log.open("w") as sink:
+        job = subprocess.Popen(local, cwd=cloud["repo"], env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 600
+            while not list((tmp_path / "job" / "checkpoints").glob("gen-*")):
+                assert job.poll() is None, f"the job ended (exit {job.returncode}) before it checkpointed\n{log.read_text()}"
+                assert time.monotonic() < deadline, "the job made no checkpoint in 600 s"
+                time.sleep(0.05)
+            job.send_signal(signal.SIGTERM)
+            assert job.wait(timeout=120) == 143, log.read_text()
+        finally:
+            if job.poll() is None:
+                job.kill()
+    assert "SIGTERM received: saving the training state" in log.read_text()
     assert status_of(cloud, "spot-1")["status"] == "Stopped"
     saved = cloud["s3"].list_objects_v2(Bucket=cloud["bucket"], Prefix="checkpoints/spot-1/")
     assert any("/gen-" in item["Key"] for item in saved.get("Contents", [])), "no checkpoint reached S3"
