@@ -86,11 +86,17 @@ class TrainConfig:
         "the model also learns short texts; null uses the model's default",
         "unit_interval",
     )
-    tfidf_weight: float | None = _setting(
+    nb_view_weight: float | None = _setting(
         None,
-        "weight of a TF-IDF logistic regression (1-3-grams, fitted after training on the training reviews, and "
-        "with crop_share > 0 on a cropped copy of each too) in the ensemble's logit; 0 leaves it out; null uses "
-        "the model's default",
+        "weight, in the ensemble's logit, of an NB-SVM logistic regression (1-3-grams scaled by their "
+        "Naive-Bayes ratios, fitted after training on the training reviews); 0 leaves it out; null uses the "
+        "model's default",
+        "unit_interval",
+    )
+    nb_crop_view_weight: float | None = _setting(
+        None,
+        "weight, in the ensemble's logit, of a second NB-SVM fitted on every training review once whole and "
+        "once cut to a random 4-64-token window (for short texts); 0 leaves it out; null uses the model's default",
         "unit_interval",
     )
     ngram_buckets: int = _setting(

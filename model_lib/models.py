@@ -33,7 +33,8 @@ class ModelDefaults:
     dropout: float
     clipnorm: float | None = None
     crop_share: float = 0.0
-    tfidf_weight: float = 0.0
+    nb_view_weight: float = 0.0
+    nb_crop_view_weight: float = 0.0
 
 
 def seed_cnn(embedding_matrix: np.ndarray, *, max_length: int = SEED_CNN_LENGTH, dropout: float = 0.0, **_: Any) -> keras.Model:
@@ -139,11 +140,12 @@ def nb_log_count_ratios(
     r = log((p / |p|_1) / (q / |q|_1)), with p and q the alpha-smoothed counts of reviews holding the
     n-gram among positive and negative reviews (Wang & Manning, 2012).
     """
-    size = vocab_size + buckets * (order - 1)
-    positive = np.zeros(size, dtype=np.float64)
-    negative = np.zeros(size, dtype=np.float64)
-    for row, label in zip(distinct_ngram_ids(ids, vocab_size, buckets, order), labels):
-        (positive if label else negative)[row] += 1.0
+    return _nb_ratios(ngram_matrix(ids, vocab_size, buckets, order), np.asarray(labels), alpha=alpha, min_count=min_count)
+
+
+def _nb_ratios(binary: Any, labels: np.ndarray, *, alpha: float, min_count: int) -> np.ndarray:
+    positive = np.asarray(binary[labels == 1].sum(axis=0), dtype=np.float64).ravel()
+    negative = np.asarray(binary[labels != 1].sum(axis=0), dtype=np.float64).ravel()
     kept = (positive + negative) >= min_count
     kept[0] = False
     p, q = positive + alpha, negative + alpha
@@ -222,9 +224,9 @@ def ngram_glove(
       review, then one logistic unit.
     - A length term: a learned multiple of log(1 + tokens).
     The logits are added; the output is P(positive). Training feeds random short windows of the
-    reviews too (``crop_share``), and after training the model is put in an ensemble with a TF-IDF
-    logistic regression (:func:`with_tfidf_view`); both are chosen by the short-text table of
-    benchmarks/quality.py.
+    reviews too (``crop_share``), and after training the model is put in an ensemble with two NB-SVM
+    logistic regressions (:func:`fit_nb_view`, :func:`with_views`); both are chosen by the short-text
+    table of benchmarks/quality.py.
 
     Args:
         embedding_matrix: (vocab ids, dim) GloVe matrix for the vocabulary (ids 0/1: padding/OOV).
@@ -267,44 +269,47 @@ def ngram_glove(
 
 
 @dataclasses.dataclass(frozen=True)
-class TfidfView:
-    """A logistic regression on l2-normalised idf-weighted binary n-grams (the classical TF-IDF
-    anchor on our token ids), as two per-id tables and an intercept.
+class LinearView:
+    """An NB-SVM-style logistic regression (Wang & Manning, 2012) on the hashed n-grams, as two
+    per-id tables and an intercept: a second, linear model for the ensemble.
 
-    For a review with distinct n-gram ids J: logit = sum(coef_idf[J]) / sqrt(sum(idf_squared[J])) +
-    intercept. Ids seen in fewer than 2 training reviews have idf 0 and drop out of both sums.
+    Its features are a text's binary n-grams scaled by their Naive-Bayes log-count ratios r and
+    l2-normalised. For a text with distinct n-gram ids J: logit = sum(weights[J]) /
+    sqrt(sum(squares[J])) + intercept, with weights = coefficient * r and squares = r**2. Ids seen in
+    fewer than 2 training texts have r = 0 and drop out of both sums.
     """
 
-    coef_idf: np.ndarray
-    idf_squared: np.ndarray
+    weights: np.ndarray
+    squares: np.ndarray
     intercept: float
 
 
-def fit_tfidf_view(
-    ids: np.ndarray, labels: np.ndarray, vocab_size: int, buckets: int, order: int, *, c: float = 10.0, min_count: int = 2
-) -> TfidfView:
-    """Return the :class:`TfidfView` fitted by scikit-learn's logistic regression (L2, ``C=c``) on
-    the binary n-grams of ``ids`` (scikit-learn's smooth idf, ids in >= ``min_count`` reviews)."""
+def ngram_matrix(ids: np.ndarray, vocab_size: int, buckets: int, order: int) -> Any:
+    """Return the binary (texts, n-gram ids) SciPy CSR matrix of the distinct n-gram ids of each
+    row of ``ids`` (see :func:`distinct_ngram_ids`)."""
     from scipy import sparse
-    from sklearn.feature_extraction.text import TfidfTransformer
-    from sklearn.linear_model import LogisticRegression
 
-    size = vocab_size + buckets * (order - 1)
     rows = distinct_ngram_ids(ids, vocab_size, buckets, order)
-    columns = np.concatenate(rows)
-    binary = sparse.csr_matrix(
-        (np.ones(len(columns), np.float32), columns, np.cumsum([0] + [len(r) for r in rows])), shape=(len(rows), size)
-    )
-    kept = np.flatnonzero(np.asarray(binary.sum(axis=0)).ravel() >= min_count)
-    kept = kept[kept != 0]
-    transformer = TfidfTransformer(norm="l2", use_idf=True, smooth_idf=True)
-    features = transformer.fit_transform(binary[:, kept])
-    classifier = LogisticRegression(C=c, max_iter=2000).fit(features, labels)
-    idf = np.zeros(size, dtype=np.float32)
-    idf[kept] = transformer.idf_
-    coef_idf = np.zeros(size, dtype=np.float32)
-    coef_idf[kept] = classifier.coef_[0] * transformer.idf_
-    return TfidfView(coef_idf, idf**2, float(classifier.intercept_[0]))
+    columns = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    pointers = np.cumsum([0] + [len(r) for r in rows])
+    size = vocab_size + buckets * (order - 1)
+    return sparse.csr_matrix((np.ones(len(columns), np.float32), columns, pointers), shape=(len(rows), size))
+
+
+def fit_nb_view(matrix: Any, labels: np.ndarray, *, c: float = 30.0, min_count: int = 2) -> LinearView:
+    """Return the :class:`LinearView` fitted by scikit-learn's logistic regression (L2, ``C=c``) on
+    the NB-scaled, l2-normalised rows of ``matrix``, the :func:`ngram_matrix` of the training texts.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import normalize
+
+    ratios = _nb_ratios(matrix, np.asarray(labels), alpha=1.0, min_count=min_count)
+    used = np.flatnonzero(ratios)
+    features = normalize(matrix[:, used].multiply(ratios[used]).tocsr())
+    classifier = LogisticRegression(C=c, max_iter=3000).fit(features, labels)
+    weights = np.zeros_like(ratios)
+    weights[used] = classifier.coef_[0] * ratios[used]
+    return LinearView(weights, ratios**2, float(classifier.intercept_[0]))
 
 
 @keras.saving.register_keras_serializable(package="model_lib")
@@ -327,40 +332,50 @@ class NormalizedLinearLogit(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="model_lib")
 class LogitMix(keras.layers.Layer):
-    """P(positive) from a model's probability and a second logit: sigmoid((1 - w) * logit(p) + w * z)."""
+    """P(positive) from a model's probability p and further logits z_i: sigmoid((1 - sum(w)) * logit(p)
+    + sum(w_i * z_i))."""
 
-    def __init__(self, weight: float = 0.5, **kwargs: Any) -> None:
+    def __init__(self, weights: list[float] | tuple[float, ...] = (0.5,), **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.weight = float(weight)
+        self.mix = [float(w) for w in weights]
 
-    def call(self, probability: Any, logit: Any) -> Any:
+    def call(self, probability: Any, *logits: Any) -> Any:
         p = ops.clip(probability, 1e-7, 1.0 - 1e-7)
-        return ops.sigmoid((1.0 - self.weight) * (ops.log(p) - ops.log1p(-p)) + self.weight * logit)
+        mixed = (1.0 - sum(self.mix)) * (ops.log(p) - ops.log1p(-p))
+        for weight, logit in zip(self.mix, logits, strict=True):
+            mixed = mixed + weight * logit
+        return ops.sigmoid(mixed)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "weight": self.weight}
+        return {**super().get_config(), "weights": self.mix}
 
 
-def with_tfidf_view(model: keras.Model, view: TfidfView, *, weight: float, buckets: int, order: int) -> keras.Model:
-    """Return the ensemble of the trained ``model`` and ``view``: one model from id sequences to
-    P(positive) whose logit is ``(1 - weight)`` times the model's plus ``weight`` times the view's.
+def with_views(model: keras.Model, views: list[tuple[LinearView, float]], *, buckets: int, order: int) -> keras.Model:
+    """Return the ensemble of the trained ``model`` and the (view, weight) pairs: one model from id
+    sequences to P(positive) whose logit is (1 - the weights' sum) times the model's plus each
+    weight times its view's.
 
-    The view's tables are frozen; the ensemble is built after training, so checkpoints hold only the
+    The views' tables are frozen; the ensemble is built after training, so checkpoints hold only the
     trained model.
     """
     inputs = keras.Input(shape=model.input_shape[1:], dtype="int32", name="ensemble_token_ids")  # unique: the model has its own
-    ngrams = HashedNgrams(len(view.coef_idf) - buckets * (order - 1), buckets, order, name="tfidf_ngrams")
-    ngram_ids = ngrams(inputs)
-    tables = {}
-    for name, values in (("tfidf_coef_idf", view.coef_idf), ("tfidf_idf_squared", view.idf_squared)):
-        tables[name] = keras.layers.Embedding(len(values), 1, trainable=False, name=name)
-    logit = NormalizedLinearLogit(view.intercept, name="tfidf_logit")(
-        tables["tfidf_coef_idf"](ngram_ids), tables["tfidf_idf_squared"](ngram_ids), ngram_ids
-    )
-    outputs = LogitMix(weight, name="ensemble_p_positive")(model(inputs), logit)  # names must differ from the model's
-    ensemble = keras.Model(inputs, outputs, name=f"{model.name}_tfidf")
-    for name, values in (("tfidf_coef_idf", view.coef_idf), ("tfidf_idf_squared", view.idf_squared)):
-        tables[name].set_weights([values[:, None]])
+    vocab_size = len(views[0][0].weights) - buckets * (order - 1)
+    ngram_ids = HashedNgrams(vocab_size, buckets, order, name="view_ngrams")(inputs)
+    logits, tables = [], []
+    for number, (view, _) in enumerate(views, start=1):
+        pair = [
+            keras.layers.Embedding(len(view.weights), 1, trainable=False, name=f"view{number}_{part}")
+            for part in ("weights", "squares")
+        ]
+        logits.append(
+            NormalizedLinearLogit(view.intercept, name=f"view{number}_logit")(pair[0](ngram_ids), pair[1](ngram_ids), ngram_ids)
+        )
+        tables.append((pair, (view.weights, view.squares)))
+    mix = LogitMix([weight for _, weight in views], name="ensemble_p_positive")  # names must differ from the model's
+    ensemble = keras.Model(inputs, mix(model(inputs), *logits), name=f"{model.name}_ensemble")
+    for pair, values in tables:
+        for layer, table in zip(pair, values):
+            layer.set_weights([table[:, None]])
     return ensemble
 
 
@@ -369,7 +384,9 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {"ngram_glove": ngram_glove, "
 DEFAULTS: dict[str, ModelDefaults] = {
     # Chosen on the validation slice in a sweep (benchmarks/results/ngram_glove_sweep_h100.json):
     # dropout 0.3 and NB scale 0.01 beat 0.5 / 0.02 by about 0.3 points on each of 3 seeds.
-    "ngram_glove": ModelDefaults(epochs=6, batch_size=64, learning_rate=1e-3, dropout=0.3, crop_share=0.5, tfidf_weight=0.5),
+    "ngram_glove": ModelDefaults(
+        epochs=6, batch_size=64, learning_rate=1e-3, dropout=0.3, crop_share=0.5, nb_view_weight=0.4, nb_crop_view_weight=0.2
+    ),
     "seed_cnn": ModelDefaults(epochs=6, batch_size=128, learning_rate=1e-3, dropout=0.0, clipnorm=1.0),
 }
 

@@ -35,8 +35,8 @@ import numpy as np
 from model_lib import checkpoints, distributed
 from model_lib.config import TrainConfig, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
-from model_lib.errors import DataError, TrainingInterrupted
-from model_lib.models import DEFAULTS, build_model, fit_tfidf_view, nb_log_count_ratios, with_tfidf_view
+from model_lib.errors import ConfigError, DataError, TrainingInterrupted
+from model_lib.models import DEFAULTS, LinearView, build_model, fit_nb_view, nb_log_count_ratios, ngram_matrix, with_views
 from model_lib.prepared import PreparedData
 
 if TYPE_CHECKING:
@@ -62,10 +62,15 @@ def effective_hyperparameters(config: TrainConfig) -> dict[str, Any]:
     """Return the config with each null filled from the model's defaults (what the run really uses)."""
     defaults = DEFAULTS[config.model]
     values = to_dict(config)
-    for name in ("epochs", "batch_size", "learning_rate", "dropout", "crop_share", "tfidf_weight"):
+    for name in ("epochs", "batch_size", "learning_rate", "dropout", "crop_share", "nb_view_weight", "nb_crop_view_weight"):
         if values[name] is None:
             values[name] = getattr(defaults, name)
     values["clipnorm"] = defaults.clipnorm
+    if values["nb_view_weight"] + values["nb_crop_view_weight"] > 1:  # the trained model's own weight is 1 - their sum
+        raise ConfigError(
+            f"train.nb_view_weight + train.nb_crop_view_weight: expected a sum <= 1, got "
+            f"{values['nb_view_weight']} + {values['nb_crop_view_weight']}"
+        )
     return values
 
 
@@ -120,6 +125,23 @@ def _reseed_random_layers(model: keras.Model, seed: int, epoch: int) -> None:
 
 
 CROP_TOKENS = (4, 64)  # shortest and longest window of a cropped review
+
+
+def _views(data: PreparedData, config: TrainConfig, hp: dict[str, Any], epochs: int) -> list[tuple[LinearView, float]]:
+    """Return the ensemble's (view, weight) pairs: an NB-SVM fitted on the training reviews, and one
+    fitted on every review once whole and once cropped (so that it learns short texts too)."""
+    x, y, vocab, buckets, order = data.x_train, data.y_train, data.vocabulary.size, config.ngram_buckets, config.ngram_order
+    whole = ngram_matrix(x, vocab, buckets, order)
+    views = []
+    if hp["nb_view_weight"] > 0:
+        views.append((fit_nb_view(whole, y), hp["nb_view_weight"]))
+    if hp["nb_crop_view_weight"] > 0:
+        from scipy import sparse
+
+        crops = _cropped(x, 1.0, np.random.default_rng([config.seed, epochs]))
+        matrix = sparse.vstack([whole, ngram_matrix(crops, vocab, buckets, order)], format="csr")
+        views.append((fit_nb_view(matrix, np.concatenate([y, y])), hp["nb_crop_view_weight"]))
+    return views
 
 
 def _cropped(x: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
@@ -491,15 +513,10 @@ def _run(
     if best is not None:
         model.set_weights(best)
     model = distributed.local_model(model, parallel)
-    if hp["tfidf_weight"] > 0 and parallel.is_coordinator:  # the other hosts' models are not kept
+    if parallel.is_coordinator and (hp["nb_view_weight"] > 0 or hp["nb_crop_view_weight"] > 0):  # workers' models are not kept
         began = time.perf_counter()
-        x, y = data.x_train, data.y_train
-        if hp["crop_share"] > 0:  # the view learns short texts too: every review once whole, once cropped
-            x = np.concatenate([x, _cropped(x, 1.0, np.random.default_rng([config.seed, epochs]))])
-            y = np.concatenate([y, y])
-        view = fit_tfidf_view(x, y, data.vocabulary.size, config.ngram_buckets, config.ngram_order)
-        model = with_tfidf_view(model, view, weight=hp["tfidf_weight"], buckets=config.ngram_buckets, order=config.ngram_order)
-        logger.info("TF-IDF view fitted on %d texts in %.1f s", len(y), time.perf_counter() - began)
+        model = with_views(model, _views(data, config, hp, epochs), buckets=config.ngram_buckets, order=config.ngram_order)
+        logger.info("NB-SVM views fitted in %.1f s", time.perf_counter() - began)
         seconds += time.perf_counter() - began
     from model_lib.export import raw_string_model
 

@@ -8,9 +8,10 @@ from model_lib.models import (
     MaskedSum,
     build_model,
     distinct_ngram_ids,
-    fit_tfidf_view,
+    fit_nb_view,
     nb_log_count_ratios,
-    with_tfidf_view,
+    ngram_matrix,
+    with_views,
 )
 
 
@@ -66,31 +67,64 @@ def test_too_many_buckets_is_an_error():
         HashedNgrams(vocab_size=10, buckets=2**22)
 
 
-def test_tfidf_view_inside_keras_scores_as_scikit_learn_does():
-    """The ensemble's second model, rebuilt from tables in Keras layers, gives scikit-learn's own
-    probabilities for the same l2-normalised idf-weighted binary n-grams."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(0)
+def small_texts(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
     ids = rng.integers(2, 30, size=(60, 8)).astype(np.int32)
     ids[:, :2] = 0  # front padding
-    labels = (ids[:, -1] % 2).astype(int)
-    view = fit_tfidf_view(ids, labels, vocab_size=30, buckets=37, order=2, c=10.0)
-    ensemble = with_tfidf_view(
-        build_model("ngram_glove", np.zeros((30, 4), np.float32), max_length=8, ngram_buckets=37, ngram_order=2),
-        view,
-        weight=1.0,
-        buckets=37,
-        order=2,
-    )
+    return ids, (ids[:, -1] % 2).astype(int)
 
-    # The same features built independently: each review's distinct n-gram ids as "words".
-    documents = [" ".join(f"w{i}" for i in row) for row in distinct_ngram_ids(ids, 30, 37, 2)]
-    vectorizer = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, min_df=2, binary=True)
-    classifier = LogisticRegression(C=10.0, max_iter=2000).fit(vectorizer.fit_transform(documents), labels)
-    expected = classifier.predict_proba(vectorizer.transform(documents))[:, 1]
-    np.testing.assert_allclose(np.asarray(ensemble(ids)).reshape(-1), expected, atol=1e-4)
+
+def nbsvm_probabilities(train_ids, labels, test_ids, c: float) -> np.ndarray:
+    """NB-SVM with scikit-learn, built independently of model_lib: each text's distinct n-gram ids
+    as words, binary counts scaled by their NB log-count ratios, l2-normalised, logistic regression."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import normalize
+
+    def documents(ids):
+        return [" ".join(f"w{i}" for i in row) for row in distinct_ngram_ids(ids, 30, 37, 2)]
+
+    vectorizer = CountVectorizer(token_pattern=r"\S+", lowercase=False, min_df=2, binary=True)
+    counts = vectorizer.fit_transform(documents(train_ids)).toarray()
+    p, q = counts[labels == 1].sum(0) + 1.0, counts[labels == 0].sum(0) + 1.0
+    r = np.log((p / p.sum()) / (q / q.sum()))
+    classifier = LogisticRegression(C=c, max_iter=3000).fit(normalize(counts * r), labels)
+    return classifier.predict_proba(normalize(vectorizer.transform(documents(test_ids)).toarray() * r))[:, 1]
+
+
+def test_nb_views_inside_keras_score_as_scikit_learn_does():
+    """The ensemble's views, rebuilt from tables in Keras layers, give an independently built
+    NB-SVM's own probabilities, and the ensemble mixes the logits with the weights given."""
+    ids, labels = small_texts(0)
+    test_ids, _ = small_texts(1)
+    model = build_model("ngram_glove", np.zeros((30, 4), np.float32), max_length=8, ngram_buckets=37, ngram_order=2)
+    view = fit_nb_view(ngram_matrix(ids, 30, 37, 2), labels, c=10.0)
+    alone = with_views(model, [(view, 1.0)], buckets=37, order=2)
+    expected = nbsvm_probabilities(ids, labels, test_ids, c=10.0)
+    np.testing.assert_allclose(np.asarray(alone(test_ids)).reshape(-1), expected, atol=1e-4)
+
+    def logit(p):
+        return np.log(p) - np.log1p(-p)
+
+    other = fit_nb_view(ngram_matrix(test_ids, 30, 37, 2), labels, c=1.0)  # a second view, fitted on other texts
+    mixed = with_views(model, [(view, 0.5), (other, 0.3)], buckets=37, order=2)
+    core = np.asarray(model(test_ids)).reshape(-1)  # the untrained model: 0.5 everywhere, logit 0
+    second = np.asarray(with_views(model, [(other, 1.0)], buckets=37, order=2)(test_ids)).reshape(-1)
+    combined = 0.2 * logit(core) + 0.5 * logit(expected) + 0.3 * logit(second)
+    np.testing.assert_allclose(np.asarray(mixed(test_ids)).reshape(-1), 1 / (1 + np.exp(-combined)), atol=1e-4)
+
+
+def test_nb_ratios_are_those_of_the_loop_over_texts():
+    ids, labels = small_texts(2)
+    ratios = nb_log_count_ratios(ids, labels, vocab_size=30, buckets=37, order=2)
+    positive, negative = np.zeros(len(ratios)), np.zeros(len(ratios))
+    for row, label in zip(distinct_ngram_ids(ids, 30, 37, 2), labels):
+        (positive if label else negative)[row] += 1.0
+    kept = (positive + negative) >= 2
+    kept[0] = False
+    p, q = positive + 1.0, negative + 1.0
+    expected = np.where(kept, np.log((p / p[kept].sum()) / (q / q[kept].sum())), 0.0)
+    np.testing.assert_allclose(ratios, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_length_reference_scales_short_texts_up_and_leaves_long_ones():

@@ -131,7 +131,8 @@ def test_empty_training_split_is_an_error(data):
 
 
 def test_glove_init_false_changes_the_starting_embedding(data):
-    start = dataclasses.replace(FAST, epochs=1, learning_rate=1e-9, tfidf_weight=0.0)  # the trained model itself, no ensemble
+    # The trained model itself, no ensemble.
+    start = dataclasses.replace(FAST, epochs=1, learning_rate=1e-9, nb_view_weight=0.0, nb_crop_view_weight=0.0)
     with_glove = run(start, data, verbose=0)
     without = run(dataclasses.replace(start, glove_init=False), data, verbose=0)
     glove_rows = with_glove.model.get_layer("glove").get_weights()[0]
@@ -180,4 +181,4 @@ def test_the_ensemble_scores_the_same_in_memory_and_reloaded(data, tmp_path):
     in_memory = predict_encoded(result.model, data.x_test)
     reloaded = predict_encoded(load_model(tmp_path / "model.keras"), data.x_test)
     np.testing.assert_allclose(in_memory, reloaded, atol=1e-6)
-    assert result.hyperparameters["tfidf_weight"] > 0  # the default is the ensemble
+    assert result.hyperparameters["nb_view_weight"] > 0 and result.hyperparameters["nb_crop_view_weight"] > 0  # the ensemble
