@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras
 import numpy as np
 
-from model_lib.models import DEFAULTS, build_model, nb_log_count_ratios
+from model_lib.config import MODEL_DEFAULTS as DEFAULTS
+from model_lib.models import build_model, nb_log_count_ratios
 
 
 def split_validation(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

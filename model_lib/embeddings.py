@@ -149,13 +149,15 @@ def _parse_text(opener: Callable[[], IO[bytes]], where: str, path: Path | None =
         raise EmbeddingError(f"{where}: no vectors")
     # Arrow holds columns: fill a column-major array chunk by chunk (contiguous writes), then one
     # transposing copy to row-major: 0.05 s for the 50d file against 0.13 s writing rows in place.
+    words = table.column(0).to_pylist()
     columns = np.empty((width, table.num_rows), dtype=np.float32)
     for column in range(width):
         start = 0
         for chunk in table.column(column + 1).chunks:
             columns[column, start : start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
             start += len(chunk)
-    return Glove(table.column(0).to_pylist(), np.ascontiguousarray(columns.T))
+    del table  # at most two copies of the vectors in memory at once, as before
+    return Glove(words, np.ascontiguousarray(columns.T))
 
 
 def _first_bad_line(opener: Callable[[], IO[bytes]], width: int) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model_lib._io import write_json
-from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data
+from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data, effective_hyperparameters
 from model_lib.prepared import PreparedData, load_prepared, split_shape
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ def load_checked(config: TrainConfig, files: Mapping[str, str | os.PathLike[str]
         ConfigError: if a hyperparameter cannot work with these data (found before they load).
         DataError: if a file is missing or malformed, or the files do not fit together.
     """
+    effective_hyperparameters(config)  # raises for hyperparameters that cannot work together
     check_train_fits_data(config, split_shape(files["train"]))
     return load_prepared(files["train"], files["test"], files["vocab"], files["embeddings"])
 

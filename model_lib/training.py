@@ -33,10 +33,10 @@ import keras
 import numpy as np
 
 from model_lib import checkpoints, distributed
-from model_lib.config import TrainConfig, to_dict
+from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
-from model_lib.errors import ConfigError, DataError, TrainingInterrupted
-from model_lib.models import DEFAULTS, LinearView, build_model, fit_nb_view, nb_log_count_ratios, ngram_matrix, with_views
+from model_lib.errors import DataError, TrainingInterrupted
+from model_lib.models import LinearView, build_model, fit_nb_view, nb_log_count_ratios, ngram_matrix, with_views
 from model_lib.prepared import PreparedData
 
 if TYPE_CHECKING:
@@ -56,22 +56,6 @@ class EpochLogger(Protocol):
 
     def log_history(self, history: list[dict[str, float]]) -> None:
         """Receive the history of a resumed run (to log epochs that were never sent)."""
-
-
-def effective_hyperparameters(config: TrainConfig) -> dict[str, Any]:
-    """Return the config with each null filled from the model's defaults (what the run really uses)."""
-    defaults = DEFAULTS[config.model]
-    values = to_dict(config)
-    for name in ("epochs", "batch_size", "learning_rate", "dropout", "crop_share", "nb_view_weight", "nb_crop_view_weight"):
-        if values[name] is None:
-            values[name] = getattr(defaults, name)
-    values["clipnorm"] = defaults.clipnorm
-    if values["nb_view_weight"] + values["nb_crop_view_weight"] > 1:  # the trained model's own weight is 1 - their sum
-        raise ConfigError(
-            f"train.nb_view_weight + train.nb_crop_view_weight: expected a sum <= 1, got "
-            f"{values['nb_view_weight']} + {values['nb_crop_view_weight']}"
-        )
-    return values
 
 
 def fingerprint(config: TrainConfig, data: PreparedData) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from model_lib.config import TrainConfig, to_dict
+from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.errors import ConfigError, SageMakerEnvironmentError
 from model_lib.prepared import channel_paths
 from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
@@ -292,6 +292,10 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
         SageMakerEnvironmentError: listing every problem, each with what to run.
     """
     problems: list[str] = []
+    try:
+        effective_hyperparameters(config)  # the job would fail on these at its start
+    except ConfigError as exc:
+        problems.append(str(exc))
     if not 1 <= options.instance_count <= MAX_INSTANCE_COUNT:
         problems.append(f"--instance-count {options.instance_count}: expected 1..{MAX_INSTANCE_COUNT}")
     multi = options.instance_count > 1

@@ -132,12 +132,15 @@ def test_every_problem_is_listed_at_once_and_no_job_is_created(cloud):
             "ml.g5.xlarge",
             "--job-name",
             "bad-1",
+            "-S",
+            "train.nb_view_weight=0.9",  # with the default 0.2 for the other view: more than 1
         ]
         result = run(command, cloud["repo"], cloud["env"], expect=2)
     finally:
         run(["dvc", "push", "-r", "s3"], cloud["repo"], cloud["env"])  # put the objects back for the other tests
     message = result.stderr
-    assert "4 problem(s)" in message
+    assert "5 problem(s)" in message
+    assert "train.nb_view_weight + train.nb_crop_view_weight: expected a sum <= 1, got 0.9 + 0.2" in message
     assert "terraform outputs: sagemaker_role_arn missing" in message
     assert "channel 'vocab'" in message and "channel 'embeddings'" in message and "run `dvc push -r <remote>`" in message
     assert f"{REPOSITORY}:gpu-{cloud['commit']} not in ECR" in message and "run `make docker-push`" in message

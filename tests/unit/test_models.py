@@ -107,11 +107,14 @@ def test_nb_views_inside_keras_score_as_scikit_learn_does():
         return np.log(p) - np.log1p(-p)
 
     other = fit_nb_view(ngram_matrix(test_ids, 30, 37, 2), labels, c=1.0)  # a second view, fitted on other texts
+    kernel, _ = model.get_layer("glove_logit").get_weights()
+    model.get_layer("glove_logit").set_weights([kernel, np.array([0.7], np.float32)])  # the model's own logit: 0.7
     mixed = with_views(model, [(view, 0.5), (other, 0.3)], buckets=37, order=2)
-    core = np.asarray(model(test_ids)).reshape(-1)  # the untrained model: 0.5 everywhere, logit 0
+    core = np.asarray(model(test_ids)).reshape(-1)
     second = np.asarray(with_views(model, [(other, 1.0)], buckets=37, order=2)(test_ids)).reshape(-1)
     combined = 0.2 * logit(core) + 0.5 * logit(expected) + 0.3 * logit(second)
     np.testing.assert_allclose(np.asarray(mixed(test_ids)).reshape(-1), 1 / (1 + np.exp(-combined)), atol=1e-4)
+    assert with_views(model, [], buckets=37, order=2) is model
 
 
 def test_nb_ratios_are_those_of_the_loop_over_texts():

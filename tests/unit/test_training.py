@@ -12,11 +12,11 @@ import pytest
 
 from model_lib import checkpoints
 from model_lib.config import TrainConfig
-from model_lib.errors import DataError, TrainingInterrupted
+from model_lib.errors import ConfigError, DataError, TrainingInterrupted
 from model_lib.export import save_model
 from model_lib.inference import load_model, predict
 from model_lib.prepared import load_prepared
-from model_lib.training import run
+from model_lib.training import effective_hyperparameters, run
 
 FAST = TrainConfig(epochs=3, batch_size=16, learning_rate=0.01, ngram_buckets=256, patience=5)
 
@@ -124,6 +124,13 @@ def test_vocabulary_that_does_not_fit_the_embeddings_is_an_error(tiny_prepared):
         load_prepared(**tiny_prepared)
 
 
+def test_view_weights_adding_up_to_more_than_1_are_an_error():
+    assert effective_hyperparameters(TrainConfig(nb_view_weight=0.5, nb_crop_view_weight=0.5))["nb_view_weight"] == 0.5
+    expected = r"train.nb_view_weight \+ train.nb_crop_view_weight: expected a sum <= 1, got 0.9 \+ 0.2"
+    with pytest.raises(ConfigError, match=expected):
+        effective_hyperparameters(TrainConfig(nb_view_weight=0.9))
+
+
 def test_empty_training_split_is_an_error(data):
     empty = dataclasses.replace(data, x_train=data.x_train[:0], y_train=data.y_train[:0])
     with pytest.raises(DataError, match="training split is empty"):
@@ -181,4 +188,5 @@ def test_the_ensemble_scores_the_same_in_memory_and_reloaded(data, tmp_path):
     in_memory = predict_encoded(result.model, data.x_test)
     reloaded = predict_encoded(load_model(tmp_path / "model.keras"), data.x_test)
     np.testing.assert_allclose(in_memory, reloaded, atol=1e-6)
-    assert result.hyperparameters["nb_view_weight"] > 0 and result.hyperparameters["nb_crop_view_weight"] > 0  # the ensemble
+    assert result.model.get_layer("ensemble_p_positive").mix == [0.4, 0.2]  # the default is the ensemble of both views
+    assert {"view1_logit", "view2_logit"} <= {layer.name for layer in result.model.layers}
