@@ -33,18 +33,6 @@ def raw_string_model(model: keras.Model, vocabulary: Vocabulary, max_length: int
     return keras.Model(texts, model(ids), name=f"{model.name}_raw_text")
 
 
-def core_model(raw_model: keras.Model) -> keras.Model:
-    """Return the id-sequence model inside a raw-string model (what scores encoded splits).
-
-    Raises:
-        ValueError: if ``raw_model`` holds no inner model.
-    """
-    for layer in raw_model.layers:
-        if isinstance(layer, keras.Model):
-            return layer
-    raise ValueError(f"{raw_model.name}: not a raw-string model (no inner model)")
-
-
 def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
     """Save ``model`` as a ``.keras`` file, atomically."""
     with atomic_path(path, suffix=".keras") as tmp:

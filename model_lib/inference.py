@@ -13,7 +13,6 @@ import numpy as np
 import model_lib.models
 import model_lib.text  # noqa: F401
 from model_lib.errors import DataError
-from model_lib.export import core_model
 
 
 def load_model(path: str | os.PathLike[str]) -> keras.Model:
@@ -25,6 +24,18 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
     if not Path(path).is_file():
         raise DataError(f"{path}: model file not found")
     return keras.models.load_model(path)
+
+
+def core_model(raw_model: keras.Model) -> keras.Model:
+    """Return the id-sequence model inside a raw-string model (what scores encoded splits).
+
+    Raises:
+        ValueError: if ``raw_model`` holds no inner model.
+    """
+    for layer in raw_model.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    raise ValueError(f"{raw_model.name}: not a raw-string model (no inner model)")
 
 
 def predict(model: keras.Model, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -24,6 +24,32 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# Tiers by cost, opt-in (keras-hub's --run_large): plain `pytest` is the fast tier; `make test` (tox)
+# adds the others. A marker names a tier; the option that brings it in is beside it.
+TIERS = {"slow": "--run-slow", "integration": "--run-integration"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tiers", "test tiers by cost (plain pytest runs only the fast one)")
+    group.addoption("--run-slow", action="store_true", help="also run tests marked slow: real trainings, CLI processes")
+    group.addoption("--run-integration", action="store_true", help="also run tests marked integration: servers, toolkit, dvc")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    off = [f"{marker} ({option})" for marker, option in TIERS.items() if not config.getoption(option)]
+    return "tiers left out: " + ", ".join(off) if off else "tiers: all"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    off = {marker for marker, option in TIERS.items() if not config.getoption(option)}
+    kept, left_out = [], []
+    for item in items:
+        (left_out if off & {mark.name for mark in item.iter_markers()} else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+
+
 POSITIVE = [
     "a wonderful , moving film",
     "great acting and a great story",
