@@ -1,5 +1,6 @@
 """model_lib: IMDB sentiment with GloVe 50d in Keras 3, run by DVC, MLflow and SageMaker script mode."""
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -12,9 +13,12 @@ REQUIREMENTS = [
     if line.strip() and not line.startswith("#")
 ]
 
+# The version is written once, in model_lib/__init__.py (read as text: importing needs the dependencies).
+VERSION = re.search(r'^__version__ = "([^"]+)"', Path(__file__).with_name("model_lib").joinpath("__init__.py").read_text(), re.M)
+
 setup(
     name="model-lib",
-    version="0.1.0",
+    version=VERSION.group(1),
     description=__doc__,
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
