@@ -3,7 +3,7 @@
 import pytest
 
 from model_lib.errors import SageMakerEnvironmentError
-from model_lib.sagemaker.launch import check_tracking_uri_reachable, image_kind, image_tag
+from model_lib.sagemaker.launch import check_tracking_uri_reachable, image_kind
 from model_lib.tracking import check_tracking_uri, public_uri
 
 
@@ -19,14 +19,6 @@ from model_lib.tracking import check_tracking_uri, public_uri
 )
 def test_gpu_instance_families_get_the_gpu_image(instance_type, kind):
     assert image_kind(instance_type) == kind
-
-
-def test_image_tag_is_kind_and_short_commit_as_make_docker_push_tags_it():
-    assert image_tag("gpu", "0abc123") == "gpu-0abc123"
-
-
-def test_the_jax_variant_for_several_instances_has_its_own_tag():
-    assert image_tag("cpu", "0abc123", jax=True) == "cpu-jax-0abc123"
 
 
 @pytest.mark.parametrize(
