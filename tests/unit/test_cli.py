@@ -77,6 +77,7 @@ def test_ngram_buckets_above_the_model_limit_fail_before_any_data_loads(tmp_path
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a CLI process that imports TensorFlow
 def test_seed_cnn_on_data_it_cannot_take_names_the_key_and_the_fix(tmp_path):
     from tests.conftest import write_prepared
 
@@ -88,6 +89,7 @@ def test_seed_cnn_on_data_it_cannot_take_names_the_key_and_the_fix(tmp_path):
     assert "have 40; set prepare.max_length: 1000" in result.stderr
 
 
+@pytest.mark.slow  # trains, then a fresh process loads the model
 def test_keras_loads_a_saved_model_after_import_model_lib(tmp_path, tiny_prepared):
     from model_lib.config import TrainConfig
     from model_lib.export import save_model
