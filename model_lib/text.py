@@ -52,15 +52,6 @@ def glove_standardize(texts: tf.Tensor) -> tf.Tensor:
     return x
 
 
-def tokenize(texts: Sequence[str]) -> list[list[str]]:
-    """Return the GloVe-style tokens of each text."""
-    tokens: list[list[str]] = []
-    for start in range(0, len(texts), _BATCH):
-        ragged = tf.strings.split(glove_standardize(tf.constant(list(texts[start : start + _BATCH]))))
-        tokens.extend([[t.decode("utf-8") for t in row] for row in ragged.to_list()])
-    return tokens
-
-
 class Vocabulary:
     """An ordered list of tokens: token ``tokens[i]`` has id ``i + 2`` (0 is padding, 1 is OOV)."""
 

@@ -3,21 +3,31 @@
 import numpy as np
 import pytest
 
+from model_lib.embeddings import FIRST_TOKEN_ID, PAD_ID
 from model_lib.errors import DataError
-from model_lib.text import Vocabulary, tokenize
+from model_lib.text import Vocabulary
+
+
+def assert_tokens(text, expected):
+    """Check that ``text`` encodes to exactly ``expected``, in order, through the encoder that the
+    vocabulary fit, the encoded splits and the exported raw-string model share."""
+    tokens = list(dict.fromkeys(expected))
+    ids = Vocabulary(tokens).encode([text], max_length=len(expected) + 1)
+    assert ids.tolist() == [[PAD_ID, *(FIRST_TOKEN_ID + tokens.index(token) for token in expected)]], text
 
 
 def test_tokens_split_clitics_and_punctuation_like_glove():
-    assert tokenize(["I don't think it's GREAT, really!"]) == [
-        ["i", "do", "n't", "think", "it", "'s", "great", ",", "really", "!"]
-    ]
-    assert tokenize(["can't"]) == [["ca", "n't"]]
-    assert tokenize(["'quoted' o'clock<br />end"]) == [["'", "quoted", "'", "o'clock", "end"]]
+    assert_tokens("I don't think it's GREAT, really!", ["i", "do", "n't", "think", "it", "'s", "great", ",", "really", "!"])
+    assert_tokens("can't", ["ca", "n't"])
+    assert_tokens("'quoted' o'clock<br />end", ["'", "quoted", "'", "o'clock", "end"])
+
+
+def test_the_vocabulary_is_fitted_on_the_same_tokens():
+    assert Vocabulary.fit(["I don't, really!"], min_count=1).tokens == ["!", ",", "do", "i", "n't", "really"]
 
 
 def test_unicode_line_separators_never_reach_a_token():
-    tokens = tokenize(["wait\x85what\u2028now\u2029then"])[0]
-    assert tokens == ["wait", "what", "now", "then"]
+    assert_tokens("wait\x85what\u2028now\u2029then", ["wait", "what", "now", "then"])
 
 
 def test_vocabulary_is_ranked_by_count_then_token_and_deterministic():
