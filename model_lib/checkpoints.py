@@ -237,10 +237,6 @@ def clear(directory: Path | None, keep_last: bool = False) -> None:
         write_json(directory / RETIRED, {"generation": kept[0]})
     with contextlib.suppress(FileNotFoundError):
         (directory / RUN_REFERENCE).unlink()
-    # The layout before generations (one last.keras + state.json) would otherwise linger.
-    for name in ("last.keras", "best.weights.h5", "state.json"):
-        with contextlib.suppress(FileNotFoundError):
-            (directory / name).unlink()
 
 
 def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
