@@ -45,6 +45,15 @@ REGISTRY_BASE = "docker.io/library/python:3.11-slim-bookworm"
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates", "libpython3.11-dev")
 ENGINE_PACKAGES = ("buildah", "podman", "runc", "debootstrap", "uidmap", "fuse-overlayfs")
+LOCAL_MODE_NETWORK = "sagemaker-local"  # the network the SageMaker SDK's compose file names (reused by name)
+# podman network backend -> the package that gives its networks DNS (network aliases), and its binary's paths.
+DNS_PLUGINS = {
+    "cni": (
+        "golang-github-containernetworking-plugin-dnsname",
+        ("/usr/lib/cni/dnsname", "/usr/libexec/cni/dnsname", "/usr/local/lib/cni/dnsname", "/opt/cni/bin/dnsname"),
+    ),
+    "netavark": ("aardvark-dns", ("/usr/lib/podman/aardvark-dns", "/usr/libexec/podman/aardvark-dns")),
+}
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
 GPU_TF_PACKAGE = "tensorflow[and-cuda]"
@@ -130,20 +139,13 @@ def compose_command() -> list[str] | None:
     return ["docker-compose"] if shutil.which("docker-compose") is not None else None
 
 
-def install_local_mode_tools(allow: bool) -> None:
-    """Make sure the SDK's local mode has what it calls: a `docker` CLI and a compose command
-    (apt-get: podman-docker, docker-compose; Debian's docker-compose is compose v1).
+def apt_install(packages: Sequence[str], what: str) -> None:
+    """Install ``packages`` with apt-get (updating the lists only if the first try fails).
 
     Raises:
-        CannotBuild: if they are missing and cannot be installed here.
+        CannotBuild: if apt-get cannot install them.
     """
-    packages = ([] if shutil.which("docker") else ["podman-docker"]) + ([] if compose_command() else ["docker-compose"])
-    if not packages:
-        return
-    if not allow or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        why = "--no-install" if not allow else ("not root" if os.geteuid() != 0 else "no apt-get")
-        raise CannotBuild(f"SDK local mode needs {' and '.join(packages)} ({why}: not installing them)")
-    log(f"SDK local mode: installing {' '.join(packages)} with apt-get")
+    log(f"{what}: installing {' '.join(packages)} with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         run(["apt-get", "install", "-y", "--no-install-recommends", *packages], env)
@@ -153,6 +155,59 @@ def install_local_mode_tools(allow: bool) -> None:
             run(["apt-get", "install", "-y", "--no-install-recommends", *packages], env)
         except subprocess.CalledProcessError as exc:
             raise CannotBuild(f"apt-get could not install {' '.join(packages)} (exit {exc.returncode})") from None
+
+
+def network_backend(env: Mapping[str, str]) -> str:
+    """Return podman's network backend ("cni" or "netavark"; "" if podman does not say)."""
+    done = quiet(["podman", "info", "--format", "{{.Host.NetworkBackend}}"], env)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def missing_dns_plugin(env: Mapping[str, str]) -> str | None:
+    """Return the package that gives podman's network backend its DNS, if that is missing, else None."""
+    package, paths = DNS_PLUGINS.get(network_backend(env), ("", ()))
+    return package if package and not any(Path(path).is_file() for path in paths) else None
+
+
+def network_without_dns(env: Mapping[str, str], name: str = LOCAL_MODE_NETWORK) -> bool:
+    """Return whether podman has a network ``name`` that resolves no names (False if there is none)."""
+    done = quiet(["podman", "network", "inspect", name], env)
+    if done.returncode != 0:
+        return False  # no such network: compose creates it, with DNS once the plugin is there
+    inspected = json.loads(done.stdout or "[]")
+    return bool(inspected) and not inspected[0].get("dns_enabled", False)
+
+
+def install_local_mode_tools(allow: bool, engine: str, env: Mapping[str, str]) -> None:
+    """Make sure the SDK's local mode has what it calls: a `docker` CLI and a compose command
+    (apt-get: podman-docker, docker-compose; Debian's docker-compose is compose v1), and, with
+    podman, network-alias DNS on the compose network LOCAL_MODE_NETWORK (the dnsname CNI plugin, or
+    aardvark-dns under netavark), removing that network where it was made without DNS.
+
+    Raises:
+        CannotBuild: if they are missing and cannot be installed here.
+        RuntimeError: if the network without DNS cannot be removed (a container still uses it).
+    """
+    packages = ([] if shutil.which("docker") else ["podman-docker"]) + ([] if compose_command() else ["docker-compose"])
+    dns = missing_dns_plugin(env) if engine == "podman" else None
+    packages += [dns] if dns else []
+    if packages:
+        if not allow or os.geteuid() != 0 or shutil.which("apt-get") is None:
+            why = "--no-install" if not allow else ("not root" if os.geteuid() != 0 else "no apt-get")
+            raise CannotBuild(f"SDK local mode needs {' and '.join(packages)} ({why}: not installing them)")
+        apt_install(packages, "SDK local mode")
+        if dns and missing_dns_plugin(env):
+            raise CannotBuild(f"{dns} installed, but podman's network backend still has no DNS plugin")
+    # The SDK's compose file reaches the job's container by a network alias, through the network's DNS;
+    # compose reuses the network by name, so one made before the plugin never gets DNS: make it again.
+    if engine == "podman" and network_without_dns(env):
+        log(f"the podman network {LOCAL_MODE_NETWORK} has no DNS (made before the plugin): removing it")
+        try:
+            run(["podman", "network", "rm", LOCAL_MODE_NETWORK], env)
+        except subprocess.CalledProcessError:
+            raise RuntimeError(
+                f"podman network {LOCAL_MODE_NETWORK} has no DNS and could not be removed (containers on it?)"
+            ) from None
 
 
 def write_podman_config(work: Path) -> dict[str, str]:
@@ -346,7 +401,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--local-mode-tools",
         action="store_true",
-        help="with --check: also a docker CLI and docker compose/docker-compose for the SDK's local mode",
+        help="with --check: also a docker CLI, docker compose/docker-compose and (podman) network DNS for the SDK's local mode",
     )
     parser.add_argument("--json", type=Path, help="write engine, image, environment, seconds and size to this file")
     parser.add_argument("--print-env", action="store_true", help="print the exports that point podman/buildah at the work folder")
@@ -379,9 +434,11 @@ def build(args: argparse.Namespace) -> dict[str, object]:
     log(f"{free:.1f} GiB free in {work}")
     engine, env = prepare_engine(args)
     if args.check:
+        checked: dict[str, object] = {"engine": engine, "env": {k: env[k] for k in ENGINE_ENV if k in env}}
         if args.local_mode_tools:
-            install_local_mode_tools(allow=not args.no_install)
-        return {"engine": engine, "env": {k: env[k] for k in ENGINE_ENV if k in env}}
+            install_local_mode_tools(not args.no_install, engine, env)
+            checked["network"] = LOCAL_MODE_NETWORK
+        return checked
     started = time.monotonic()
     base = choose_base(engine, work, env, args.base, args.local_base)
     base_seconds = time.monotonic() - started
