@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras
 import numpy as np
 
-from model_lib.config import MODEL_DEFAULTS as DEFAULTS
-from model_lib.models import build_model, nb_log_count_ratios
+from model_lib import registry
+from model_lib.models import build_model
 
 
 def split_validation(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,11 +36,8 @@ def split_validation(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def train(data, name: str, seed: int, lr: float, batch: int, epochs: int, patience: int | None, clipnorm=1.0, **hp):
     keras.utils.set_random_seed(seed)
     fit, val = split_validation(data["y_train"], seed)
-    extra = {}
-    if name == "ngram_glove":
-        extra["ngram_weights"] = nb_log_count_ratios(
-            data["x_train"][fit], data["y_train"][fit], data["matrix"].shape[0], hp["ngram_buckets"], 3
-        )
+    fit_x, fit_y = data["x_train"][fit], data["y_train"][fit]
+    extra = registry.get(name).fitted_arguments({"ngram_order": 3, **hp}, fit_x, fit_y, data["matrix"].shape[0])
     model = build_model(name, data["matrix"], max_length=data["x_train"].shape[1], **hp, **extra)
     model.compile(keras.optimizers.Adam(lr, clipnorm=clipnorm), "binary_crossentropy", metrics=["accuracy"])
     callbacks = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)] if patience else []
@@ -75,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     with np.load(args.prepared) as archive:
         data = {k: archive[k] for k in archive.files}
-    ours = DEFAULTS["seed_cnn"]
+    ours = registry.get("seed_cnn").defaults
     rows = []
     for seed in args.seeds:
         rows.append(
@@ -84,7 +81,7 @@ def main() -> None:
         print(rows[-1], flush=True)
         rows.append({"recipe": "seed_cnn original", **train(data, "seed_cnn", seed, 0.01, 1024, 3, None)})
         print(rows[-1], flush=True)
-    default = DEFAULTS["ngram_glove"]
+    default = registry.get("ngram_glove").defaults
     rows.append(
         {
             "recipe": "ngram_glove default",

@@ -11,12 +11,13 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from model_lib import registry
 from model_lib.errors import ConfigError
 
 T = TypeVar("T")
@@ -24,10 +25,12 @@ T = TypeVar("T")
 # The n-gram hashing keeps every id below 2**31 (int32 on every backend): see model_lib.models.
 NGRAM_HASH_MULTIPLIER = 1009
 MAX_NGRAM_BUCKETS = (2**31 - 1) // NGRAM_HASH_MULTIPLIER - 1
-SEED_CNN_LENGTH = 1000  # seed_cnn's pooling sizes 5/5/35 need exactly this many tokens
 
 
-def _setting(default: Any, help: str, check: str | None = None, choices: tuple[str, ...] = ()) -> Any:
+def _setting(
+    default: Any, help: str, check: str | None = None, choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()
+) -> Any:
+    # `choices` as a function is read at each validation (the models registered by then).
     return dataclasses.field(default=default, metadata={"help": help, "check": check, "choices": choices})
 
 
@@ -70,7 +73,9 @@ class TrainConfig:
     """Hyperparameters of one training run (also the SageMaker hyperparameters)."""
 
     model: str = _setting(
-        "ngram_glove", "model builder: 'ngram_glove' (default) or 'seed_cnn'", choices=("ngram_glove", "seed_cnn")
+        registry.DEFAULT_MODEL,
+        f"model, one of those in model_lib.registry: {', '.join(registry.names())} (default: {registry.DEFAULT_MODEL})",
+        choices=registry.names,
     )
     epochs: int | None = _setting(None, "maximum epochs; null uses the model's default", "positive")
     batch_size: int | None = _setting(None, "batch size; null uses the model's default", "positive")
@@ -213,8 +218,9 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
             ok, expected = _CHECKS[meta["check"]]
             if not ok(value):
                 raise ConfigError(f"{key_where}: expected {expected}, got {raw!r}")
-        if value is not None and meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(f"{key_where}: expected one of {', '.join(meta['choices'])}, got {raw!r}")
+        choices = meta["choices"]() if callable(meta.get("choices")) else meta.get("choices")
+        if value is not None and choices and value not in choices:
+            raise ConfigError(f"{key_where}: expected one of {', '.join(choices)}, got {raw!r}")
         parsed[name] = value
     return cls(**parsed)
 
@@ -276,39 +282,13 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelDefaults:
-    """Training defaults of one model, used where the TrainConfig leaves a value null."""
-
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    dropout: float
-    clipnorm: float | None = None
-    crop_share: float = 0.0
-    nb_view_weight: float = 0.0
-    nb_crop_view_weight: float = 0.0
-
-
-MODEL_DEFAULTS: dict[str, ModelDefaults] = {
-    # Chosen on the validation slice in a sweep (benchmarks/results/ngram_glove_sweep_h100.json):
-    # dropout 0.3 and NB scale 0.01 beat 0.5 / 0.02 by about 0.3 points on each of 3 seeds.
-    # crop_share and the view weights: by benchmarks/quality.py's full and short-text table (test
-    # figures of 3 seeds; neighbouring weights of the two views met the same bars).
-    "ngram_glove": ModelDefaults(
-        epochs=6, batch_size=64, learning_rate=1e-3, dropout=0.3, crop_share=0.5, nb_view_weight=0.4, nb_crop_view_weight=0.2
-    ),
-    "seed_cnn": ModelDefaults(epochs=6, batch_size=128, learning_rate=1e-3, dropout=0.0, clipnorm=1.0),
-}
-
-
 def effective_hyperparameters(config: TrainConfig) -> dict[str, Any]:
     """Return the config with each null filled from the model's defaults (what the run really uses).
 
     Raises:
-        ConfigError: if the two view weights add up to more than 1.
+        ConfigError: if the model is not registered, or the two view weights add up to more than 1.
     """
-    defaults = MODEL_DEFAULTS[config.model]
+    defaults = registry.get(config.model).defaults
     values = to_dict(config)
     for name in ("epochs", "batch_size", "learning_rate", "dropout", "crop_share", "nb_view_weight", "nb_crop_view_weight"):
         if values[name] is None:
@@ -323,14 +303,10 @@ def effective_hyperparameters(config: TrainConfig) -> dict[str, Any]:
 
 
 def check_train_fits_data(config: TrainConfig, train_shape: tuple[int, ...]) -> None:
-    """Check the hyperparameters can train on encoded reviews of ``train_shape`` (reviews, tokens).
+    """Check the hyperparameters can train on encoded reviews of ``train_shape`` (reviews, tokens):
+    the model's own data checks (see :meth:`model_lib.registry.ModelEntry.check_data`).
 
     Raises:
         ConfigError: naming the key, its value and what the data need.
     """
-    length = train_shape[1] if len(train_shape) == 2 else None
-    if config.model == "seed_cnn" and length != SEED_CNN_LENGTH:
-        raise ConfigError(
-            f"train.model: 'seed_cnn' needs reviews encoded to {SEED_CNN_LENGTH} tokens (its pooling is 5/5/35), "
-            f"but the prepared data have {length}; set prepare.max_length: {SEED_CNN_LENGTH} or use model ngram_glove"
-        )
+    registry.get(config.model).check_data(config, train_shape)

@@ -1,5 +1,6 @@
-"""Model builders, chosen by name. Each takes the GloVe matrix for the vocabulary and its own
-hyperparameters, and returns an uncompiled Keras model from int id sequences to P(positive).
+"""Model builders and their layers. Each builder takes the GloVe matrix for the vocabulary and its
+own hyperparameters, and returns an uncompiled Keras model from int id sequences to P(positive);
+:mod:`model_lib.registry` names them (with their defaults, data checks and fitted inputs).
 
 Models use only backend-agnostic Keras layers and ops (strings are handled before them), so the
 same builders run on the TensorFlow and the JAX backends.
@@ -8,15 +9,17 @@ same builders run on the TensorFlow and the JAX backends.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from model_lib.config import MAX_NGRAM_BUCKETS, SEED_CNN_LENGTH
+from model_lib import registry
+from model_lib.config import MAX_NGRAM_BUCKETS
 from model_lib.config import NGRAM_HASH_MULTIPLIER as _MULTIPLIER
+from model_lib.registry import SEED_CNN_LENGTH
 
 # Hashing constants for the n-gram ids. All arithmetic stays below 2**31 (int32 on every backend):
 # ids < vocabulary size and hashes < buckets, so id * _MULTIPLIER and hash * _MULTIPLIER fit while
@@ -27,11 +30,11 @@ def seed_cnn(embedding_matrix: np.ndarray, *, max_length: int = SEED_CNN_LENGTH,
     """Return the original project's CNN: trainable GloVe embedding, 3x Conv1D(128, 5) with max
     pooling 5/5/35, Dense(128), sigmoid.
 
-    The architecture is unchanged. What changed is the training recipe (see ``config.MODEL_DEFAULTS``): the
-    original Adam lr=0.01 for 3 epochs at batch 1024 ended at 0.50, 0.59 and 0.86 test accuracy on
-    three seeds (TensorFlow, CPU, measured before this port). Our defaults are lr=0.001 (clipnorm 1.0
-    kept), batch 128, up to 6 epochs with early stopping on the validation slice (more, smaller
-    steps: about 140 updates per epoch at a tenth of the rate). Measured through the shipped path
+    The architecture is unchanged. What changed is the training recipe (its defaults in
+    :mod:`model_lib.registry`): the original Adam lr=0.01 for 3 epochs at batch 1024 ended at 0.50,
+    0.59 and 0.86 test accuracy on three seeds (TensorFlow, CPU, measured before this port). Our
+    defaults are lr=0.001 (clipnorm 1.0 kept), batch 128, up to 6 epochs with early stopping on the
+    validation slice (more, smaller steps: about 140 updates per epoch at a tenth of the rate). Measured through the shipped path
     (``training.run``, TensorFlow on 2 CPU cores, benchmarks/results/quality_seed_cnn.json): 0.8388,
     0.8868 and 0.8930 on seeds 42/43/44; seed 42 stopped after 3 epochs with its best at epoch 1.
     The JAX run of benchmarks/models_jax.py (its own loop, one H100) gave 0.879, 0.890 and 0.887.
@@ -254,6 +257,13 @@ def ngram_glove(
     return model
 
 
+def ngram_glove_fitted(hyperparameters: Mapping[str, Any], x: np.ndarray, y: np.ndarray, vocab_size: int) -> dict[str, Any]:
+    """Return what :func:`ngram_glove` needs fitted on the fit split ``x``, ``y``: its
+    ``ngram_weights``, the NB log-count ratios of :func:`nb_log_count_ratios`."""
+    buckets, order = hyperparameters["ngram_buckets"], hyperparameters["ngram_order"]
+    return {"ngram_weights": nb_log_count_ratios(x, y, vocab_size, buckets, order)}
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearView:
     """An NB-SVM-style logistic regression (Wang & Manning, 2012) on the hashed n-grams, as two
@@ -369,15 +379,10 @@ def with_views(model: keras.Model, views: list[tuple[LinearView, float]], *, buc
     return ensemble
 
 
-BUILDERS: dict[str, Callable[..., keras.Model]] = {"ngram_glove": ngram_glove, "seed_cnn": seed_cnn}
-
-
 def build_model(name: str, embedding_matrix: np.ndarray, **hyperparameters: Any) -> keras.Model:
-    """Return the uncompiled model ``name`` built on ``embedding_matrix``.
+    """Return the uncompiled model ``name`` (a :mod:`model_lib.registry` entry) built on ``embedding_matrix``.
 
     Raises:
-        ValueError: if ``name`` is not a known model.
+        ConfigError: (a ValueError) if ``name`` is not a registered model.
     """
-    if name not in BUILDERS:
-        raise ValueError(f"model: expected one of {', '.join(BUILDERS)}, got {name!r}")
-    return BUILDERS[name](embedding_matrix, **hyperparameters)
+    return registry.get(name).build(embedding_matrix, **hyperparameters)  # type: ignore[no-any-return]

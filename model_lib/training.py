@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import keras
 import numpy as np
 
-from model_lib import checkpoints, distributed
+from model_lib import checkpoints, distributed, registry
 from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
 from model_lib.errors import DataError, TrainingInterrupted
-from model_lib.models import LinearView, build_model, fit_nb_view, nb_log_count_ratios, ngram_matrix, with_views
+from model_lib.models import LinearView, fit_nb_view, ngram_matrix, with_views
 from model_lib.prepared import PreparedData
 
 if TYPE_CHECKING:
@@ -169,20 +169,9 @@ def _compiled_model(config: TrainConfig, hp: dict[str, Any], data: PreparedData,
         rng = np.random.default_rng(config.seed)
         matrix = rng.normal(0.0, float(matrix[FIRST_TOKEN_ID:].std()), matrix.shape).astype(np.float32)
         matrix[:FIRST_TOKEN_ID] = 0.0  # padding and OOV rows
-    extra: dict[str, Any] = {}
-    if config.model == "ngram_glove":
-        extra["ngram_weights"] = nb_log_count_ratios(
-            data.x_train[fit_idx], data.y_train[fit_idx], matrix.shape[0], config.ngram_buckets, config.ngram_order
-        )
-    model = build_model(
-        config.model,
-        matrix,
-        max_length=data.max_length,
-        dropout=hp["dropout"],
-        ngram_buckets=config.ngram_buckets,
-        ngram_order=config.ngram_order,
-        **extra,
-    )
+    entry = registry.get(config.model)
+    fitted = entry.fitted_arguments(hp, data.x_train[fit_idx], data.y_train[fit_idx], matrix.shape[0])
+    model = entry.build(matrix, max_length=data.max_length, **entry.builder_arguments(hp), **fitted)
     optimizer = keras.optimizers.Adam(learning_rate=hp["learning_rate"], clipnorm=hp["clipnorm"])
     model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
     return model

@@ -1,10 +1,19 @@
 """Configs: every bad value is an error naming the key, the value and what was expected."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from model_lib.config import TrainConfig, from_mapping, load_section, parse_overrides
+from model_lib.config import (
+    TrainConfig,
+    check_train_fits_data,
+    effective_hyperparameters,
+    from_mapping,
+    load_section,
+    parse_overrides,
+)
 from model_lib.errors import ConfigError
 
 
@@ -79,3 +88,41 @@ def test_malformed_override_is_an_error():
         parse_overrides(["epochs"])
     with pytest.raises(ConfigError, match="unknown section 'trian'"):
         parse_overrides(["trian.epochs=2"])
+
+
+def test_defaults_come_from_the_models_registry_entry():
+    from model_lib import registry
+
+    for name in registry.names():
+        hp = effective_hyperparameters(TrainConfig(model=name))
+        defaults = registry.get(name).defaults
+        assert (hp["epochs"], hp["batch_size"], hp["learning_rate"], hp["clipnorm"]) == (
+            defaults.epochs,
+            defaults.batch_size,
+            defaults.learning_rate,
+            defaults.clipnorm,
+        )
+    assert effective_hyperparameters(TrainConfig(model="seed_cnn", epochs=2))["epochs"] == 2
+
+
+def test_seed_cnn_on_reviews_of_another_length_names_the_key_and_the_fix():
+    expected = (
+        r"train.model: 'seed_cnn' needs reviews encoded to 1000 tokens \(its pooling is 5/5/35\), but the prepared "
+        r"data have 40; set prepare.max_length: 1000 or use model ngram_glove"
+    )
+    with pytest.raises(ConfigError, match=expected):
+        check_train_fits_data(TrainConfig(model="seed_cnn"), (100, 40))
+    check_train_fits_data(TrainConfig(model="seed_cnn"), (100, 1000))
+    check_train_fits_data(TrainConfig(), (100, 40))
+
+
+def test_config_registry_and_launch_import_neither_keras_nor_tensorflow():
+    # `model-lib launch` follows jobs and must stay light: the config and the registry are all it reads.
+    script = (
+        "import sys, model_lib.config, model_lib.registry, model_lib.sagemaker.launch\n"
+        "heavy = sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    repo = Path(__file__).resolve().parents[2]  # `python -c` imports from its working folder first: this checkout
+    result = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

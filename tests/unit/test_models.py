@@ -1,11 +1,22 @@
-"""Model builders: shapes, the hashed n-gram layer and its NumPy twin, the seed CNN's constraints."""
+"""Model builders: shapes, the hashed n-gram layer and its NumPy twin, the seed CNN's constraints;
+every registered model through one shared harness, and the custom layers' serialisation."""
 
+from pathlib import Path
+
+import keras
 import numpy as np
 import pytest
 
+from model_lib import registry
+from model_lib.config import TrainConfig, check_train_fits_data, effective_hyperparameters, from_mapping
+from model_lib.errors import ConfigError
 from model_lib.models import (
     HashedNgrams,
+    LogitMix,
+    LogLength,
+    MaskedMean,
     MaskedSum,
+    NormalizedLinearLogit,
     build_model,
     distinct_ngram_ids,
     fit_nb_view,
@@ -13,6 +24,122 @@ from model_lib.models import (
     ngram_matrix,
     with_views,
 )
+
+# A vocabulary of 18 words: 20 ids with padding and OOV.
+WORDS = "a film good bad great dull boring moving wonderful awful plot actor , . the was not it".split()
+TEXTS = ["a wonderful , moving film", "a dull , boring film", "never seen words here"]
+HARNESS_SETTINGS = {"ngram_buckets": 64, "ngram_order": 2}  # tiny tables for the models that take them
+HARNESS_LENGTH = 12  # tokens per review, for the models that take any length
+
+
+def run_model_saving_test(name: str, tmp_path: Path) -> None:
+    """The shared test every registered model goes through (keras-hub's ``run_model_saving_test``
+    shape): validate the config, check the data, build and fit the model as a training run does,
+    train a step, then save the raw-string model, reload it and predict raw strings the same.
+
+    The step runs eagerly: tracing a train step costs seconds per model, and the traced loop is
+    tested by training the default model (test_training.py); prediction after reloading is traced.
+    """
+    import tensorflow as tf
+
+    from model_lib.export import raw_string_model, save_model
+    from model_lib.inference import load_model, predict
+    from model_lib.prepared import PreparedData
+    from model_lib.text import Vocabulary
+    from model_lib.training import _compiled_model
+
+    entry = registry.get(name)
+    length = entry.length or HARNESS_LENGTH
+    vocabulary = Vocabulary(WORDS)
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(vocabulary.size, 4)).astype(np.float32)
+    x = rng.integers(0, vocabulary.size, size=(8, length)).astype(np.int32)
+    y = np.arange(8) % 2
+    config = from_mapping(TrainConfig, {"model": name, **HARNESS_SETTINGS}, "test")
+    check_train_fits_data(config, x.shape)
+    data = PreparedData(x, y, x, y, vocabulary, matrix)
+    model = _compiled_model(config, effective_hyperparameters(config), data, np.arange(len(y)))
+    model.run_eagerly = True
+    before_step = [np.asarray(w) for w in model.trainable_weights]
+    model.train_on_batch(x, y.astype("float32"))
+    assert any(not np.array_equal(w, np.asarray(v)) for w, v in zip(before_step, model.trainable_weights))
+
+    probabilities = np.asarray(model(x[:3]))
+    assert probabilities.shape == (3, 1)
+    assert ((probabilities > 0) & (probabilities < 1)).all()
+    raw = raw_string_model(model, vocabulary, length)
+    before = np.asarray(raw(tf.constant([[text] for text in TEXTS]))).reshape(-1)
+    np.testing.assert_allclose(before, np.asarray(model(vocabulary.encoder(length)(tf.constant(TEXTS)))).reshape(-1), rtol=1e-6)
+    save_model(raw, tmp_path / "model.keras")
+    keras.utils.clear_session()
+    after = predict(load_model(tmp_path / "model.keras"), TEXTS)
+    np.testing.assert_allclose(before, after, rtol=1e-5)
+    assert after.shape == (len(TEXTS),)
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_registered_model_trains_saves_reloads_and_predicts_raw_strings(name, tmp_path):
+    run_model_saving_test(name, tmp_path)
+
+
+def mean_embedding(embedding_matrix: np.ndarray, *, max_length: int, dropout: float = 0.0) -> keras.Model:
+    """A toy model: the mean of the review's word vectors, then one logistic unit."""
+    ids = keras.Input(shape=(max_length,), dtype="int32", name="token_ids")
+    vectors = keras.layers.Embedding(*embedding_matrix.shape, name="glove")(ids)
+    bag = keras.layers.Dropout(dropout)(MaskedMean()(vectors, ids))
+    model = keras.Model(ids, keras.layers.Dense(1, activation="sigmoid")(bag), name="mean_embedding")
+    model.get_layer("glove").set_weights([embedding_matrix])
+    return model
+
+
+@pytest.fixture
+def toy_model():
+    entry = registry.ModelEntry(
+        "mean_embedding",
+        builder=mean_embedding,
+        defaults=registry.ModelDefaults(epochs=1, batch_size=4, learning_rate=0.01, dropout=0.1),
+    )
+    registry.register(entry)
+    yield entry
+    registry.unregister(entry.name)
+
+
+def test_a_model_is_added_by_one_registry_entry_and_its_builder(toy_model, tmp_path):
+    config = from_mapping(TrainConfig, {"model": "mean_embedding"}, "hp")
+    assert effective_hyperparameters(config)["dropout"] == 0.1  # its defaults
+    assert build_model("mean_embedding", np.zeros((5, 2), np.float32), max_length=4).name == "mean_embedding"
+    run_model_saving_test("mean_embedding", tmp_path)
+
+
+def test_config_choices_are_read_from_the_registry_when_validating(toy_model):
+    assert from_mapping(TrainConfig, {"model": "mean_embedding"}, "hp").model == "mean_embedding"
+    registry.unregister("mean_embedding")
+    with pytest.raises(ConfigError, match=r"hp\.model: expected one of ngram_glove, seed_cnn, got 'mean_embedding'"):
+        from_mapping(TrainConfig, {"model": "mean_embedding"}, "hp")
+
+
+def test_a_name_is_registered_once_unless_replaced(toy_model):
+    with pytest.raises(ValueError, match="model 'mean_embedding' is registered already"):
+        registry.register(toy_model)
+    assert registry.register(toy_model, replace=True) is toy_model
+
+
+def test_a_registered_length_is_checked_against_the_data(toy_model):
+    fixed = registry.register(registry.ModelEntry("fixed", mean_embedding, toy_model.defaults, length=16), replace=True)
+    try:
+        with pytest.raises(
+            ConfigError, match=r"train.model: 'fixed' needs reviews encoded to 16 tokens, but the prepared data have 8"
+        ):
+            check_train_fits_data(TrainConfig(model=fixed.name), (10, 8))
+        check_train_fits_data(TrainConfig(model=fixed.name), (10, 16))
+    finally:
+        registry.unregister(fixed.name)
+
+
+def test_a_builder_is_given_only_the_hyperparameters_it_takes():
+    hp = effective_hyperparameters(TrainConfig(model="seed_cnn"))
+    assert registry.get("seed_cnn").builder_arguments(hp) == {"dropout": 0.0}
+    assert set(registry.get("ngram_glove").builder_arguments(hp)) == {"dropout", "ngram_buckets", "ngram_order"}
 
 
 def test_hashed_ngrams_match_their_numpy_twin():
@@ -40,16 +167,6 @@ def test_nb_ratios_favour_the_class_an_ngram_appears_in():
     assert ratios[2] > 0 > ratios[4]
     assert ratios[3] == pytest.approx(0.0, abs=1e-6)  # in every review: no information
     assert ratios[0] == 0.0
-
-
-@pytest.mark.parametrize("name,length", [("ngram_glove", 30), ("seed_cnn", 1000)])
-def test_models_map_id_sequences_to_probabilities(name, length):
-    matrix = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
-    model = build_model(name, matrix, max_length=length, ngram_buckets=64)
-    ids = np.random.default_rng(1).integers(0, 20, size=(3, length)).astype(np.int32)
-    probabilities = np.asarray(model(ids))
-    assert probabilities.shape == (3, 1)
-    assert ((probabilities > 0) & (probabilities < 1)).all()
 
 
 def test_seed_cnn_needs_length_1000():
@@ -137,3 +254,67 @@ def test_length_reference_scales_short_texts_up_and_leaves_long_ones():
     ids[1, :] = np.arange(1, 17)  # 16 ids, more than the reference: a plain sum
     sums = np.asarray(MaskedSum(reference=4.0, power=0.5)(weights, ids)).reshape(-1)
     np.testing.assert_allclose(sums, [2.0, 16.0])
+
+
+# One instance of every serialisable layer of model_lib.models, with settings other than the defaults.
+LAYERS = [
+    HashedNgrams(vocab_size=20, buckets=37, order=2, name="ngrams"),
+    MaskedSum(reference=4.0, power=0.25, name="masked_sum"),
+    MaskedSum(reference=None),
+    MaskedMean(name="masked_mean"),
+    LogLength(name="log_length"),
+    NormalizedLinearLogit(intercept=0.3, name="view_logit"),
+    LogitMix(view_weights=[0.4, 0.2], name="mix"),
+]
+
+
+def layer_inputs(layer: keras.layers.Layer) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 20, size=(2, 6)).astype(np.int32)
+    weights = rng.normal(size=(2, 6, 1)).astype(np.float32)
+    if isinstance(layer, (HashedNgrams, LogLength)):
+        return [ids]
+    if isinstance(layer, NormalizedLinearLogit):
+        return [weights, np.abs(weights), ids]
+    if isinstance(layer, LogitMix):
+        return [rng.uniform(0.1, 0.9, size=(2, 1)).astype(np.float32), *rng.normal(size=(2, 2, 1)).astype(np.float32)]
+    return [weights, ids]
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: f"{type(layer).__name__}-{layer.name}")
+def test_layer_config_round_trips_to_the_same_layer(layer):
+    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(copy) is type(layer)
+    assert copy.get_config() == layer.get_config()
+    assert type(layer).from_config(layer.get_config()).get_config() == layer.get_config()
+    inputs = layer_inputs(layer)
+    np.testing.assert_allclose(np.asarray(copy(*inputs)), np.asarray(layer(*inputs)), rtol=1e-6)
+
+
+def test_every_serialisable_layer_of_the_models_has_a_round_trip_test():
+    registered = {
+        obj
+        for key, obj in keras.saving.get_custom_objects().items()
+        if key.startswith("model_lib>") and obj.__module__ == "model_lib.models"
+    }
+    assert registered == {type(layer) for layer in LAYERS}
+
+
+def test_a_saved_ensemble_reloads_with_its_layers_and_predicts_the_same(tmp_path):
+    """ngram_glove and its NB-SVM view hold every custom layer; saved and reloaded, they score the same."""
+    ids, labels = small_texts(0)
+    model = build_model("ngram_glove", np.zeros((30, 4), np.float32), max_length=8, ngram_buckets=37, ngram_order=2)
+    ensemble = with_views(model, [(fit_nb_view(ngram_matrix(ids, 30, 37, 2), labels), 0.5)], buckets=37, order=2)
+    before = np.asarray(ensemble(ids))
+    ensemble.save(tmp_path / "ensemble.keras")
+    keras.utils.clear_session()
+    reloaded = keras.models.load_model(tmp_path / "ensemble.keras")
+    assert {type(layer) for layer in LAYERS} <= {type(layer) for layer in _all_layers(reloaded)}
+    np.testing.assert_allclose(np.asarray(reloaded(ids)), before, rtol=1e-5)
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    layers = []
+    for layer in model.layers:
+        layers.extend([layer, *(_all_layers(layer) if isinstance(layer, keras.Model) else [])])
+    return layers
