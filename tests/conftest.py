@@ -215,12 +215,20 @@ def serving(command: list[str], health_path: str, port: int, env: dict[str, str]
         _stop(process)
 
 
-def start_mlflow_server(root: Path, port: int, artifact_root: str | None = None) -> subprocess.Popen[bytes]:
+MLFLOW_ADMIN = ("admin", "admin-password-for-tests")  # the basic-auth app's first user, made from its ini file
+
+
+def start_mlflow_server(
+    root: Path, port: int, artifact_root: str | None = None, basic_auth: bool = False
+) -> subprocess.Popen[bytes]:
     """Start a real `mlflow server` on 127.0.0.1:``port`` (sqlite store and proxied artifacts under
     ``root``) in its own session; return it once /health answers. Stop it with :func:`stop_server`.
 
     With ``artifact_root`` (e.g. ``s3://bucket/mlflow``) the server does not proxy artifacts: clients
-    write them there themselves, as with SageMaker managed MLflow."""
+    write them there themselves, as with SageMaker managed MLflow. With ``basic_auth`` it runs MLflow's
+    own basic-auth app: every request but /health needs a user's password; :data:`MLFLOW_ADMIN` is the
+    first user, and the users made through its users API may read every experiment and write to those
+    they create."""
     command = [
         str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
@@ -230,6 +238,14 @@ def start_mlflow_server(root: Path, port: int, artifact_root: str | None = None)
     else:
         command += ["--default-artifact-root", artifact_root, "--no-serve-artifacts"]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if basic_auth:
+        ini = root / "basic_auth.ini"
+        ini.write_text(
+            f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root}/basic_auth.db\n"
+            f"admin_username = {MLFLOW_ADMIN[0]}\nadmin_password = {MLFLOW_ADMIN[1]}\n"
+        )
+        command += ["--app-name", "basic-auth"]
+        env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_FLASK_SERVER_SECRET_KEY="tests-only")
     with (root / "server.log").open("ab") as log:
         process = subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     try:
@@ -255,15 +271,25 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
     _stop(process)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 that proxies artifacts; yields its URI."""
+def _session_mlflow_server(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Iterator[str]:
     port = free_port()
-    process = start_mlflow_server(tmp_path_factory.mktemp("mlflow"), port)
+    process = start_mlflow_server(tmp_path_factory.mktemp("mlflow"), port, **options)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_server(process)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 that proxies artifacts; yields its URI."""
+    yield from _session_mlflow_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """:func:`mlflow_server` as MLflow's own basic-auth app (:func:`start_mlflow_server`); yields its URI."""
+    yield from _session_mlflow_server(tmp_path_factory, basic_auth=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,22 +1,24 @@
-"""Authenticated MLflow for cloud jobs, through the real toolkit and a real `mlflow server` behind a
-stand-in that refuses what the real service would refuse (tests/standins/auth_proxy.py).
+"""Authenticated MLflow for cloud jobs, through the real toolkit and a real `mlflow server`.
 
-- A self-hosted server behind basic auth: the job gets only the *name* of an AWS Secrets Manager
-  secret (moto), reads the credentials with its own AWS credentials, and logs through the proxy.
+- A self-hosted server behind basic auth (MLflow's own basic-auth app): the job gets only the *name*
+  of an AWS Secrets Manager secret (moto), reads the credentials with its own AWS credentials, and logs.
 - SageMaker managed MLflow: the tracking URI is the server's ARN; the `sagemaker-mlflow` plugin
-  signs every request with SigV4 (the proxy verifies the signature) and artefacts go straight to S3.
-- Refused credentials stop the job before it trains, with a message that says so.
+  signs every request with SigV4 (verified by the stand-in tests/standins/auth_proxy.py, which
+  refuses as AWS does) and artefacts go straight to S3.
+- Refused credentials (HTTP 401 or 403) stop the job before it trains, with a message that says so.
 """
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, REPO, free_port, logged_model, start_mlflow_server, stop_server, write_prepared
-from tests.standins.auth_proxy import auth_proxy, rejections
+from model_lib.tracking import SECRET_ENV
+from tests.conftest import BIN, MLFLOW_ADMIN, REPO, free_port, logged_model, start_mlflow_server, stop_server, write_prepared
+from tests.standins.auth_proxy import Policy, SigV4, auth_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +55,15 @@ def trained_nothing(base: Path) -> bool:
     return checkpoints.generation_numbers(base / "checkpoints") == [] and not (base / "model" / "model.keras").exists()
 
 
+def as_admin(server: str, api: str, body: dict[str, str]) -> None:
+    """POST ``body`` to the basic-auth server's ``api`` as its admin (make a user, an experiment)."""
+    import requests
+
+    requests.post(f"{server}/api/2.0/mlflow/{api}", json=body, auth=MLFLOW_ADMIN, timeout=30).raise_for_status()
+
+
 def the_run(uri: str, experiment: str, evaluated: bool = True):
-    """The experiment's one run, read straight from the server (not through the proxy)."""
+    """The experiment's one run, read straight from the server (not through a proxy)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -69,35 +78,58 @@ def the_run(uri: str, experiment: str, evaluated: bool = True):
     return client, run
 
 
-def test_self_hosted_server_behind_basic_auth_with_the_password_in_secrets_manager(aws_env, mlflow_server, prepared, tmp_path):
+def test_self_hosted_server_behind_basic_auth_with_the_password_in_secrets_manager(
+    aws_env, mlflow_auth_server, prepared, tmp_path, monkeypatch
+):
     import boto3
 
+    as_admin(mlflow_auth_server, "users/create", {"username": "trainer", "password": PASSWORD})
     secrets = boto3.client("secretsmanager")
     name = f"mlflow/{tmp_path.name}"
     secrets.create_secret(Name=name, SecretString=json.dumps({"username": "trainer", "password": PASSWORD}))
-    refused = tmp_path / "refused.log"
     experiment = f"basic-{tmp_path.name}"
-    with auth_proxy(mlflow_server, "basic", username="trainer", password=PASSWORD, reject_count_file=refused) as url:
-        env = {"MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": experiment, "MODEL_LIB_MLFLOW_SECRET": name}
-        base, job = toolkit_job(tmp_path, prepared, env, "good")
-        output = job.stdout + job.stderr
-        assert job.returncode == 0, output[-4000:]
-        assert PASSWORD not in output
-        assert rejections(refused) == []
-        client, run = the_run(mlflow_server, experiment)
-        logged_model(client, run.info.run_id)
+    env = {"MLFLOW_TRACKING_URI": mlflow_auth_server, "MLFLOW_EXPERIMENT_NAME": experiment, SECRET_ENV: name}
+    base, job = toolkit_job(tmp_path, prepared, env, "good")
+    output = job.stdout + job.stderr
+    assert job.returncode == 0, output[-4000:]
+    assert PASSWORD not in output
 
-        # The same job with a changed password in the secret: refused at start, nothing trained.
-        secrets.put_secret_value(SecretId=name, SecretString=json.dumps({"username": "trainer", "password": STALE}))
-        started = time.monotonic()
-        base, job = toolkit_job(tmp_path, prepared, env, "stale")
+    # The same job with a changed password in the secret: refused at start, nothing trained.
+    secrets.put_secret_value(SecretId=name, SecretString=json.dumps({"username": "trainer", "password": STALE}))
+    started = time.monotonic()
+    base, job = toolkit_job(tmp_path, prepared, env, "stale")
     assert job.returncode != 0
     failure = (base / "output" / "failure").read_text()
-    assert "ConfigError: MLflow at http://127.0.0.1" in failure and "refused this process: HTTP 403" in failure
+    assert "ConfigError: MLflow at http://127.0.0.1" in failure and "refused this process: HTTP 401" in failure
     assert STALE not in failure and STALE not in job.stdout + job.stderr
     assert trained_nothing(base)
     assert time.monotonic() - started < 120
-    assert len(rejections(refused)) >= 1
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW_ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_ADMIN[1])
+    client, run = the_run(mlflow_auth_server, experiment)
+    logged_model(client, run.info.run_id)
+
+
+def test_a_user_who_may_not_write_to_the_experiment_is_refused_before_training(mlflow_auth_server, tmp_path):
+    """The server knows the user (HTTP 403, not 401): the tracker refuses to start, nothing sent."""
+    as_admin(mlflow_auth_server, "users/create", {"username": "reader", "password": PASSWORD})
+    experiment = f"not-yours-{tmp_path.name}"
+    as_admin(mlflow_auth_server, "experiments/create", {"name": experiment})
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_auth_server,
+        "MLFLOW_TRACKING_USERNAME": "reader",
+        "MLFLOW_TRACKING_PASSWORD": PASSWORD,
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+    }
+    script = "from model_lib.tracking import MlflowTracker\nMlflowTracker(pending_file='pending.json')"
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0
+    assert f"ConfigError: MLflow at {mlflow_auth_server} refused this process: HTTP 403" in result.stderr, result.stderr[-3000:]
+    assert PASSWORD not in result.stdout + result.stderr
 
 
 def test_a_secret_that_cannot_be_used_names_the_secret_and_what_was_expected(aws_env):
@@ -130,22 +162,14 @@ def test_sagemaker_managed_mlflow_by_arn_signed_with_the_job_credentials(aws_env
     root.mkdir()
     port = free_port()
     server = start_mlflow_server(root, port, artifact_root=f"s3://{bucket}/mlflow")
-    refused = tmp_path / "refused.log"
-    experiment = f"managed-{tmp_path.name}"
+    policy = Policy(sigv4=SigV4(access_key_id="testing", secret_access_key="testing", region="us-east-1", arn=ARN))
+    experiment = f"managed {tmp_path.name}+plus"  # ' ' and '+' in a GET query: the plugin signs them as %20/%2B
     try:
-        with auth_proxy(
-            f"http://127.0.0.1:{port}",
-            "sigv4",
-            access_key_id="testing",
-            secret_access_key="testing",
-            region="us-east-1",
-            arn=ARN,
-            reject_count_file=refused,
-        ) as url:
+        with auth_proxy(f"http://127.0.0.1:{port}", policy) as url:
             env = {"MLFLOW_TRACKING_URI": ARN, "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT": url, "MLFLOW_EXPERIMENT_NAME": experiment}
             base, job = toolkit_job(tmp_path, prepared, env, "signed")
             assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
-            assert rejections(refused) == []
+            assert policy.refused == []
             client, run = the_run(f"http://127.0.0.1:{port}", experiment)
             model = logged_model(client, run.info.run_id)
             stored = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="mlflow/")
@@ -161,14 +185,12 @@ def test_sagemaker_managed_mlflow_by_arn_signed_with_the_job_credentials(aws_env
     failure = (base / "output" / "failure").read_text()
     assert f"ConfigError: MLflow at {ARN} refused this process: HTTP 403" in failure
     assert trained_nothing(base)
-    assert any(line.startswith("403") for line in rejections(refused))
+    assert any(line.startswith("403") for line in policy.refused)
 
 
 def test_a_model_upload_that_fails_midway_is_sent_again_into_the_same_logged_model(mlflow_server, tmp_path):
     """The server takes the run, then refuses the model's first artifact uploads (503, past MLflow's
     own retries): the queued model record is sent again and the run ends with one complete model."""
-    import os
-
     import mlflow
     import yaml
 
@@ -176,8 +198,8 @@ def test_a_model_upload_that_fails_midway_is_sent_again_into_the_same_logged_mod
     params = {"train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.01, "ngram_buckets": 4099}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     experiment = f"upload-{tmp_path.name}"
-    proxy_log = tmp_path / "proxy.log"
-    with proxy_log.open("w") as log, auth_proxy(mlflow_server, "bearer", token="t0k", fail_artifact_uploads=3, stderr=log) as url:
+    policy = Policy(token="t0k", fail_uploads=3)
+    with auth_proxy(mlflow_server, policy) as url:
         env = {
             **os.environ,
             "MLFLOW_TRACKING_URI": url,
@@ -189,7 +211,7 @@ def test_a_model_upload_that_fails_midway_is_sent_again_into_the_same_logged_mod
             [str(BIN / "model-lib"), "train"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
         )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert proxy_log.read_text().count("failed artifact upload") == 3
+    assert len(policy.failed_uploads) == 3 and policy.refused == []  # the token was sent with every request
     assert "did not take a record" in result.stderr and "answers again" in result.stderr
     client, run = the_run(mlflow_server, experiment, evaluated=False)
     model = logged_model(client, run.info.run_id)
