@@ -5,7 +5,9 @@ continue exactly: the data order is a function of (seed, epoch), every random la
 from (seed, epoch) at the start of an epoch, and a checkpoint holds every variable (weights,
 optimizer slots, dropout seed states, running metrics) plus the position (epoch, step). A run
 stopped at any moment and started again ends with bitwise the same weights as one never stopped
-(Keras' BackupAndRestore restarts the epoch, with other data order).
+(Keras' BackupAndRestore restarts the epoch, with other data order). An epoch's training metrics
+are over all its batches, across a resume too (:class:`_EpochMetrics`). After the loop,
+:mod:`model_lib.assemble` builds the models that ship around the best weights.
 
 SIGTERM (a spot reclaim) and SIGINT (Ctrl-C) during a run with a checkpoint folder save the state
 at the next step boundary and raise :class:`~model_lib.errors.TrainingInterrupted`.
