@@ -382,7 +382,7 @@ class _EpochMetrics:
             total += scale * value
 
     def result(self, sums: list[np.ndarray]) -> dict[str, float]:
-        """Return each metric computed from ``sums`` (as ``train_on_batch`` names them)."""
+        """Return each metric computed from ``sums``, named and ordered (by name) as ``train_on_batch`` returns them."""
         results: dict[str, Any] = {}
         start = 0
         for metric in self._metrics:
@@ -391,7 +391,7 @@ class _EpochMetrics:
             start += len(variables)
             value = metric.stateless_result(values)
             results.update(value if isinstance(value, dict) else {metric.name: value})
-        return {name: float(value) for name, value in results.items()}
+        return {name: float(results[name]) for name in sorted(results)}
 
 
 class _Checkpoints:
