@@ -5,7 +5,9 @@ continue exactly: the data order is a function of (seed, epoch), every random la
 from (seed, epoch) at the start of an epoch, and a checkpoint holds every variable (weights,
 optimizer slots, dropout seed states, running metrics) plus the position (epoch, step). A run
 stopped at any moment and started again ends with bitwise the same weights as one never stopped
-(Keras' BackupAndRestore restarts the epoch, with other data order).
+(Keras' BackupAndRestore restarts the epoch, with other data order). An epoch's training metrics
+are over all its batches, across a resume too (:class:`_EpochMetrics`). After the loop,
+:mod:`model_lib.assemble` builds the models that ship around the best weights.
 
 SIGTERM (a spot reclaim) and SIGINT (Ctrl-C) during a run with a checkpoint folder save the state
 at the next step boundary and raise :class:`~model_lib.errors.TrainingInterrupted`.
@@ -25,18 +27,18 @@ import threading
 import time
 import types
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import keras
 import numpy as np
 
-from model_lib import checkpoints, distributed, registry
+from model_lib import assemble, checkpoints, distributed, registry
+from model_lib.augment import cropped as _cropped
 from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
 from model_lib.errors import DataError, TrainingInterrupted
-from model_lib.models import LinearView, fit_nb_view, ngram_matrix, with_views
 from model_lib.prepared import PreparedData
 
 if TYPE_CHECKING:
@@ -106,48 +108,6 @@ def _reseed_random_layers(model: keras.Model, seed: int, epoch: int) -> None:
     """Set every SeedGenerator state (dropout) to a function of (seed, epoch)."""
     for i, variable in enumerate(_seed_variables(model)):
         variable.assign(np.asarray([seed + i, epoch], dtype=variable.dtype))
-
-
-CROP_TOKENS = (4, 64)  # shortest and longest window of a cropped review
-
-
-def _views(data: PreparedData, config: TrainConfig, hp: dict[str, Any], epochs: int) -> list[tuple[LinearView, float]]:
-    """Return the ensemble's (view, weight) pairs: an NB-SVM fitted on the training reviews, and one
-    fitted on every review once whole and once cropped (so that it learns short texts too)."""
-    x, y, vocab, buckets, order = data.x_train, data.y_train, data.vocabulary.size, config.ngram_buckets, config.ngram_order
-    whole = ngram_matrix(x, vocab, buckets, order)
-    views = []
-    if hp["nb_view_weight"] > 0:
-        views.append((fit_nb_view(whole, y), hp["nb_view_weight"]))
-    if hp["nb_crop_view_weight"] > 0:
-        from scipy import sparse
-
-        crops = _cropped(x, 1.0, np.random.default_rng([config.seed, epochs]))
-        matrix = sparse.vstack([whole, ngram_matrix(crops, vocab, buckets, order)], format="csr")
-        views.append((fit_nb_view(matrix, np.concatenate([y, y])), hp["nb_crop_view_weight"]))
-    return views
-
-
-def _cropped(x: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
-    """Return ``x`` (a batch of 'pre'-padded id rows) with ``share`` of its rows, chosen by ``rng``,
-    replaced by a random window of their own tokens, padded in front again.
-
-    Window lengths are log-uniform over CROP_TOKENS, so one-line texts are as common as paragraphs.
-    """
-    if share <= 0:
-        return x
-    x = x.copy()
-    chosen = np.flatnonzero(rng.random(len(x)) < share)
-    lengths = np.exp(rng.uniform(np.log(CROP_TOKENS[0]), np.log(CROP_TOKENS[1] + 1), len(chosen))).astype(int)
-    starts = rng.random(len(chosen))
-    for row, length, start in zip(chosen, lengths, starts):
-        tokens = x[row][x[row] != 0]
-        length = min(int(length), len(tokens))
-        first = int(start * (len(tokens) - length + 1))
-        x[row] = 0
-        if length:
-            x[row, -length:] = tokens[first : first + length]
-    return x
 
 
 def _validation_split(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -323,6 +283,7 @@ def run(
         ClusterError: if another host of the cluster died or stopped answering.
         TrainingInterrupted: after saving the state, when SIGTERM or SIGINT arrived during training.
     """
+    _set_threads(config)
     parallel = distributed.start(cluster)
     try:
         return _run(
@@ -343,6 +304,283 @@ def run(
         distributed.finish(parallel)
 
 
+@dataclasses.dataclass
+class TrainingState:
+    """Where a run stands: saved whole in every checkpoint (``state.json``), restored whole on resume.
+
+    ``epoch`` and ``step`` are 0-based: the next step to train. ``best_epoch`` is -1 before the first
+    epoch ends; ``wait`` counts epochs since the lowest validation loss. ``epoch_sums`` are the
+    running sums of the compiled metrics' variables over the steps of ``epoch`` trained so far (see
+    :class:`_EpochMetrics`), so that a run resumed mid-epoch reports the epoch's metrics over all
+    its steps; empty at an epoch boundary.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    best_val_loss: float | None = None
+    best_epoch: int = -1
+    wait: int = 0
+    epoch_sums: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the state as JSON values: a deep copy, safe to write while training goes on."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        values["epoch_sums"] = [np.asarray(s, dtype=np.float64).tolist() for s in self.epoch_sums]
+        return json.loads(json.dumps(values))
+
+    @classmethod
+    def from_json(cls, saved: Mapping[str, Any]) -> TrainingState:
+        """Return the state held in a checkpoint's ``state.json`` (other keys there are ignored).
+
+        Raises:
+            KeyError: if a key other than ``epoch_sums`` is missing.
+        """
+        values = {field.name: saved[field.name] for field in dataclasses.fields(cls) if field.name != "epoch_sums"}
+        # Checkpoints written before epoch_sums existed lack it: an epoch resumed from one of those
+        # reports the metrics of the steps trained after the resume.
+        sums = [np.asarray(s, dtype=np.float64) for s in saved.get("epoch_sums", [])]
+        return cls(**values, epoch_sums=sums)
+
+
+class _EpochMetrics:
+    """The compiled metrics (loss, accuracy, AUC) of a whole epoch, from running sums of their variables.
+
+    Keras 3's ``train_on_batch`` resets the compiled metrics before every batch, so what it returns
+    is that batch's alone. Right after it, though, every metric variable holds the batch's share of
+    a sum over rows: Mean's total and count (loss, accuracy) and AUC's true/false positive/negative
+    counts at each threshold. Summing them over the epoch's batches and computing each metric from
+    the sums (``Metric.stateless_result``: any backend) gives exactly the metric over every row of
+    the epoch: the row-weighted mean loss and accuracy, and the AUC of all the epoch's predictions
+    (not a mean of batch AUCs). The predictions are those the train step made, before its update.
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        self._metrics = list(model.metrics)
+
+    def _variables(self) -> list[Any]:
+        return [v for metric in self._metrics for v in metric.variables]
+
+    def add(self, sums: list[np.ndarray], scale: float) -> None:
+        """Add the last batch's metric variables, times ``scale``, to ``sums`` (in place; empty: start)."""
+        values = [np.asarray(v.numpy(), dtype=np.float64).ravel() for v in self._variables()]
+        if not sums:
+            sums.extend(np.zeros_like(value) for value in values)
+        for total, value in zip(sums, values):
+            total += scale * value
+
+    def result(self, sums: list[np.ndarray]) -> dict[str, float]:
+        """Return each metric computed from ``sums``, named and ordered (by name) as ``train_on_batch`` returns them."""
+        results: dict[str, Any] = {}
+        start = 0
+        for metric in self._metrics:
+            variables = metric.variables
+            values = [np.asarray(s, dtype=v.dtype).reshape(v.shape) for s, v in zip(sums[start:], variables)]
+            start += len(variables)
+            value = metric.stateless_result(values)
+            results.update(value if isinstance(value, dict) else {metric.name: value})
+        return {name: float(results[name]) for name in sorted(results)}
+
+
+class _Checkpoints:
+    """Saves the training state at its cadence and counts what saving cost the run.
+
+    A generation is saved every ``every`` steps (0: never mid-epoch), at each epoch end and when a
+    stop is requested. ``seconds`` is the time training waited for saves, ``final_seconds`` the
+    part of it spent at the end waiting for the last write to land.
+    """
+
+    def __init__(self, writer: _CheckpointWriter, context: dict[str, Any], every: int, best: list[np.ndarray] | None) -> None:
+        self._writer, self._context, self._every = writer, json.loads(json.dumps(context)), every
+        self._sent_best = best  # the best weights the newest generation holds (resumed: those on disk)
+        self.count, self.seconds, self.final_seconds = 0, 0.0, 0.0
+
+    def due(self, step: int) -> bool:
+        """Return whether the cadence saves after ``step`` steps of an epoch."""
+        return bool(self._every) and step % self._every == 0
+
+    def save(self, state: TrainingState, model: keras.Model, best: list[np.ndarray] | None) -> None:
+        """Queue one generation of ``state``, every variable of ``model`` and ``best`` (linked if unchanged)."""
+        began = time.perf_counter()
+        snapshot = {**state.to_json(), **self._context}
+        # .numpy() of a variable is already a snapshot (a read, then a copy): one copy, no second one.
+        arrays = {group: [np.asarray(v.numpy()) for v in variables] for group, variables in _variable_groups(model).items()}
+        self._writer.submit(snapshot, arrays, best if best is not self._sent_best else None)
+        self._sent_best = best
+        self.count += 1
+        self.seconds += time.perf_counter() - began
+
+    def finish(self) -> None:
+        """Wait until the last generation is on disk (the run counts as trained only then)."""
+        began = time.perf_counter()
+        self._writer.close()
+        self.final_seconds = time.perf_counter() - began
+        self.seconds += self.final_seconds
+
+    def abandon(self) -> None:
+        """Wait for the queued writes and stop the writer (a stopped run)."""
+        self._writer.close()
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the epochs of one run share: fixed inputs, the checkpoints, the signals, the best weights."""
+
+    config: TrainConfig
+    hp: dict[str, Any]
+    data: PreparedData
+    model: keras.Model
+    parallel: distributed.Parallelism
+    fit_idx: np.ndarray
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray | None, int]  # distributed.validation_feed
+    directory: Path | None
+    saver: _Checkpoints | None
+    tracker: EpochLogger | None
+    verbose: int | str
+    best: list[np.ndarray] | None = None
+    stop: _StopSignals = dataclasses.field(default_factory=_StopSignals)
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(len(self.fit_idx) / int(self.hp["batch_size"]))
+
+    @property
+    def watching(self) -> bool:
+        """Return whether stops are checked at step boundaries (there is a state to save, or hosts to keep in step)."""
+        return self.directory is not None or self.parallel.process_count > 1
+
+    @property
+    def show_bar(self) -> bool:
+        return self.verbose == 1 or (self.verbose == "auto" and os.isatty(1))
+
+    def stop_requested(self) -> bool:
+        """Return whether a signal arrived on any process (all then stop at the same step)."""
+        return distributed.any_process(self.stop.received is not None, self.parallel)
+
+    def interrupted(self) -> TrainingInterrupted:
+        """Return the error to raise for a stop, once every queued checkpoint is on disk."""
+        if self.saver is not None:
+            self.saver.abandon()
+        signum = self.stop.received or signal.SIGTERM  # another host may have received the signal
+        if self.directory is None and not self.parallel.is_coordinator:
+            return TrainingInterrupted(signum, "the coordinator's checkpoint folder")
+        return TrainingInterrupted(signum, str(self.directory) if self.directory is not None else None)
+
+
+def _set_threads(config: TrainConfig) -> None:
+    """Bound TensorFlow's thread pools to ``config.threads`` (None: TensorFlow decides)."""
+    if config.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(config.threads)
+
+
+def _resumed(
+    model: keras.Model, generation: checkpoints.Generation | None, identity: dict[str, Any], probe: tuple[np.ndarray, np.ndarray]
+) -> tuple[TrainingState, list[np.ndarray] | None, Path | None] | None:
+    """Load ``generation`` into ``model`` and return its state, best weights and best.npz; None when
+    there is none, or it is from another training (a warning names what differs)."""
+    if generation is None:
+        return None
+    changed = checkpoints.differences(generation.state.get("fingerprint", {}), identity)
+    if changed:
+        logger.warning("checkpoint %s is from another training (%s differ); starting afresh", generation.path, ", ".join(changed))
+        return None
+    _restore(model, generation, probe)
+    return TrainingState.from_json(generation.state), generation.arrays.get("best") or None, generation.best_file
+
+
+def _train_step(run: _Run, state: TrainingState, order: np.ndarray, metrics: _EpochMetrics) -> None:
+    """Train step ``state.step`` of ``state.epoch`` (rows ``order``) and add its metrics to the epoch's."""
+    batch_size, seed = int(run.hp["batch_size"]), run.config.seed
+    batch = order[state.step * batch_size : (state.step + 1) * batch_size]
+    # Crops depend on (seed, epoch, step) only, so a resumed run feeds the same batches, and they
+    # are cut from the global batch, so every host of a cluster feeds the same rows.
+    x = _cropped(run.data.x_train[batch], run.hp["crop_share"], np.random.default_rng([seed, state.epoch, state.step]))
+    y = run.data.y_train[batch].astype("float32")
+    rows, weights = distributed.host_batch(np.arange(len(batch)), run.parallel)  # this host's shard
+    run.model.train_on_batch(x[rows], y[rows], sample_weight=weights)
+    # The metric variables are the global batch's, padding included (every host feeds a shard of
+    # len(rows) rows, each real row weighted fed/real): scaled to one per real row, the epoch's sums
+    # weight every review once, as one process on one device does.
+    metrics.add(state.epoch_sums, len(batch) / (len(rows) * run.parallel.process_count))
+    state.step += 1
+
+
+def _train_epoch(run: _Run, state: TrainingState) -> dict[str, float]:
+    """Train the steps of ``state.epoch`` from ``state.step`` on; return the epoch's training metrics.
+
+    Raises:
+        TrainingInterrupted: after saving the state, when a stop was requested between two steps.
+    """
+    order = run.fit_idx[np.random.default_rng([run.config.seed, state.epoch]).permutation(len(run.fit_idx))]
+    metrics = _EpochMetrics(run.model)
+    bar = keras.utils.Progbar(run.steps, stateful_metrics=["loss", "accuracy", "auc"]) if run.show_bar else None
+    if bar is not None:
+        print(f"Epoch {state.epoch + 1}/{int(run.hp['epochs'])}", flush=True)
+    while state.step < run.steps:
+        _train_step(run, state, order, metrics)
+        if bar is not None:
+            bar.update(state.step, values=list(metrics.result(state.epoch_sums).items()))
+        if run.watching and state.step < run.steps:
+            stop_now = run.stop_requested()
+            if run.saver is not None and (stop_now or run.saver.due(state.step)):
+                run.saver.save(state, run.model, run.best)
+            if stop_now:
+                raise run.interrupted()
+    return metrics.result(state.epoch_sums)
+
+
+def _end_epoch(run: _Run, state: TrainingState, trained: dict[str, float], began: float) -> None:
+    """Validate, record the epoch (history, best weights, early stopping), save, log; move to the next.
+
+    Raises:
+        TrainingInterrupted: after saving the state, when a stop was requested during the epoch.
+    """
+    x_val, y_val, val_weights, val_batch_size = run.validation
+    validation = run.model.evaluate(
+        x_val, y_val, sample_weight=val_weights, batch_size=val_batch_size, verbose=0, return_dict=True
+    )
+    epoch = state.epoch
+    metrics = {**trained, **{f"val_{k}": float(v) for k, v in validation.items()}}
+    state.history.append({"epoch": epoch + 1, **metrics})
+    if state.best_val_loss is None or metrics["val_loss"] < state.best_val_loss:
+        state.best_val_loss, state.best_epoch, state.wait = metrics["val_loss"], epoch, 0
+        run.best = [np.asarray(w) for w in run.model.get_weights()]
+    else:
+        state.wait += 1
+    state.epoch, state.step, state.epoch_sums = epoch + 1, 0, []
+    if run.saver is not None:
+        run.saver.save(state, run.model, run.best)
+    if run.tracker is not None:
+        run.tracker.log_epoch(epoch, metrics)
+    if run.verbose == 2 or run.show_bar:
+        logger.info(_epoch_line(epoch, int(run.hp["epochs"]), metrics, time.perf_counter() - began))
+    if run.watching and run.stop_requested():
+        raise run.interrupted()
+
+
+def _train_epochs(run: _Run, state: TrainingState) -> None:
+    """Train from ``state`` until the last epoch or early stopping; the best weights end in ``run.best``.
+
+    Raises:
+        TrainingInterrupted: after saving the state, when SIGTERM or SIGINT arrived.
+    """
+    with run.stop.installed(run.watching):
+        while state.epoch < int(run.hp["epochs"]):
+            if state.step == 0:
+                if state.wait >= max(run.config.patience, 1):
+                    break  # `patience` epochs in a row without a lower validation loss (0 counts as 1)
+                _reseed_random_layers(run.model, run.config.seed, state.epoch)
+                run.model.reset_metrics()
+            began = time.perf_counter()
+            trained = _train_epoch(run, state)
+            _end_epoch(run, state, trained, began)
+        if run.saver is not None:
+            run.saver.finish()
+
+
 def _run(
     config: TrainConfig,
     data: PreparedData,
@@ -354,157 +592,53 @@ def _run(
     parallel: distributed.Parallelism,
 ) -> TrainResult:
     data.check()
-    if config.threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(config.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(config.threads)
     hp = effective_hyperparameters(config)
-    epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
     _seed_everything(config.seed)
     fit_idx, val_idx = _validation_split(data.y_train, config.validation_split, config.seed)
     x_val, y_val = data.x_train[val_idx], data.y_train[val_idx].astype("float32")
-    steps = math.ceil(len(fit_idx) / batch_size)
     identity = fingerprint(config, data)
-
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     model = _compiled_model(config, hp, data, fit_idx)
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "best_val_loss": None, "best_epoch": -1, "wait": 0}
-    best: list[np.ndarray] | None = None
-    best_changed = False  # since the last saved generation
-    best_file: Path | None = None
-    resumed_from = None
+
+    rows = np.zeros(parallel.local_devices, dtype=int)  # one probe row per local device (data parallelism splits it)
     generation = _shared_generation(checkpoints.latest(directory), identity, parallel)
-    if generation is not None:
-        changed = checkpoints.differences(generation.state.get("fingerprint", {}), identity)
-        if changed:
-            logger.warning(
-                "checkpoint %s is from another training (%s differ); starting afresh", generation.path, ", ".join(changed)
-            )
-        else:
-            # One row per local device: data parallelism splits the probe batch across them.
-            rows = np.zeros(parallel.local_devices, dtype=int)
-            _restore(model, generation, (x_val[rows], y_val[rows]))
-            state = {key: generation.state[key] for key in state}
-            best, best_file = generation.arrays.get("best") or None, generation.best_file
-            resumed_from = (state["epoch"], state["step"])
-            logger.info("resuming at epoch %d, step %d of %d, from %s", state["epoch"] + 1, state["step"], steps, generation.path)
-            if tracker is not None:
-                tracker.log_history(list(state["history"]))
+    resumed = _resumed(model, generation, identity, (x_val[rows], y_val[rows]))
+    state, best, best_file = resumed or (TrainingState(), None, None)
+    resumed_from = (state.epoch, state.step) if resumed is not None else None
+    run = _Run(
+        config, hp, data, model, parallel, fit_idx,
+        validation=distributed.validation_feed(x_val, y_val, int(hp["batch_size"]), parallel),
+        directory=directory, saver=None, tracker=tracker, verbose=verbose, best=best,
+    )  # fmt: skip
+    if generation is not None and resumed is not None:
+        logger.info("resuming at epoch %d, step %d of %d, from %s", state.epoch + 1, state.step, run.steps, generation.path)
+        if tracker is not None:
+            tracker.log_history(list(state.history))
+    if directory is not None:
+        context = {"fingerprint": identity, "run_id": run_id, "steps_per_epoch": run.steps}
+        run.saver = _Checkpoints(_CheckpointWriter(directory, best_file), context, config.checkpoint_steps, best)
 
-    saved = {"count": 0, "seconds": 0.0, "final": 0.0}
-
-    writer = _CheckpointWriter(directory, best_file) if directory is not None else None
-
-    def save() -> None:
-        nonlocal best_changed
-        assert writer is not None
-        began = time.perf_counter()
-        snapshot = json.loads(json.dumps({**state, "fingerprint": identity, "run_id": run_id, "steps_per_epoch": steps}))
-        # .numpy() of a variable is already a snapshot (a read, then a copy): one copy, no second one.
-        arrays = {group: [np.asarray(v.numpy()) for v in variables] for group, variables in _variable_groups(model).items()}
-        writer.submit(snapshot, arrays, best if best_changed else None)
-        best_changed = False
-        saved["count"] += 1
-        saved["seconds"] += time.perf_counter() - began
-
-    def stop_here() -> TrainingInterrupted:
-        if writer is not None:
-            writer.close()
-        # In a cluster another host may have received the signal: every host stops at the same step.
-        if directory is None and not parallel.is_coordinator:
-            return TrainingInterrupted(stop.received or signal.SIGTERM, "the coordinator's checkpoint folder")
-        return TrainingInterrupted(stop.received or signal.SIGTERM, str(directory) if directory is not None else None)
-
-    def stopping() -> bool:
-        return distributed.any_process(stop.received is not None, parallel)
-
-    x_val_fed, y_val_fed, val_weights, val_batch_size = distributed.validation_feed(x_val, y_val, batch_size, parallel)
-
-    stop = _StopSignals()
     started = time.perf_counter()
-    show_bar = verbose == 1 or (verbose == "auto" and os.isatty(1))
-    with stop.installed(directory is not None or parallel.process_count > 1):
-        while state["epoch"] < epochs:
-            epoch = state["epoch"]
-            if state["step"] == 0:
-                if state["wait"] >= max(config.patience, 1):
-                    break  # `patience` epochs in a row without a lower validation loss (0 counts as 1)
-                _reseed_random_layers(model, config.seed, epoch)
-                model.reset_metrics()
-            epoch_started = time.perf_counter()
-            order = fit_idx[np.random.default_rng([config.seed, epoch]).permutation(len(fit_idx))]
-            bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "accuracy", "auc"]) if show_bar else None
-            if bar is not None:
-                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-            logs: dict[str, float] = {}
-            while state["step"] < steps:
-                batch = order[state["step"] * batch_size : (state["step"] + 1) * batch_size]
-                # Crops depend on (seed, epoch, step) only, so a resumed run feeds the same batches, and
-                # they are cut from the global batch, so every host of a cluster feeds the same rows.
-                x = _cropped(data.x_train[batch], hp["crop_share"], np.random.default_rng([config.seed, epoch, state["step"]]))
-                y = data.y_train[batch].astype("float32")
-                rows, weights = distributed.host_batch(np.arange(len(batch)), parallel)  # this host's shard
-                logs = model.train_on_batch(x[rows], y[rows], sample_weight=weights, return_dict=True)
-                state["step"] += 1
-                if bar is not None:
-                    bar.update(state["step"], values=list(logs.items()))
-                if (directory is not None or parallel.process_count > 1) and state["step"] < steps:
-                    stop_now = stopping()
-                    if directory is not None and (
-                        stop_now or (config.checkpoint_steps and state["step"] % config.checkpoint_steps == 0)
-                    ):
-                        save()
-                    if stop_now:
-                        raise stop_here()
-            validation = model.evaluate(
-                x_val_fed, y_val_fed, sample_weight=val_weights, batch_size=val_batch_size, verbose=0, return_dict=True
-            )
-            metrics = {**{k: float(v) for k, v in logs.items()}, **{f"val_{k}": float(v) for k, v in validation.items()}}
-            state["history"].append({"epoch": epoch + 1, **metrics})
-            if state["best_val_loss"] is None or metrics["val_loss"] < state["best_val_loss"]:
-                state.update(best_val_loss=metrics["val_loss"], best_epoch=epoch, wait=0)
-                best, best_changed = [np.asarray(w) for w in model.get_weights()], True
-            else:
-                state["wait"] += 1
-            state.update(epoch=epoch + 1, step=0)
-            if directory is not None:
-                save()
-            if tracker is not None:
-                tracker.log_epoch(epoch, metrics)
-            if verbose == 2 or bar is not None:
-                logger.info(_epoch_line(epoch, epochs, metrics, time.perf_counter() - epoch_started))
-            if (directory is not None or parallel.process_count > 1) and stopping():
-                raise stop_here()
-        if writer is not None:
-            began = time.perf_counter()
-            writer.close()  # the last generation is on disk before the run counts as trained
-            saved["final"] = time.perf_counter() - began
-            saved["seconds"] += saved["final"]
+    _train_epochs(run, state)
     seconds = time.perf_counter() - started
-
-    if best is not None:
-        model.set_weights(best)
-    model = distributed.local_model(model, parallel)
-    if parallel.is_coordinator and (hp["nb_view_weight"] > 0 or hp["nb_crop_view_weight"] > 0):  # workers' models are not kept
-        began = time.perf_counter()
-        model = with_views(model, _views(data, config, hp, epochs), buckets=config.ngram_buckets, order=config.ngram_order)
-        logger.info("NB-SVM views fitted in %.1f s", time.perf_counter() - began)
-        seconds += time.perf_counter() - began
-    from model_lib.export import raw_string_model
-
+    if run.best is not None:
+        model.set_weights(run.best)
+    shipped = assemble.shipped_model(
+        distributed.local_model(model, parallel), data, config, hp, fit_views=parallel.is_coordinator
+    )
+    saver = run.saver
     return TrainResult(
-        model=model,
-        raw_model=raw_string_model(model, data.vocabulary, data.max_length) if keras.backend.backend() == "tensorflow" else None,
-        history=state["history"],
+        model=shipped.model,
+        raw_model=shipped.raw_model,
+        history=state.history,
         hyperparameters=hp,
-        best_epoch=state["best_epoch"] + 1,
-        train_seconds=seconds,
+        best_epoch=state.best_epoch + 1,
+        train_seconds=seconds + shipped.seconds,
         resumed_from=resumed_from,
-        checkpoints_saved=int(saved["count"]),
-        checkpoint_seconds=saved["seconds"],
-        checkpoint_final_seconds=saved["final"],
+        checkpoints_saved=saver.count if saver else 0,
+        checkpoint_seconds=saver.seconds if saver else 0.0,
+        checkpoint_final_seconds=saver.final_seconds if saver else 0.0,
     )
 
 
-__all__ = ["EpochLogger", "TrainResult", "effective_hyperparameters", "fingerprint", "run"]
+__all__ = ["EpochLogger", "TrainResult", "TrainingState", "effective_hyperparameters", "fingerprint", "run"]

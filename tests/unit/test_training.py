@@ -2,6 +2,7 @@
 model, bad inputs."""
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ from model_lib.errors import ConfigError, DataError, TrainingInterrupted
 from model_lib.export import save_model
 from model_lib.inference import load_model, predict
 from model_lib.prepared import load_prepared
-from model_lib.training import effective_hyperparameters, run
+from model_lib.training import TrainingState, effective_hyperparameters, run
 
 FAST = TrainConfig(epochs=3, batch_size=16, learning_rate=0.01, ngram_buckets=256, patience=5)
 
@@ -95,6 +96,8 @@ def test_truncated_newest_checkpoint_is_skipped_with_a_warning(data, tmp_path, c
     assert f"checkpoint {newest} skipped" in caplog.text and "truncated" in caplog.text
     assert resumed.resumed_from == (1, 8)  # the generation before: mid-epoch 2, after 8 of 12 steps
     assert weights_equal(straight.model.get_weights(), resumed.model.get_weights())
+    # Epoch 2's training metrics are over all its 12 steps, the 8 before the resume included.
+    assert resumed.history == straight.history
 
 
 def test_checkpoint_of_other_hyperparameters_is_not_resumed(data, tmp_path, caplog):
@@ -158,7 +161,8 @@ def test_training_stops_after_patience_epochs_without_improvement(data):
 
 
 def test_crops_are_windows_of_their_review_padded_in_front():
-    from model_lib.training import CROP_TOKENS, _cropped
+    from model_lib.augment import CROP_TOKENS
+    from model_lib.augment import cropped as _cropped
 
     x = np.zeros((200, 120), np.int32)
     for i, length in enumerate(np.random.default_rng(0).integers(1, 120, size=200)):
@@ -190,3 +194,45 @@ def test_the_ensemble_scores_the_same_in_memory_and_reloaded(data, tmp_path):
     np.testing.assert_allclose(in_memory, reloaded, atol=1e-6)
     assert result.model.get_layer("ensemble_p_positive").mix == [0.4, 0.2]  # the default is the ensemble of both views
     assert {"view1_logit", "view2_logit"} <= {layer.name for layer in result.model.layers}
+
+
+def test_epoch_training_metrics_are_over_every_batch_not_the_last(data, monkeypatch):
+    """Keras 3's train_on_batch resets the metrics before each batch: the epoch's loss and accuracy
+    must be the row-weighted means of its batches', and its AUC the AUC of all its predictions."""
+    batches = []
+    train_on_batch = keras.Model.train_on_batch
+
+    def recording(model, x, y=None, sample_weight=None, **kwargs):
+        predictions = np.asarray(model(x, training=False)).reshape(-1)  # no dropout: the train step's own
+        returned = train_on_batch(model, x, y, sample_weight=sample_weight, **kwargs)
+        batches.append((len(x), model.get_metrics_result(), y, predictions))
+        return returned
+
+    monkeypatch.setattr(keras.Model, "train_on_batch", recording)
+    result = run(dataclasses.replace(FAST, epochs=2, dropout=0.0), data, verbose=0)
+    steps = len(batches) // 2
+    for row, epoch in zip(result.history, (batches[:steps], batches[steps:])):
+        rows = np.asarray([n for n, *_ in epoch], dtype=float)
+        for name in ("loss", "accuracy"):
+            batch_values = np.asarray([float(logs[name]) for _, logs, *_ in epoch])
+            assert row[name] == pytest.approx((rows * batch_values).sum() / rows.sum(), rel=1e-5)
+        assert row["loss"] != pytest.approx(float(epoch[-1][1]["loss"]), rel=1e-3)  # not what Keras returned last
+        auc = keras.metrics.AUC()
+        auc.update_state(np.concatenate([y for *_, y, _ in epoch]), np.concatenate([p for *_, p in epoch]))
+        assert row["auc"] == pytest.approx(float(auc.result()), abs=1e-3)
+
+
+def test_training_state_round_trips_and_reads_checkpoints_written_before_epoch_sums():
+    saved_before = {"epoch": 2, "step": 5, "history": [{"epoch": 1, "loss": 0.5}], "best_val_loss": 0.4, "best_epoch": 0,
+                    "wait": 1, "fingerprint": {"seed": 42}, "run_id": None, "steps_per_epoch": 12}  # fmt: skip
+    state = TrainingState.from_json(saved_before)
+    assert (state.epoch, state.step, state.history, state.best_val_loss, state.best_epoch, state.wait) == (
+        2, 5, [{"epoch": 1, "loss": 0.5}], 0.4, 0, 1,
+    )  # fmt: skip
+    assert state.epoch_sums == []
+    state.epoch_sums = [np.asarray([1.5, 2.0]), np.asarray([1e-17])]
+    written = json.loads(json.dumps(state.to_json()))
+    assert {"epoch", "step", "history", "best_val_loss", "best_epoch", "wait"} <= set(written)  # the keys as before
+    again = TrainingState.from_json(written)
+    assert [s.tolist() for s in again.epoch_sums] == [[1.5, 2.0], [1e-17]]
+    assert dataclasses.replace(again, epoch_sums=[]) == dataclasses.replace(state, epoch_sums=[])

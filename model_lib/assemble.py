@@ -1,0 +1,78 @@
+"""Assemble the model that ships from the trained one: the NB-SVM views fitted beside it (the
+ensemble, :func:`model_lib.models.with_views`) and the wrapper that takes raw review strings.
+
+This runs once, after the training loop, on the best weights; nothing here is checkpointed (the
+views are a deterministic fit of the training reviews).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+from model_lib.augment import cropped
+from model_lib.config import TrainConfig
+from model_lib.models import LinearView, fit_nb_view, ngram_matrix, with_views
+from model_lib.prepared import PreparedData
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Shipped:
+    """The assembled models and the time spent fitting the views."""
+
+    model: keras.Model  # takes id sequences
+    raw_model: keras.Model | None  # takes raw strings; None off the TensorFlow backend (its string ops are TensorFlow's)
+    seconds: float
+
+
+def views(data: PreparedData, config: TrainConfig, hp: dict[str, Any]) -> list[tuple[LinearView, float]]:
+    """Return the ensemble's (view, weight) pairs: an NB-SVM fitted on the training reviews, and one
+    fitted on every review once whole and once cropped (so that it learns short texts too).
+
+    A view whose weight (``nb_view_weight``, ``nb_crop_view_weight`` in ``hp``) is 0 is left out.
+    The crops are drawn from (seed, epochs), so the same config fits the same views.
+    """
+    x, y, vocab, buckets, order = data.x_train, data.y_train, data.vocabulary.size, config.ngram_buckets, config.ngram_order
+    whole = ngram_matrix(x, vocab, buckets, order)
+    fitted = []
+    if hp["nb_view_weight"] > 0:
+        fitted.append((fit_nb_view(whole, y), hp["nb_view_weight"]))
+    if hp["nb_crop_view_weight"] > 0:
+        from scipy import sparse
+
+        crops = cropped(x, 1.0, np.random.default_rng([config.seed, int(hp["epochs"])]))
+        matrix = sparse.vstack([whole, ngram_matrix(crops, vocab, buckets, order)], format="csr")
+        fitted.append((fit_nb_view(matrix, np.concatenate([y, y])), hp["nb_crop_view_weight"]))
+    return fitted
+
+
+def shipped_model(
+    model: keras.Model, data: PreparedData, config: TrainConfig, hp: dict[str, Any], *, fit_views: bool = True
+) -> Shipped:
+    """Return the model to ship built around the trained ``model`` (a model of this process alone).
+
+    With ``fit_views`` and a view weight above 0 the NB-SVM views join ``model`` in an ensemble
+    (a cluster's workers pass False: their models are not kept). On the TensorFlow backend the
+    raw-string model wraps the result; elsewhere ``raw_model`` is None and
+    :func:`model_lib.export.save_raw_string_model` builds it in a TensorFlow process.
+    """
+    from model_lib.export import raw_string_model
+
+    seconds = 0.0
+    if fit_views and (hp["nb_view_weight"] > 0 or hp["nb_crop_view_weight"] > 0):
+        began = time.perf_counter()
+        model = with_views(model, views(data, config, hp), buckets=config.ngram_buckets, order=config.ngram_order)
+        seconds = time.perf_counter() - began
+        logger.info("NB-SVM views fitted in %.1f s", seconds)
+    raw = raw_string_model(model, data.vocabulary, data.max_length) if keras.backend.backend() == "tensorflow" else None
+    return Shipped(model, raw, seconds)
+
+
+__all__ = ["Shipped", "shipped_model", "views"]
