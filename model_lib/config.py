@@ -145,54 +145,66 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _as_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    # "False" must never become True: only these spellings are accepted.
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
+
+
+def _as_int(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected an integer, got {value!r}")
+
+
+def _as_float(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    else:
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(result):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return result
+
+
+def _as_str(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected a string, got {value!r}")
+
+
+_PARSERS: dict[Any, Callable[[Any, str], Any]] = {bool: _as_bool, int: _as_int, float: _as_float, str: _as_str}
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Return ``value`` as ``annotation``; strings (flags, hyperparameters) are parsed.
 
     Raises:
         ConfigError: naming ``where``, the value and the expected type.
     """
-    args = typing.get_args(annotation)
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        inner = next(a for a in args if a is not type(None))
+        inner = next(a for a in typing.get_args(annotation) if a is not type(None))
         if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "")):
             return None
         return _coerce(value, inner, where)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        # "False" must never become True: only these spellings are accepted.
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            result = float(value)
-        elif isinstance(value, str):
-            try:
-                result = float(value.strip())
-            except ValueError:
-                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        else:
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(result):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return result
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported config type {annotation!r}")  # pragma: no cover - a bug in this module
+    if annotation not in _PARSERS:  # pragma: no cover - a bug in this module
+        raise TypeError(f"unsupported config type {annotation!r}")
+    return _PARSERS[annotation](value, where)
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:

@@ -31,8 +31,7 @@ def prepared(tmp_path_factory):
 
 
 def final_weights(base):
-    from model_lib.inference import core_model
-    from model_lib.inference import load_model
+    from model_lib.inference import core_model, load_model
 
     return core_model(load_model(base / "model" / "model.keras")).get_weights()
 

@@ -44,8 +44,7 @@ def job_base(folder: Path, prepared: dict[str, Path]) -> Path:
 
 
 def final_weights(base: Path) -> list[np.ndarray]:
-    from model_lib.inference import core_model
-    from model_lib.inference import load_model
+    from model_lib.inference import core_model, load_model
 
     return core_model(load_model(base / "model" / "model.keras")).get_weights()
 
