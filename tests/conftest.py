@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -170,6 +171,35 @@ def write_prepared(folder: Path, count: int = 240, max_length: int = 40, seed: i
 @pytest.fixture
 def tiny_prepared(tmp_path: Path) -> dict[str, Path]:
     return write_prepared(tmp_path / "prepared")
+
+
+# The tiny training: the default model, a few seconds on write_prepared's data.
+TINY_TRAINING = {"epochs": 3, "batch_size": 16, "learning_rate": 0.01, "ngram_buckets": 256, "patience": 5}
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyTraining:
+    config: Any  # model_lib.config.TrainConfig
+    data: Any  # model_lib.prepared.PreparedData
+    result: Any  # model_lib.training.TrainResult
+    model_file: Path  # the raw-string model.keras
+
+
+@pytest.fixture(scope="session")
+def tiny_training(tmp_path_factory: pytest.TempPathFactory) -> TinyTraining:
+    """The fast tier's one real training (TINY_TRAINING on write_prepared's data), its raw-string model
+    saved; shared by the tests that only read what it made (they must not change it)."""
+    from model_lib.config import TrainConfig
+    from model_lib.export import save_model
+    from model_lib.prepared import load_prepared
+    from model_lib.training import run
+
+    folder = tmp_path_factory.mktemp("tiny-training")
+    config = TrainConfig(**TINY_TRAINING)
+    data = load_prepared(**write_prepared(folder / "prepared"))
+    result = run(config, data, verbose=0)
+    save_model(result.raw_model, folder / "model.keras")
+    return TinyTraining(config, data, result, folder / "model.keras")
 
 
 def free_port() -> int:

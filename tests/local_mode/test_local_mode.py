@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a toolkit job in a fresh process
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PARAMS = """

@@ -1,7 +1,8 @@
 """The import graph of model_lib: no cycles, and the core never imports the SageMaker adapter.
 
-Every import counts, also one inside a function or under ``TYPE_CHECKING``: a lazy import hides a
-cycle from Python, not from the next reader, and a type-only import still points the arrow up.
+An import inside a function counts: a lazy import hides a cycle from Python, not from the next
+reader. An import under ``TYPE_CHECKING`` counts for the layering (it still points the arrow up) but
+not for cycles (annotations only: nothing runs it).
 """
 
 from __future__ import annotations
@@ -25,11 +26,29 @@ def module_names() -> dict[str, Path]:
     return names
 
 
-def imported_names(module: str, path: Path) -> set[str]:
+def _is_type_checking(node: ast.AST) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _nodes(tree: ast.AST, type_checking: bool) -> list[ast.AST]:
+    """Return every node of ``tree``; without ``type_checking``, none under ``if TYPE_CHECKING:``."""
+    found, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        if type_checking or not _is_type_checking(node):
+            todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def imported_names(module: str, path: Path, type_checking: bool = True) -> set[str]:
     """Return every dotted name ``module`` imports (``from a import b`` gives ``a.b``)."""
     names = set()
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _nodes(ast.parse(path.read_text(encoding="utf-8")), type_checking):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -43,7 +62,7 @@ def imported_names(module: str, path: Path) -> set[str]:
     return names
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(type_checking: bool = True) -> dict[str, set[str]]:
     """Return module -> the model_lib modules it imports (the package itself, a re-export hub, left out)."""
     modules = module_names()
 
@@ -54,7 +73,7 @@ def import_graph() -> dict[str, set[str]]:
 
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
-        targets = {owner(name) for name in imported_names(module, path)}
+        targets = {owner(name) for name in imported_names(module, path, type_checking)}
         graph[module] = {t for t in targets if t is not None and t not in (module, "model_lib")}
     return graph
 
@@ -89,7 +108,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_model_lib_has_no_import_cycle() -> None:
-    assert cycles(import_graph()) == []
+    assert cycles(import_graph(type_checking=False)) == []
 
 
 def test_core_modules_never_import_the_sagemaker_adapter() -> None:
@@ -105,3 +124,10 @@ def test_core_modules_never_import_the_sagemaker_adapter() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_type_only_imports_count_for_layering_not_for_cycles(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from a import b\nimport c\n")
+    assert imported_names("m", module) == {"typing.TYPE_CHECKING", "a.b", "c"}
+    assert imported_names("m", module, type_checking=False) == {"typing.TYPE_CHECKING", "c"}

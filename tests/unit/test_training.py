@@ -14,12 +14,12 @@ import pytest
 from model_lib import checkpoints
 from model_lib.config import TrainConfig
 from model_lib.errors import ConfigError, DataError, TrainingInterrupted
-from model_lib.export import save_model
 from model_lib.inference import load_model, predict
 from model_lib.prepared import load_prepared
 from model_lib.training import TrainingState, effective_hyperparameters, run
+from tests.conftest import TINY_TRAINING
 
-FAST = TrainConfig(epochs=3, batch_size=16, learning_rate=0.01, ngram_buckets=256, patience=5)
+FAST = TrainConfig(**TINY_TRAINING)  # what the shared tiny_training ran
 
 
 class SignalAfterEpoch:
@@ -46,22 +46,23 @@ def data(tiny_prepared):
     return load_prepared(**tiny_prepared)
 
 
-def test_default_model_learns_a_separable_task(data):
-    result = run(FAST, data, verbose=0)
+def test_default_model_learns_a_separable_task(tiny_training):
+    result, data = tiny_training.result, tiny_training.data
     probabilities = result.model.predict(data.x_test, verbose=0).reshape(-1)
     assert ((probabilities >= 0.5) == data.y_test).mean() >= 0.9
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(result.history[0])
 
 
-def test_same_seed_gives_same_weights(data):
-    first = run(dataclasses.replace(FAST, epochs=1), data, verbose=0).model.get_weights()
-    second = run(dataclasses.replace(FAST, epochs=1), data, verbose=0).model.get_weights()
-    assert weights_equal(first, second)
+@pytest.mark.slow
+def test_same_seed_gives_same_weights(data, tiny_training):
+    again = run(FAST, data, verbose=0)
+    assert weights_equal(tiny_training.result.model.get_weights(), again.model.get_weights())
 
 
-def test_run_stopped_by_sigterm_resumes_to_bitwise_the_same_weights(data, tmp_path):
-    straight = run(FAST, data, verbose=0)
+@pytest.mark.slow
+def test_run_stopped_by_sigterm_resumes_to_bitwise_the_same_weights(data, tmp_path, tiny_training):
+    straight = tiny_training.result  # the same config and data, never stopped
     with pytest.raises(TrainingInterrupted, match="SIGTERM") as stopped:
         run(FAST, data, checkpoint_dir=tmp_path / "ckpt", tracker=SignalAfterEpoch(0), verbose=0)
     assert stopped.value.exit_code == 128 + signal.SIGTERM
@@ -75,6 +76,7 @@ def test_run_stopped_by_sigterm_resumes_to_bitwise_the_same_weights(data, tmp_pa
     assert weights_equal(straight.model.get_weights(), resumed.model.get_weights())
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_with_the_state_saved(data, tmp_path):
     with pytest.raises(TrainingInterrupted, match="SIGINT") as stopped:
         run(FAST, data, checkpoint_dir=tmp_path / "ckpt", tracker=SignalAfterEpoch(1, signal.SIGINT), verbose=0)
@@ -83,8 +85,9 @@ def test_ctrl_c_stops_with_the_state_saved(data, tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are put back
 
 
-def test_truncated_newest_checkpoint_is_skipped_with_a_warning(data, tmp_path, caplog):
-    straight = run(FAST, data, verbose=0)
+@pytest.mark.slow
+def test_truncated_newest_checkpoint_is_skipped_with_a_warning(data, tmp_path, caplog, tiny_training):
+    straight = tiny_training.result  # checkpoint_steps changes how the run is carried out, not its result
     config = dataclasses.replace(FAST, checkpoint_steps=4)
     with pytest.raises(TrainingInterrupted):
         run(config, data, checkpoint_dir=tmp_path / "ckpt", tracker=SignalAfterEpoch(1), verbose=0)
@@ -100,6 +103,7 @@ def test_truncated_newest_checkpoint_is_skipped_with_a_warning(data, tmp_path, c
     assert resumed.history == straight.history
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_hyperparameters_is_not_resumed(data, tmp_path, caplog):
     with pytest.raises(TrainingInterrupted):
         run(FAST, data, checkpoint_dir=tmp_path / "ckpt", tracker=SignalAfterEpoch(0), verbose=0)
@@ -110,13 +114,10 @@ def test_checkpoint_of_other_hyperparameters_is_not_resumed(data, tmp_path, capl
     assert "(dropout, learning_rate differ); starting afresh" in caplog.text
 
 
-def test_raw_string_model_reloads_and_predicts_the_same(data, tmp_path):
-    result = run(dataclasses.replace(FAST, epochs=1), data, verbose=0)
+def test_raw_string_model_reloads_and_predicts_the_same(tiny_training):
     texts = ["a wonderful , moving film", "a dull , boring film", "never seen words here"]
-    before = predict(result.raw_model, texts)
-    save_model(result.raw_model, tmp_path / "model.keras")
-    keras.utils.clear_session()
-    after = predict(load_model(tmp_path / "model.keras"), texts)
+    before = predict(tiny_training.result.raw_model, texts)
+    after = predict(load_model(tiny_training.model_file), texts)
     np.testing.assert_allclose(before, after, rtol=1e-6)
     assert before.shape == (3,)
 
@@ -140,6 +141,7 @@ def test_empty_training_split_is_an_error(data):
         run(FAST, empty, verbose=0)
 
 
+@pytest.mark.slow
 def test_glove_init_false_changes_the_starting_embedding(data):
     # The trained model itself, no ensemble.
     start = dataclasses.replace(FAST, epochs=1, learning_rate=1e-9, nb_view_weight=0.0, nb_crop_view_weight=0.0)
@@ -151,6 +153,7 @@ def test_glove_init_false_changes_the_starting_embedding(data):
     assert not np.allclose(random_rows, data.embedding_matrix, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_training_stops_after_patience_epochs_without_improvement(data):
     # A learning rate this large makes validation loss rise after the first epoch.
     result = run(dataclasses.replace(FAST, epochs=8, learning_rate=50.0, patience=1), data, verbose=0)
@@ -182,20 +185,20 @@ def test_crops_are_windows_of_their_review_padded_in_front():
     assert _cropped(x, 0.0, np.random.default_rng(0)) is x
 
 
-def test_the_ensemble_scores_the_same_in_memory_and_reloaded(data, tmp_path):
+def test_the_ensemble_scores_the_same_in_memory_and_reloaded(tiny_training):
     """The default model is an ensemble holding the trained model: scoring it in memory must not
     fall back to that inner model (a raw-string model is recognised by its string input only)."""
     from model_lib.inference import predict_encoded
 
-    result = run(dataclasses.replace(FAST, epochs=1), data, verbose=0)
-    save_model(result.raw_model, tmp_path / "model.keras")
+    result, data = tiny_training.result, tiny_training.data
     in_memory = predict_encoded(result.model, data.x_test)
-    reloaded = predict_encoded(load_model(tmp_path / "model.keras"), data.x_test)
+    reloaded = predict_encoded(load_model(tiny_training.model_file), data.x_test)
     np.testing.assert_allclose(in_memory, reloaded, atol=1e-6)
     assert result.model.get_layer("ensemble_p_positive").mix == [0.4, 0.2]  # the default is the ensemble of both views
     assert {"view1_logit", "view2_logit"} <= {layer.name for layer in result.model.layers}
 
 
+@pytest.mark.slow
 def test_epoch_training_metrics_are_over_every_batch_not_the_last(data, monkeypatch):
     """Keras 3's train_on_batch resets the metrics before each batch: the epoch's loss and accuracy
     must be the row-weighted means of its batches', and its AUC the AUC of all its predictions."""
