@@ -40,7 +40,7 @@ from model_lib.models import LinearView, build_model, fit_nb_view, nb_log_count_
 from model_lib.prepared import PreparedData
 
 if TYPE_CHECKING:
-    from model_lib.sagemaker.environment import Cluster
+    from model_lib.distributed import Cluster
 
 logger = logging.getLogger(__name__)
 
