@@ -81,6 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, default=0.5, help="P(positive) at or above which the label is positive (default 0.5)"
     )
 
+    _add_sagemaker_local_command(commands)
+    sync = commands.add_parser(
+        "mlflow-sync",
+        allow_abbrev=False,
+        help="send the MLflow records a training kept while the tracking server did not answer",
+        description=(
+            "Training never stops because MLflow does not answer: what could not be sent waits in "
+            "<checkpoints>/mlflow-pending.json. This sends it, in order, to MLFLOW_TRACKING_URI."
+        ),
+    )
+    sync.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path("checkpoints"),
+        help="the training's checkpoint folder (default: checkpoints/; a SageMaker job's: <base dir>/checkpoints)",
+    )
+    sync.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to keep trying a server that does not answer (default 30)"
+    )
+
+    _add_launch_command(commands)
+    return parser
+
+
+def _add_sagemaker_local_command(commands: Any) -> None:
+    """Add the ``sagemaker-local`` subcommand to ``commands`` (the subparsers of ``model-lib``)."""
     local = commands.add_parser(
         "sagemaker-local",
         allow_abbrev=False,
@@ -125,25 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --job: send SIGTERM after SECONDS, as a spot reclaim does (run again to resume)",
     )
 
-    sync = commands.add_parser(
-        "mlflow-sync",
-        allow_abbrev=False,
-        help="send the MLflow records a training kept while the tracking server did not answer",
-        description=(
-            "Training never stops because MLflow does not answer: what could not be sent waits in "
-            "<checkpoints>/mlflow-pending.json. This sends it, in order, to MLFLOW_TRACKING_URI."
-        ),
-    )
-    sync.add_argument(
-        "--checkpoints",
-        type=Path,
-        default=Path("checkpoints"),
-        help="the training's checkpoint folder (default: checkpoints/; a SageMaker job's: <base dir>/checkpoints)",
-    )
-    sync.add_argument(
-        "--wait", type=float, default=30.0, help="seconds to keep trying a server that does not answer (default 30)"
-    )
 
+def _add_launch_command(commands: Any) -> None:
+    """Add the ``launch`` subcommand to ``commands`` (the subparsers of ``model-lib``)."""
     launch = commands.add_parser(
         "launch",
         allow_abbrev=False,
@@ -162,7 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="follow the job; at its end print the model's S3 URI, billable and training seconds, test accuracy",
     )
-    return parser
 
 
 def _add_launch_options(parser: argparse.ArgumentParser) -> None:
