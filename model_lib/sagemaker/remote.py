@@ -33,10 +33,13 @@ from typing import TYPE_CHECKING, Any
 from model_lib._io import atomic_path, write_json
 from model_lib.config import TrainConfig
 from model_lib.errors import ConfigError, ModelLibError, SageMakerEnvironmentError
-from model_lib.sagemaker import jobs
 
 if TYPE_CHECKING:
     from model_lib.sagemaker.launch import LaunchOptions, LaunchPlan
+
+# Every local `model-lib train` imports this module (for train_on): what a remote train needs
+# (model_lib.sagemaker.jobs, launch, boto3) is imported where it is used, so that editing it does
+# not rerun the local train stage (dvc.yaml lists the modules the stage imports).
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +111,8 @@ def job_base_name(job: LaunchPlan) -> str:
 def _latest_attempt(client: Any, base: str) -> tuple[int, dict[str, Any]] | None:
     """Return the last attempt number and its description, asking for each name in turn
     (DescribeTrainingJob sees a job at once; ListTrainingJobs may not yet)."""
+    from model_lib.sagemaker import jobs
+
     latest = None
     attempt = 1
     while (described := jobs.describe(client, f"{base}-{attempt}")) is not None:
@@ -122,7 +127,7 @@ def attach_or_launch(job: LaunchPlan, boto_session: Any, report: Callable[[str],
     resumes from the same checkpoint prefix)."""
     from botocore.exceptions import ClientError
 
-    from model_lib.sagemaker import launch
+    from model_lib.sagemaker import jobs, launch
 
     base = job_base_name(job)
     client = jobs.sagemaker_client(boto_session)
@@ -163,6 +168,8 @@ def follow(
 
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from model_lib.sagemaker import jobs
+
     def interrupted(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -190,6 +197,8 @@ def _model_archive(uri: str, boto_session: Any) -> dict[str, bytes]:
     Raises:
         RemoteJobFailed: if the archive lacks either.
     """
+    from model_lib.sagemaker import jobs
+
     wanted = {jobs.MODEL_FILE, jobs.SUMMARY_FILE}
     found = jobs.read_archive(uri, boto_session, wanted)
     missing = wanted - set(found)
@@ -203,6 +212,7 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Write the job's model, its summary (the history, without the test metrics evaluate writes)
     and its MLflow run id where a local train writes them; return the summary."""
+    from model_lib.sagemaker import jobs
     from model_lib.tracking import write_run_reference
 
     uri = described["ModelArtifacts"]["S3ModelArtifacts"]
