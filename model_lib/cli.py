@@ -81,6 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, default=0.5, help="P(positive) at or above which the label is positive (default 0.5)"
     )
 
+    _add_sagemaker_local_command(commands)
+    sync = commands.add_parser(
+        "mlflow-sync",
+        allow_abbrev=False,
+        help="send the MLflow records a training kept while the tracking server did not answer",
+        description=(
+            "Training never stops because MLflow does not answer: what could not be sent waits in "
+            "<checkpoints>/mlflow-pending.json. This sends it, in order, to MLFLOW_TRACKING_URI."
+        ),
+    )
+    sync.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path("checkpoints"),
+        help="the training's checkpoint folder (default: checkpoints/; a SageMaker job's: <base dir>/checkpoints)",
+    )
+    sync.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to keep trying a server that does not answer (default 30)"
+    )
+
+    _add_launch_command(commands)
+    return parser
+
+
+def _add_sagemaker_local_command(commands: Any) -> None:
+    """Add the ``sagemaker-local`` subcommand to ``commands`` (the subparsers of ``model-lib``)."""
     local = commands.add_parser(
         "sagemaker-local",
         allow_abbrev=False,
@@ -125,25 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --job: send SIGTERM after SECONDS, as a spot reclaim does (run again to resume)",
     )
 
-    sync = commands.add_parser(
-        "mlflow-sync",
-        allow_abbrev=False,
-        help="send the MLflow records a training kept while the tracking server did not answer",
-        description=(
-            "Training never stops because MLflow does not answer: what could not be sent waits in "
-            "<checkpoints>/mlflow-pending.json. This sends it, in order, to MLFLOW_TRACKING_URI."
-        ),
-    )
-    sync.add_argument(
-        "--checkpoints",
-        type=Path,
-        default=Path("checkpoints"),
-        help="the training's checkpoint folder (default: checkpoints/; a SageMaker job's: <base dir>/checkpoints)",
-    )
-    sync.add_argument(
-        "--wait", type=float, default=30.0, help="seconds to keep trying a server that does not answer (default 30)"
-    )
 
+def _add_launch_command(commands: Any) -> None:
+    """Add the ``launch`` subcommand to ``commands`` (the subparsers of ``model-lib``)."""
     launch = commands.add_parser(
         "launch",
         allow_abbrev=False,
@@ -162,50 +172,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="follow the job; at its end print the model's S3 URI, billable and training seconds, test accuracy",
     )
-    return parser
 
 
 def _add_launch_options(parser: argparse.ArgumentParser) -> None:
-    """The job options `model-lib launch` takes, and MODEL_LIB_LAUNCH_OPTIONS holds for a remote train stage."""
-    parser.add_argument(
-        "--image-uri",
-        help="training image (default: Terraform output ecr_repository_url + ':<cpu|gpu>-<git short commit>', "
-        "the tag `make docker-push` pushes; gpu for ml.p*/ml.g* instance types)",
-    )
-    parser.add_argument("--role-arn", help="execution role ARN (default: Terraform output sagemaker_role_arn)")
-    parser.add_argument("--bucket", help="S3 bucket for code, outputs and checkpoints (default: Terraform output bucket_name)")
-    parser.add_argument(
-        "--terraform-outputs", type=Path, default=None, help="JSON from `terraform output -json` (default: run it)"
-    )
-    parser.add_argument("--remote", help="DVC remote whose S3 objects become the channels (default: the first S3 remote)")
-    parser.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default: ml.m5.xlarge)")
-    parser.add_argument(
-        "--instance-count",
-        type=int,
-        default=1,
-        help="instances (default 1); N > 1 trains data parallel on N hosts on the JAX backend (KERAS_BACKEND=jax is set "
-        "for the job and the <cpu|gpu>-jax-<commit> image is used)",
-    )
-    parser.add_argument("--spot", action="store_true", help="managed spot training: interrupted jobs resume from checkpoints")
-    parser.add_argument(
-        "--max-run", type=int, default=24 * 3600, help="seconds of training before the job is stopped (default 86400)"
-    )
-    parser.add_argument(
-        "--max-wait", type=int, default=None, help="spot: seconds including waits for capacity, >= --max-run (default 2x)"
-    )
-    parser.add_argument("--job-name", default=None, help="training job name (default: model-lib-<timestamp>)")
-    parser.add_argument(
-        "--allow-local-tracking", action="store_true", help="accept an MLFLOW_TRACKING_URI on this machine (SageMaker local mode)"
-    )
-    parser.add_argument(
-        "--register-model", metavar="NAME", help="register the job's logged model as a new version of NAME in MLflow"
-    )
-    parser.add_argument(
-        "--mlflow-secret",
-        metavar="NAME",
-        help="AWS Secrets Manager secret with the MLflow server's credentials, read by the job with its role "
-        '({"username": ..., "password": ...} or {"token": ...}); only the name is passed to the job',
-    )
+    """The job options `model-lib launch` takes, and MODEL_LIB_LAUNCH_OPTIONS holds for a remote train
+    stage: one flag per LaunchOptions field that has a help text, its default the field's."""
+    for field, kind in _launch_flags().items():
+        flag = "--" + field.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=field.metadata["help"])
+        else:
+            metavar = field.metadata.get("metavar")
+            parser.add_argument(flag, type=kind, default=field.default, metavar=metavar, help=field.metadata["help"])
+
+
+def _launch_flags() -> dict[Any, type]:
+    """Return each LaunchOptions field that is a flag, with the type its value is parsed as."""
+    import dataclasses
+    import typing
+
+    from model_lib.sagemaker.launch import LaunchOptions
+
+    hints = typing.get_type_hints(LaunchOptions)
+    flags = {}
+    for field in dataclasses.fields(LaunchOptions):
+        if "help" in field.metadata:
+            kinds = [k for k in typing.get_args(hints[field.name]) if k is not type(None)] or [hints[field.name]]
+            flags[field] = kinds[0]
+    return flags
 
 
 def _overrides_for(section: str, items: Sequence[str]) -> dict[str, str]:
@@ -290,7 +284,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _sagemaker_local(args: argparse.Namespace) -> int:
     from model_lib.config import load_section
-    from model_lib.sagemaker.local import run_local, run_recorded_job
+    from model_lib.sagemaker.local import run_local
+    from model_lib.sagemaker.recorded import run_recorded_job
 
     if args.interrupt_after is not None and args.job is None:
         raise ModelLibError("--interrupt-after needs --job NAME")
@@ -367,22 +362,7 @@ def _train_on_sagemaker(config: Any, args: argparse.Namespace) -> dict[str, Any]
 def _launch_options(args: argparse.Namespace) -> Any:
     from model_lib.sagemaker import launch
 
-    return launch.LaunchOptions(
-        instance_type=args.instance_type,
-        instance_count=args.instance_count,
-        spot=args.spot,
-        max_run=args.max_run,
-        max_wait=args.max_wait,
-        image_uri=args.image_uri,
-        role_arn=args.role_arn,
-        bucket=args.bucket,
-        terraform_outputs=args.terraform_outputs,
-        remote=args.remote,
-        job_name=args.job_name,
-        allow_local_tracking=args.allow_local_tracking,
-        register_model=args.register_model,
-        mlflow_secret=args.mlflow_secret,
-    )
+    return launch.LaunchOptions(**{field.name: getattr(args, field.name) for field in _launch_flags()})
 
 
 def _remote_launch_options() -> Any:

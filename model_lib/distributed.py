@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -28,14 +29,89 @@ from model_lib.errors import ClusterError, ConfigError
 if TYPE_CHECKING:
     import keras
 
-    from model_lib.sagemaker.environment import Cluster
-
 logger = logging.getLogger(__name__)
 
 # How long the processes wait for each other to start, and for the coordinator at the end (it saves
 # and evaluates the model while the others wait in jax.distributed's shutdown barrier).
 START_TIMEOUT_SECONDS = 300
 SHUTDOWN_TIMEOUT_SECONDS = 1800
+
+
+# The coordinator's port for jax.distributed (any free port works: SageMaker opens every port between
+# the hosts of a job).
+DEFAULT_COORDINATOR_PORT = 7777
+# Seconds without a heartbeat after which a host counts as dead and the job fails (not hangs);
+# jax's own default (100 s) is kept as the order of size.
+DEFAULT_HEARTBEAT_SECONDS = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """The hosts of one training job as this process sees them; a single host is the degenerate case.
+
+    ``hosts`` keep the platform's order (SageMaker's algo-1, algo-2, ...): the first is the
+    coordinator, as the sagemaker-training toolkit's own "master" is, and process ids follow the order.
+
+    Raises:
+        ConfigError: for no hosts, repeated hosts, a current host not among them, a port outside
+            1..65535 or a heartbeat below 1 s; the message names the field as ``FIELD_NAMES`` says.
+    """
+
+    hosts: tuple[str, ...] = ("localhost",)
+    current_host: str = "localhost"
+    gpus_per_host: int = 0
+    coordinator_port: int = DEFAULT_COORDINATOR_PORT
+    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS
+
+    # What error messages call each field: a reader of another source (model_lib.sagemaker.environment,
+    # SM_* variables) names its own, so the user reads the name of what they set.
+    FIELD_NAMES: ClassVar[Mapping[str, str]] = {}
+
+    def _name(self, field: str) -> str:
+        return self.FIELD_NAMES.get(field, field)
+
+    def __post_init__(self) -> None:
+        hosts, current, port = self._name("hosts"), self._name("current_host"), self._name("coordinator_port")
+        if not self.hosts:
+            raise ConfigError(f"{hosts}: expected at least one host, got []")
+        if len(set(self.hosts)) != len(self.hosts):
+            raise ConfigError(f"{hosts}: host names must be distinct, got {list(self.hosts)}")
+        if self.current_host not in self.hosts:
+            raise ConfigError(f"{current}: {self.current_host!r} is not one of {hosts} {list(self.hosts)}")
+        if not 0 < self.coordinator_port < 65536:
+            raise ConfigError(f"{port}: expected 1..65535, got {self.coordinator_port}")
+        if self.heartbeat_seconds < 1:
+            raise ConfigError(f"{self._name('heartbeat_seconds')}: expected a positive integer, got {self.heartbeat_seconds}")
+
+    @property
+    def coordinator(self) -> str:
+        """Return the coordinator's host name: the first host."""
+        return self.hosts[0]
+
+    @property
+    def coordinator_address(self) -> str:
+        """Return ``host:port`` of the jax.distributed coordinator service."""
+        return f"{self.coordinator}:{self.coordinator_port}"
+
+    @property
+    def process_id(self) -> int:
+        """Return this host's process id (its index in ``hosts``; 0 is the coordinator)."""
+        return self.hosts.index(self.current_host)
+
+    @property
+    def num_processes(self) -> int:
+        """Return the number of training processes: one per host."""
+        return len(self.hosts)
+
+    @property
+    def is_coordinator(self) -> bool:
+        """Return whether this host writes the model, reports, MLflow records and checkpoints."""
+        return self.process_id == 0
+
+    @property
+    def multi_host(self) -> bool:
+        """Return whether the job spans more than one host."""
+        return len(self.hosts) > 1
 
 
 @dataclasses.dataclass(frozen=True)

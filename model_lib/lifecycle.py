@@ -24,7 +24,7 @@ from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data,
 from model_lib.prepared import PreparedData, load_prepared, split_shape
 
 if TYPE_CHECKING:
-    from model_lib.sagemaker.environment import Cluster
+    from model_lib.distributed import Cluster
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from model_lib.errors import DataError, TrainingInterrupted
 from model_lib.prepared import PreparedData
 
 if TYPE_CHECKING:
-    from model_lib.sagemaker.environment import Cluster
+    from model_lib.distributed import Cluster
 
 logger = logging.getLogger(__name__)
 

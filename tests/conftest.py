@@ -367,7 +367,7 @@ def sagemaker_env(base: Path, channels: dict[str, Path] | None = None, hps: dict
 def sagemaker_base_dir(tmp_path: Path, tiny_prepared: dict[str, Path]) -> Path:
     """A SAGEMAKER_BASE_DIR laid out as the toolkit expects, channels filled from tiny prepared data,
     each file under a hash-like name (as DVC names objects)."""
-    from model_lib.sagemaker.local import lay_out
+    from model_lib.sagemaker.basedir import lay_out
 
     base = tmp_path / "opt_ml"
     lay_out(base, {"epochs": "1"}, tiny_prepared, REPO / "entry_point")

@@ -17,82 +17,29 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from model_lib.errors import SageMakerEnvironmentError
+from model_lib.distributed import DEFAULT_COORDINATOR_PORT, DEFAULT_HEARTBEAT_SECONDS, Cluster
+from model_lib.errors import ConfigError, SageMakerEnvironmentError
 
 DEFAULT_BASE_DIR = Path("/opt/ml")
 CONTAINER_CHECKPOINT_DIR = DEFAULT_BASE_DIR / "checkpoints"  # where SageMaker syncs checkpoint_s3_uri
-# The coordinator's port for jax.distributed (any free port works: SageMaker opens every port between
-# the hosts of a job). MODEL_LIB_COORDINATOR_PORT overrides it (sagemaker-local picks a free one).
-DEFAULT_COORDINATOR_PORT = 7777
-# Seconds without a heartbeat after which a host counts as dead and the job fails (not hangs).
-# MODEL_LIB_HEARTBEAT_SECONDS overrides it; jax's own default (100 s) is kept as the order of size.
-DEFAULT_HEARTBEAT_SECONDS = 60
+# Override the cluster's coordinator port (sagemaker-local picks a free one) and heartbeat timeout
+# (defaults: model_lib.distributed.Cluster).
+COORDINATOR_PORT_ENV = "MODEL_LIB_COORDINATOR_PORT"
+HEARTBEAT_SECONDS_ENV = "MODEL_LIB_HEARTBEAT_SECONDS"
+REGISTER_MODEL_ENV = "MODEL_LIB_REGISTER_MODEL"
 
 
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    """The hosts of one training job as this process sees them; a single host is the degenerate case.
+class _SageMakerCluster(Cluster):
+    """A :class:`Cluster` read from SM_* variables: a bad value is reported by its variable's name."""
 
-    ``hosts`` keep SageMaker's order (algo-1, algo-2, ...): the first is the coordinator, as the
-    sagemaker-training toolkit's own "master" is, and process ids follow the order.
-    """
-
-    hosts: tuple[str, ...] = ("localhost",)
-    current_host: str = "localhost"
-    gpus_per_host: int = 0
-    coordinator_port: int = DEFAULT_COORDINATOR_PORT
-    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS
-
-    def __post_init__(self) -> None:
-        if not self.hosts:
-            raise SageMakerEnvironmentError("SM_HOSTS: expected at least one host, got []")
-        if len(set(self.hosts)) != len(self.hosts):
-            raise SageMakerEnvironmentError(f"SM_HOSTS: host names must be distinct, got {list(self.hosts)}")
-        if self.current_host not in self.hosts:
-            raise SageMakerEnvironmentError(f"SM_CURRENT_HOST: {self.current_host!r} is not one of SM_HOSTS {list(self.hosts)}")
-        if not 0 < self.coordinator_port < 65536:
-            raise SageMakerEnvironmentError(f"MODEL_LIB_COORDINATOR_PORT: expected 1..65535, got {self.coordinator_port}")
-        if self.heartbeat_seconds < 1:
-            raise SageMakerEnvironmentError(
-                f"MODEL_LIB_HEARTBEAT_SECONDS: expected a positive integer, got {self.heartbeat_seconds}"
-            )
-
-    @property
-    def coordinator(self) -> str:
-        """Return the coordinator's host name: the first host."""
-        return self.hosts[0]
-
-    @property
-    def coordinator_address(self) -> str:
-        """Return ``host:port`` of the jax.distributed coordinator service."""
-        return f"{self.coordinator}:{self.coordinator_port}"
-
-    @property
-    def process_id(self) -> int:
-        """Return this host's process id (its index in ``hosts``; 0 is the coordinator)."""
-        return self.hosts.index(self.current_host)
-
-    @property
-    def num_processes(self) -> int:
-        """Return the number of training processes: one per host."""
-        return len(self.hosts)
-
-    @property
-    def is_coordinator(self) -> bool:
-        """Return whether this host writes the model, reports, MLflow records and checkpoints."""
-        return self.process_id == 0
-
-    @property
-    def multi_host(self) -> bool:
-        """Return whether the job spans more than one host."""
-        return len(self.hosts) > 1
-
-    @property
-    def devices_per_host(self) -> int:
-        """Return the accelerators each host trains on: its GPUs, or 1 (the CPU) when it has none."""
-        return max(self.gpus_per_host, 1)
+    FIELD_NAMES: ClassVar[Mapping[str, str]] = {
+        "hosts": "SM_HOSTS",
+        "current_host": "SM_CURRENT_HOST",
+        "coordinator_port": COORDINATOR_PORT_ENV,
+        "heartbeat_seconds": HEARTBEAT_SECONDS_ENV,
+    }
 
 
 def base_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -155,12 +102,10 @@ class SageMakerEnvironment:
     channels: dict[str, Channel]
     model_dir: Path
     output_data_dir: Path
-    output_dir: Path
     checkpoint_dir: Path
     hosts: list[str]
     current_host: str
     num_gpus: int
-    num_cpus: int
     job_name: str | None
     tracking_uri: str | None = None  # MLFLOW_TRACKING_URI, set at launch
     register_model: str | None = None  # MODEL_LIB_REGISTER_MODEL, set at launch (--register-model)
@@ -174,13 +119,16 @@ class SageMakerEnvironment:
         Raises:
             SageMakerEnvironmentError: if the current host is not among the hosts, or they repeat.
         """
-        return Cluster(
-            hosts=tuple(self.hosts),
-            current_host=self.current_host,
-            gpus_per_host=self.num_gpus,
-            coordinator_port=self.coordinator_port,
-            heartbeat_seconds=self.heartbeat_seconds,
-        )
+        try:
+            return _SageMakerCluster(
+                hosts=tuple(self.hosts),
+                current_host=self.current_host,
+                gpus_per_host=self.num_gpus,
+                coordinator_port=self.coordinator_port,
+                heartbeat_seconds=self.heartbeat_seconds,
+            )
+        except ConfigError as exc:
+            raise SageMakerEnvironmentError(str(exc)) from None
 
     @property
     def tracking_configured(self) -> bool:
@@ -227,18 +175,16 @@ class SageMakerEnvironment:
             channels=_channels(environ),
             model_dir=Path(environ["SM_MODEL_DIR"]),
             output_data_dir=Path(environ["SM_OUTPUT_DATA_DIR"]),
-            output_dir=Path(environ.get("SM_OUTPUT_DIR") or root / "output"),
             checkpoint_dir=root / CONTAINER_CHECKPOINT_DIR.name,
             hosts=list(hosts),
             current_host=environ.get("SM_CURRENT_HOST", "localhost"),
             num_gpus=_int_env(environ, "SM_NUM_GPUS", 0),
-            num_cpus=_int_env(environ, "SM_NUM_CPUS", os.cpu_count() or 1),
             job_name=(training_env.get("job_name") if isinstance(training_env, dict) else None)
             or environ.get("TRAINING_JOB_NAME"),
             tracking_uri=environ.get("MLFLOW_TRACKING_URI") or None,
-            register_model=environ.get("MODEL_LIB_REGISTER_MODEL") or None,
-            coordinator_port=_int_env(environ, "MODEL_LIB_COORDINATOR_PORT", DEFAULT_COORDINATOR_PORT),
-            heartbeat_seconds=_int_env(environ, "MODEL_LIB_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS),
+            register_model=environ.get(REGISTER_MODEL_ENV) or None,
+            coordinator_port=_int_env(environ, COORDINATOR_PORT_ENV, DEFAULT_COORDINATOR_PORT),
+            heartbeat_seconds=_int_env(environ, HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS),
         )
 
 

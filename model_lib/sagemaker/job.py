@@ -43,6 +43,7 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
     from model_lib.config import TrainConfig, from_mapping
     from model_lib.prepared import CHANNELS
     from model_lib.sagemaker.environment import SageMakerEnvironment
+    from model_lib.sagemaker.jobs import MODEL_FILE, SUMMARY_FILE
 
     # The contract is checked before TensorFlow is imported, so a bad job fails in a second.
     env = SageMakerEnvironment.from_env(environ, argv)
@@ -54,9 +55,9 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
     from model_lib.lifecycle import RunPaths, train_and_record
 
     paths = RunPaths(
-        model=env.model_dir / "model.keras",
+        model=env.model_dir / MODEL_FILE,
         checkpoints=env.checkpoint_dir,
-        summary=env.model_dir / "metrics.json",
+        summary=env.model_dir / SUMMARY_FILE,
         reports=env.output_data_dir,
         vocabulary=env.model_dir / "vocab.txt",
         keep_final_checkpoint=True,  # SageMaker syncs it to checkpoint_s3_uri: the job's final state stays there

@@ -26,7 +26,9 @@ from typing import Any
 from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.errors import ConfigError, SageMakerEnvironmentError
 from model_lib.prepared import channel_paths
-from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
+from model_lib.sagemaker import jobs
+from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR, REGISTER_MODEL_ENV
+from model_lib.sagemaker.jobs import split_s3_uri
 
 logger = logging.getLogger(__name__)
 
@@ -44,32 +46,60 @@ FORWARDED_ENV = (
 # see model_lib.distributed): launch sets KERAS_BACKEND in the job's environment and uses the image
 # variant with jax (tag <kind>-jax-<commit>). One instance keeps the TensorFlow backend and image.
 MULTI_INSTANCE_BACKEND = "jax"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable
 MAX_INSTANCE_COUNT = 20  # SageMaker's default quota per training job; raise it here with the quota
 TERRAFORM_OUTPUTS = ("ecr_repository_url", "sagemaker_role_arn", "bucket_name")
 _MD5_IN_URL = re.compile(r"/files/md5/([0-9a-f]{2})/([0-9a-f]{30})$")
 
 
+def _option(default: Any, help: str, metavar: str | None = None) -> Any:
+    """A LaunchOptions field that is also a flag of ``model-lib launch`` (and of MODEL_LIB_LAUNCH_OPTIONS):
+    ``--<name-with-dashes>``, its type from the annotation, ``help`` as its help text."""
+    return dataclasses.field(default=default, metadata={"help": help, "metavar": metavar})
+
+
 @dataclasses.dataclass(frozen=True)
 class LaunchOptions:
-    """How to run the job; every field has the default ``model-lib launch`` uses."""
+    """How to run the job; every field has the default ``model-lib launch`` uses. A field made with
+    ``_option`` is a flag of ``model-lib launch`` (model_lib.cli derives the flags from these fields)."""
 
-    instance_type: str = "ml.m5.xlarge"
-    instance_count: int = 1
-    spot: bool = False
-    max_run: int = 24 * 3600  # seconds of training before SageMaker stops the job
-    max_wait: int | None = None  # spot only: seconds including waiting for capacity (default 2 x max_run)
-    image_uri: str | None = None  # default: <ecr_repository_url>:<cpu|gpu>-<git short commit>
-    role_arn: str | None = None
-    bucket: str | None = None
-    terraform_outputs: Path | None = None  # a saved `terraform output -json`; default: run terraform
-    remote: str | None = None  # DVC remote whose S3 objects are the channels; default: the first S3 remote
-    job_name: str | None = None
-    allow_local_tracking: bool = False  # SageMaker local mode only
-    register_model: str | None = None  # a registered model name: the job's model becomes its next version
-    mlflow_secret: str | None = None  # Secrets Manager secret name/ARN with the MLflow credentials (read by the job)
+    image_uri: str | None = _option(
+        None,
+        "training image (default: Terraform output ecr_repository_url + ':<cpu|gpu>-<git short commit>', "
+        "the tag `make docker-push` pushes; gpu for ml.p*/ml.g* instance types)",
+    )
+    role_arn: str | None = _option(None, "execution role ARN (default: Terraform output sagemaker_role_arn)")
+    bucket: str | None = _option(None, "S3 bucket for code, outputs and checkpoints (default: Terraform output bucket_name)")
+    terraform_outputs: Path | None = _option(None, "JSON from `terraform output -json` (default: run it)")  # noqa: RUF009 - a field()
+    remote: str | None = _option(None, "DVC remote whose S3 objects become the channels (default: the first S3 remote)")
+    instance_type: str = _option("ml.m5.xlarge", "instance type (default: ml.m5.xlarge)")
+    instance_count: int = _option(
+        1,
+        "instances (default 1); N > 1 trains data parallel on N hosts on the JAX backend (KERAS_BACKEND=jax is set "
+        "for the job and the <cpu|gpu>-jax-<commit> image is used)",
+    )
+    spot: bool = _option(False, "managed spot training: interrupted jobs resume from checkpoints")
+    max_run: int = _option(24 * 3600, "seconds of training before the job is stopped (default 86400)")
+    max_wait: int | None = _option(None, "spot: seconds including waits for capacity, >= --max-run (default 2x)")
+    job_name: str | None = _option(None, "training job name (default: model-lib-<timestamp>)")
+    allow_local_tracking: bool = _option(False, "accept an MLFLOW_TRACKING_URI on this machine (SageMaker local mode)")
+    register_model: str | None = _option(
+        None, "register the job's logged model as a new version of NAME in MLflow", metavar="NAME"
+    )
+    mlflow_secret: str | None = _option(
+        None,
+        "AWS Secrets Manager secret with the MLflow server's credentials, read by the job with its role "
+        '({"username": ..., "password": ...} or {"token": ...}); only the name is passed to the job',
+        metavar="NAME",
+    )
     source_dir: Path = Path("entry_point")
     prepared: Path = Path("data/prepared")
     repo: Path = Path(".")
+
+    @property
+    def spot_max_wait(self) -> int:
+        """Return the seconds a spot job may wait for capacity and train: ``max_wait``, else 2 x ``max_run``."""
+        return self.max_wait if self.max_wait is not None else 2 * self.max_run
 
 
 @dataclasses.dataclass
@@ -195,7 +225,7 @@ def _missing_objects(uris: Mapping[str, str], s3: Any) -> list[str]:
         if not uri.startswith("s3://"):
             problems.append(f"channel {name!r}: {uri} is not in S3; use an S3 DVC remote (--remote)")
             continue
-        bucket, _, key = uri[len("s3://") :].partition("/")
+        bucket, key = split_s3_uri(uri)
         try:
             s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
@@ -285,99 +315,172 @@ def _lineage(git: Mapping[str, str], channels: Mapping[str, str]) -> dict[str, s
     return tags
 
 
+@dataclasses.dataclass
+class _Draft:
+    """What the checks of :func:`plan` find out, each check filling in its part."""
+
+    config: TrainConfig
+    options: LaunchOptions
+    boto_session: Any
+    git: dict[str, str]
+    outputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    image_uri: str = ""
+    channels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _check_hyperparameters(draft: _Draft) -> list[str]:
+    try:
+        effective_hyperparameters(draft.config)  # the job would fail on these at its start
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+def _check_instances(draft: _Draft) -> list[str]:
+    options = draft.options
+    problems = []
+    if not 1 <= options.instance_count <= MAX_INSTANCE_COUNT:
+        problems.append(f"--instance-count {options.instance_count}: expected 1..{MAX_INSTANCE_COUNT}")
+    if options.spot and options.spot_max_wait < options.max_run:
+        problems.append(
+            f"--max-wait {options.spot_max_wait} is below --max-run {options.max_run}: spot jobs need max-wait >= max-run"
+        )
+    return problems
+
+
+def _check_tracking(draft: _Draft) -> list[str]:
+    problem = _tracking_problem(os.environ.get(TRACKING_URI_ENV), draft.options.allow_local_tracking)
+    return [problem] if problem else []
+
+
+def _check_registered_model(draft: _Draft) -> list[str]:
+    register = draft.options.register_model or os.environ.get(REGISTER_MODEL_ENV)
+    if not register:
+        return []
+    from model_lib.tracking import check_model_name
+
+    problems = []
+    try:
+        check_model_name(register)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if not os.environ.get(TRACKING_URI_ENV):
+        problems.append(f"--register-model {register}: the job tracks nowhere ({TRACKING_URI_ENV} is not set)")
+    return problems
+
+
+def _find_terraform_outputs(draft: _Draft) -> list[str]:
+    """Read the Terraform outputs the flags do not replace; name those missing."""
+    options = draft.options
+    given = (options.image_uri, options.role_arn, options.bucket)
+    if all(given):
+        return []
+    problems = []
+    try:
+        draft.outputs = terraform_outputs(options.terraform_outputs)
+    except SageMakerEnvironmentError as exc:
+        problems.append(str(exc))
+    missing = [name for name, value in zip(TERRAFORM_OUTPUTS, given) if not value and not draft.outputs.get(name)]
+    if draft.outputs and missing:
+        problems.append(
+            f"terraform outputs: {', '.join(missing)} missing; run `terraform -chdir=terraform apply` (or pass the flags)"
+        )
+    return problems
+
+
+def _choose_image(draft: _Draft) -> list[str]:
+    """The image: --image-uri, else the ECR repository's tag of this commit (the jax variant for several hosts)."""
+    options = draft.options
+    repository = draft.outputs.get("ecr_repository_url")
+    tag = image_tag(image_kind(options.instance_type), draft.git["git_short"], jax=options.instance_count > 1)
+    draft.image_uri = options.image_uri or (f"{repository}:{tag}" if repository else "")
+    return []
+
+
+def _find_channels(draft: _Draft) -> list[str]:
+    options = draft.options
+    try:
+        remote = dvc_s3_remote(options.remote, options.repo)
+        draft.channels = channel_uris(options.prepared, remote, str(options.repo))
+    except SageMakerEnvironmentError as exc:
+        return [str(exc)]
+    except Exception as exc:  # DVC: an output not tracked, no dvc.lock entry
+        return [f"channels: {exc}; run `dvc repro prepare` and commit dvc.lock"]
+    return []
+
+
+def _check_aws(draft: _Draft) -> list[str]:
+    """What AWS holds: the MLflow secret, every channel object, the image."""
+    from model_lib.tracking import SECRET_ENV
+
+    secret = draft.options.mlflow_secret or os.environ.get(SECRET_ENV)
+    problems: list[str] = []
+    try:
+        if secret:
+            problems.extend(_secret_problem(secret, draft.boto_session.client("secretsmanager")))
+        if draft.channels:
+            problems.extend(_missing_objects(draft.channels, draft.boto_session.client("s3")))
+        if draft.image_uri:
+            image = _image_problem(draft.image_uri, draft.boto_session.client("ecr"))
+            if image and image not in problems:
+                problems.append(image)
+    except Exception as exc:  # botocore: no credentials, endpoint unreachable
+        problems.append(_credentials_problem(exc) or f"AWS: {type(exc).__name__}: {exc}")
+    return problems
+
+
+# In order: a later check reads what an earlier one found (the image needs the Terraform outputs,
+# the AWS checks the image and the channels).
+_CHECKS: tuple[Callable[[_Draft], list[str]], ...] = (
+    _check_hyperparameters,
+    _check_instances,
+    _check_tracking,
+    _check_registered_model,
+    _find_terraform_outputs,
+    _choose_image,
+    _find_channels,
+    _check_aws,
+)
+
+
+def _job_environment(options: LaunchOptions, lineage: Mapping[str, str]) -> dict[str, str]:
+    """Return the job's environment: the forwarded variables, the flags that set one, the lineage tags."""
+    from model_lib.tracking import SECRET_ENV, TAGS_ENV
+
+    environment = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
+    if options.register_model:
+        environment[REGISTER_MODEL_ENV] = options.register_model
+    if options.mlflow_secret:
+        environment[SECRET_ENV] = options.mlflow_secret
+    if options.instance_count > 1:
+        environment["KERAS_BACKEND"] = MULTI_INSTANCE_BACKEND
+    user_tags = json.loads(environment.get(TAGS_ENV, "{}") or "{}")
+    environment[TAGS_ENV] = json.dumps({**lineage, **user_tags}, sort_keys=True)
+    return environment
+
+
 def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> LaunchPlan:
     """Return the checked job for ``config``: every problem found is reported at once.
 
     Raises:
         SageMakerEnvironmentError: listing every problem, each with what to run.
     """
-    problems: list[str] = []
-    try:
-        effective_hyperparameters(config)  # the job would fail on these at its start
-    except ConfigError as exc:
-        problems.append(str(exc))
-    if not 1 <= options.instance_count <= MAX_INSTANCE_COUNT:
-        problems.append(f"--instance-count {options.instance_count}: expected 1..{MAX_INSTANCE_COUNT}")
-    multi = options.instance_count > 1
-    max_wait = options.max_wait if options.max_wait is not None else 2 * options.max_run
-    if options.spot and max_wait < options.max_run:
-        problems.append(f"--max-wait {max_wait} is below --max-run {options.max_run}: spot jobs need max-wait >= max-run")
-    tracking = _tracking_problem(os.environ.get("MLFLOW_TRACKING_URI"), options.allow_local_tracking)
-    if tracking:
-        problems.append(tracking)
-    register = options.register_model or os.environ.get("MODEL_LIB_REGISTER_MODEL")
-    if register:
-        from model_lib.tracking import check_model_name
-
-        try:
-            check_model_name(register)
-        except ConfigError as exc:
-            problems.append(str(exc))
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            problems.append(f"--register-model {register}: the job tracks nowhere (MLFLOW_TRACKING_URI is not set)")
-    outputs: dict[str, Any] = {}
-    if not (options.image_uri and options.role_arn and options.bucket):
-        try:
-            outputs = terraform_outputs(options.terraform_outputs)
-        except SageMakerEnvironmentError as exc:
-            problems.append(str(exc))
-        needed = [n for n, given in zip(TERRAFORM_OUTPUTS, (options.image_uri, options.role_arn, options.bucket)) if not given]
-        missing = [n for n in needed if not outputs.get(n)]
-        if outputs and missing:
-            problems.append(
-                f"terraform outputs: {', '.join(missing)} missing; run `terraform -chdir=terraform apply` (or pass the flags)"
-            )
     from model_lib.tracking import git_state
 
-    git = git_state(options.repo)
-    kind = image_kind(options.instance_type)
-    image_uri = options.image_uri or (
-        f"{outputs['ecr_repository_url']}:{image_tag(kind, git['git_short'], jax=multi)}"
-        if outputs.get("ecr_repository_url")
-        else ""
-    )
-    channels: dict[str, str] = {}
-    try:
-        remote = dvc_s3_remote(options.remote, options.repo)
-        channels = channel_uris(options.prepared, remote, str(options.repo))
-    except SageMakerEnvironmentError as exc:
-        problems.append(str(exc))
-    except Exception as exc:  # DVC: an output not tracked, no dvc.lock entry
-        problems.append(f"channels: {exc}; run `dvc repro prepare` and commit dvc.lock")
-    secret = options.mlflow_secret or os.environ.get("MODEL_LIB_MLFLOW_SECRET")
-    try:
-        if secret:
-            problems.extend(_secret_problem(secret, boto_session.client("secretsmanager")))
-        if channels:
-            problems.extend(_missing_objects(channels, boto_session.client("s3")))
-        if image_uri:
-            image = _image_problem(image_uri, boto_session.client("ecr"))
-            if image and image not in problems:
-                problems.append(image)
-    except Exception as exc:  # botocore: no credentials, endpoint unreachable
-        problems.append(_credentials_problem(exc) or f"AWS: {type(exc).__name__}: {exc}")
+    draft = _Draft(config, options, boto_session, git_state(options.repo))
+    problems = list(dict.fromkeys(problem for check in _CHECKS for problem in check(draft)))
     if problems:
-        listed = "\n".join(f"  - {p}" for p in dict.fromkeys(problems))
-        raise SageMakerEnvironmentError(f"the job was not started; {len(set(problems))} problem(s):\n{listed}")
-
-    lineage = _lineage(git, channels)
-    environment = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
-    if options.register_model:
-        environment["MODEL_LIB_REGISTER_MODEL"] = options.register_model
-    if options.mlflow_secret:
-        environment["MODEL_LIB_MLFLOW_SECRET"] = options.mlflow_secret
-    if multi:
-        environment["KERAS_BACKEND"] = MULTI_INSTANCE_BACKEND
-    user_tags = json.loads(environment.get("MODEL_LIB_MLFLOW_TAGS", "{}") or "{}")
-    environment["MODEL_LIB_MLFLOW_TAGS"] = json.dumps({**lineage, **user_tags}, sort_keys=True)
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise SageMakerEnvironmentError(f"the job was not started; {len(problems)} problem(s):\n{listed}")
+    lineage = _lineage(draft.git, draft.channels)
     return LaunchPlan(
         job_name=options.job_name or f"model-lib-{time.strftime('%Y%m%d-%H%M%S')}",
-        image_uri=image_uri,
-        role_arn=options.role_arn or outputs["sagemaker_role_arn"],
-        bucket=options.bucket or outputs["bucket_name"],
-        channels=channels,
+        image_uri=draft.image_uri,
+        role_arn=options.role_arn or draft.outputs["sagemaker_role_arn"],
+        bucket=options.bucket or draft.outputs["bucket_name"],
+        channels=draft.channels,
         hyperparameters=job_hyperparameters(config),
-        environment=environment,
+        environment=_job_environment(options, lineage),
         tags=lineage,
         options=options,
     )
@@ -421,7 +524,7 @@ def build_estimator(job: LaunchPlan, session: Any, source_dir: str | None = None
         tags=[{"Key": k, "Value": v} for k, v in job.tags.items()],
         base_job_name="model-lib",
         use_spot_instances=options.spot,
-        max_wait=(options.max_wait or 2 * options.max_run) if options.spot else None,
+        max_wait=options.spot_max_wait if options.spot else None,
     )
 
 
@@ -477,51 +580,31 @@ class JobOutcome:
     test_accuracy: float | None
 
 
-def _test_accuracy(model_tar_uri: str, s3: Any) -> float | None:
+def _test_accuracy(model_tar_uri: str, boto_session: Any) -> float | None:
     """Return the test accuracy from metrics.json inside model.tar.gz, or None."""
-    import io
-    import tarfile
-
-    bucket, _, key = model_tar_uri[len("s3://") :].partition("/")
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-        with tarfile.open(fileobj=io.BufferedReader(body), mode="r|gz") as archive:
-            for member in archive:
-                if member.name.lstrip("./") == "metrics.json":
-                    handle = archive.extractfile(member)
-                    if handle is None:
-                        return None
-                    summary = json.loads(handle.read())
-                    return float(summary.get("test", summary)["accuracy"])
+        files = jobs.read_archive(model_tar_uri, boto_session, {jobs.SUMMARY_FILE})
+        summary = json.loads(files[jobs.SUMMARY_FILE])
+        return float(summary.get("test", summary)["accuracy"])
     except Exception as exc:  # a missing or odd archive: the outcome is still worth printing
         logger.warning("could not read the test accuracy from %s: %s", model_tar_uri, exc)
     return None
 
 
 def wait(job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report: Callable[[str], None] = print) -> JobOutcome:
-    """Follow the job until it ends, reporting each status change; return how it ended."""
-    client = boto_session.client("sagemaker")
-    seen = None
-    while True:
-        described = client.describe_training_job(TrainingJobName=job_name)
-        status = f"{described['TrainingJobStatus']} / {described.get('SecondaryStatus', '')}"
-        if status != seen:
-            report(f"{time.strftime('%H:%M:%S')} {job_name}: {status}")
-            seen = status
-        if described["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
-            break
-        time.sleep(poll_seconds)
-    artifacts = described.get("ModelArtifacts", {}).get("S3ModelArtifacts")
-    accuracy = (
-        _test_accuracy(artifacts, boto_session.client("s3"))
-        if artifacts and described["TrainingJobStatus"] == "Completed"
-        else None
-    )
+    """Follow the job until it ends, reporting each status change; return how it ended.
+
+    Raises:
+        botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError: if SageMaker could not be asked.
+    """
+    described = jobs.follow(job_name, boto_session, poll_seconds=poll_seconds, on_status=report)
+    artifacts = jobs.model_artifacts(described)
+    completed = described["TrainingJobStatus"] == "Completed"
     return JobOutcome(
         status=described["TrainingJobStatus"],
         failure_reason=described.get("FailureReason"),
         model_artifacts=artifacts,
         billable_seconds=described.get("BillableTimeInSeconds"),
         training_seconds=described.get("TrainingTimeInSeconds"),
-        test_accuracy=accuracy,
+        test_accuracy=_test_accuracy(artifacts, boto_session) if artifacts and completed else None,
     )

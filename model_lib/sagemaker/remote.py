@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
 import subprocess
 import sys
-import tarfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,14 +37,15 @@ from model_lib.errors import ConfigError, ModelLibError, SageMakerEnvironmentErr
 if TYPE_CHECKING:
     from model_lib.sagemaker.launch import LaunchOptions, LaunchPlan
 
+# Every local `model-lib train` imports this module (for train_on): what a remote train needs
+# (model_lib.sagemaker.jobs, launch, boto3) is imported where it is used, so that editing it does
+# not rerun the local train stage (dvc.yaml lists the modules the stage imports).
+
 logger = logging.getLogger(__name__)
 
 TRAIN_ON_ENV = "MODEL_LIB_TRAIN_ON"
 OPTIONS_ENV = "MODEL_LIB_LAUNCH_OPTIONS"
 PLACES = ("local", "sagemaker")
-ENDED = ("Completed", "Failed", "Stopped")
-ASK_ATTEMPTS = 5  # DescribeTrainingJob failures in a row before following gives up (the job goes on)
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
 class RemoteJobFailed(ModelLibError):
@@ -110,23 +108,14 @@ def job_base_name(job: LaunchPlan) -> str:
     return f"model-lib-train-{digest}"
 
 
-def _described(client: Any, name: str) -> dict[str, Any] | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        return dict(client.describe_training_job(TrainingJobName=name))
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
-            return None  # SageMaker answers an unknown name with a ValidationException
-        raise
-
-
 def _latest_attempt(client: Any, base: str) -> tuple[int, dict[str, Any]] | None:
     """Return the last attempt number and its description, asking for each name in turn
     (DescribeTrainingJob sees a job at once; ListTrainingJobs may not yet)."""
+    from model_lib.sagemaker import jobs
+
     latest = None
     attempt = 1
-    while (described := _described(client, f"{base}-{attempt}")) is not None:
+    while (described := jobs.describe(client, f"{base}-{attempt}")) is not None:
         latest = (attempt, described)
         attempt += 1
     return latest
@@ -138,12 +127,12 @@ def attach_or_launch(job: LaunchPlan, boto_session: Any, report: Callable[[str],
     resumes from the same checkpoint prefix)."""
     from botocore.exceptions import ClientError
 
-    from model_lib.sagemaker import launch
+    from model_lib.sagemaker import jobs, launch
 
     base = job_base_name(job)
-    client = boto_session.client("sagemaker")
+    client = jobs.sagemaker_client(boto_session)
     found = _latest_attempt(client, base)
-    if found is not None and found[1]["TrainingJobStatus"] not in ("Failed", "Stopped"):
+    if found is not None and found[1]["TrainingJobStatus"] not in jobs.RETRIED_STATUSES:
         name = found[1]["TrainingJobName"]
         report(f"train: SageMaker job {name} already trains these inputs ({found[1]['TrainingJobStatus']}): re-attaching")
         return str(name)
@@ -152,7 +141,7 @@ def attach_or_launch(job: LaunchPlan, boto_session: Any, report: Callable[[str],
     try:
         launch.start(named, boto_session)
     except ClientError:
-        if _described(client, named.job_name) is None:
+        if jobs.describe(client, named.job_name) is None:
             raise
         # Another process (a second queued `dvc exp run`) started the same job a moment ago.
         report(f"train: SageMaker job {named.job_name} was just started by another process: re-attaching")
@@ -162,74 +151,37 @@ def attach_or_launch(job: LaunchPlan, boto_session: Any, report: Callable[[str],
     return named.job_name
 
 
-class _Logs:
-    """Prints the job's CloudWatch log events not printed yet (nothing while there are none)."""
-
-    def __init__(self, boto_session: Any, job_name: str, report: Callable[[str], None]) -> None:
-        self._client = boto_session.client("logs")
-        self._job = job_name
-        self._report = report
-        self._seen: set[str] = set()
-        self._since = 0
-
-    def show_new(self) -> None:
-        try:
-            pages = self._client.get_paginator("filter_log_events").paginate(
-                logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self._job}/", startTime=self._since
-            )
-            for page in pages:
-                for event in page.get("events", []):
-                    if event["eventId"] in self._seen:
-                        continue
-                    self._seen.add(event["eventId"])
-                    self._since = max(self._since, int(event["timestamp"]))
-                    self._report(f"  | {event['message'].rstrip()}")
-        except Exception as exc:  # no log group yet, or no permission: the status still says enough
-            logger.debug("no logs for %s: %s", self._job, exc)
-
-
 def follow(
     job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Report each status change and new log line of the job until it ends; return its description.
 
+    Our policy on top of :func:`jobs.follow` (whose client retries as botocore's standard mode does):
+    following is never a reason to touch the job. Ctrl-C, SIGTERM, or SageMaker not answering even
+    after botocore's retries ends the following only; the stage re-attaches when run again.
+
     Raises:
-        StillRunning: on Ctrl-C or SIGTERM while following (the job is left running).
+        StillRunning: on Ctrl-C or SIGTERM while following, or when SageMaker could not be asked
+            (the job is left running).
     """
     import signal
 
-    client = boto_session.client("sagemaker")
-    logs = _Logs(boto_session, job_name, report)
-    seen = None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from model_lib.sagemaker import jobs
 
     def interrupted(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupted)
-    failures = 0
     try:
-        while True:
-            try:
-                described = client.describe_training_job(TrainingJobName=job_name)
-            except Exception as exc:  # throttling, a network blip, expired credentials
-                failures += 1
-                if failures > ASK_ATTEMPTS:
-                    raise StillRunning(
-                        f"could not ask SageMaker about job {job_name} {ASK_ATTEMPTS} times running ({exc}); "
-                        "it keeps running. Run the stage again to re-attach"
-                    ) from None
-                logger.warning("asking SageMaker about %s failed (%s); asking again", job_name, exc)
-                time.sleep(min(60.0, poll_seconds * 2**failures))
-                continue
-            failures = 0
-            status = f"{described['TrainingJobStatus']} / {described.get('SecondaryStatus', '')}"
-            if status != seen:
-                report(f"{time.strftime('%H:%M:%S')} {job_name}: {status}")
-                seen = status
-            logs.show_new()
-            if described["TrainingJobStatus"] in ENDED:
-                return dict(described)
-            time.sleep(poll_seconds)
+        return jobs.follow(
+            job_name, boto_session, poll_seconds=poll_seconds, on_status=report, on_log=lambda line: report(f"  | {line}")
+        )
+    except (BotoCoreError, ClientError) as exc:  # throttled past botocore's retries, network down, expired credentials
+        raise StillRunning(
+            f"could not ask SageMaker about job {job_name} ({exc}); it keeps running. Run the stage again to re-attach"
+        ) from None
     except KeyboardInterrupt:
         raise StillRunning(
             f"stopped following SageMaker job {job_name}; it keeps running. Run the stage again to re-attach "
@@ -239,22 +191,20 @@ def follow(
         signal.signal(signal.SIGTERM, previous)
 
 
-def _model_archive(uri: str, s3: Any) -> dict[str, bytes]:
-    """Return model.keras and metrics.json from the job's model.tar.gz."""
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    wanted: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
-        for member in archive.getmembers():
-            name = member.name.removeprefix("./")
-            if name in ("model.keras", "metrics.json") and member.isfile():
-                handle = archive.extractfile(member)
-                if handle is not None:
-                    wanted[name] = handle.read()
-    missing = {"model.keras", "metrics.json"} - set(wanted)
+def _model_archive(uri: str, boto_session: Any) -> dict[str, bytes]:
+    """Return the model and its summary from the job's model.tar.gz.
+
+    Raises:
+        RemoteJobFailed: if the archive lacks either.
+    """
+    from model_lib.sagemaker import jobs
+
+    wanted = {jobs.MODEL_FILE, jobs.SUMMARY_FILE}
+    found = jobs.read_archive(uri, boto_session, wanted)
+    missing = wanted - set(found)
     if missing:
         raise RemoteJobFailed(f"{uri} holds no {', '.join(sorted(missing))}")
-    return wanted
+    return found
 
 
 def write_outputs(
@@ -262,13 +212,14 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Write the job's model, its summary (the history, without the test metrics evaluate writes)
     and its MLflow run id where a local train writes them; return the summary."""
+    from model_lib.sagemaker import jobs
     from model_lib.tracking import write_run_reference
 
     uri = described["ModelArtifacts"]["S3ModelArtifacts"]
-    files = _model_archive(uri, boto_session.client("s3"))
+    files = _model_archive(uri, boto_session)
     with atomic_path(model, suffix=".keras") as tmp:
-        Path(tmp).write_bytes(files["model.keras"])
-    summary = json.loads(files["metrics.json"])
+        Path(tmp).write_bytes(files[jobs.MODEL_FILE])
+    summary = json.loads(files[jobs.SUMMARY_FILE])
     summary.pop("test", None)
     summary["sagemaker_job"] = described["TrainingJobName"]
     write_json(history, summary)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from model_lib import checkpoints
-from model_lib.sagemaker.local import encode_hyperparameters, lay_out
+from model_lib.sagemaker.basedir import encode_hyperparameters, lay_out
 from tests.conftest import REPO, write_prepared
 from tests.image.conftest import Image
 

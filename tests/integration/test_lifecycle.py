@@ -13,7 +13,8 @@ import yaml
 
 from model_lib import checkpoints
 from model_lib.prepared import channel_paths
-from model_lib.sagemaker.local import encode_hyperparameters, lay_out, run_toolkit
+from model_lib.sagemaker.basedir import encode_hyperparameters, lay_out
+from model_lib.sagemaker.supervise import run_toolkit
 from tests.conftest import BIN, REPO, free_port, logged_model, serving, write_prepared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -37,12 +37,12 @@ def toolkit_job(
     tmp_path: Path, prepared: dict[str, Path], env: dict[str, str], name: str
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """Lay out a job and run it through the real sagemaker-training toolkit; return its base and result."""
-    from model_lib.sagemaker.local import lay_out
+    from model_lib.sagemaker.basedir import lay_out
 
     base = tmp_path / name
     lay_out(base, HPS, prepared, REPO / "entry_point")
     script = (
-        "import pathlib, sys\nfrom model_lib.sagemaker.local import run_toolkit\n"
+        "import pathlib, sys\nfrom model_lib.sagemaker.supervise import run_toolkit\n"
         f"sys.exit(run_toolkit(pathlib.Path({str(base)!r}), {env!r}, timeout=600))\n"
     )
     result = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True, timeout=900)

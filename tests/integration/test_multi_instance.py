@@ -13,7 +13,8 @@ import pytest
 
 from model_lib import checkpoints
 from model_lib.config import TrainConfig
-from model_lib.sagemaker.local import encode_hyperparameters, host_base_dirs, lay_out, loopback_hosts, run_local, start_hosts
+from model_lib.sagemaker.basedir import encode_hyperparameters, host_base_dirs, lay_out, loopback_hosts
+from model_lib.sagemaker.local import run_local, start_hosts
 from tests.conftest import BIN, REPO, write_prepared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -2,9 +2,10 @@
 
 The cloud is stood in for by a real moto server (S3, ECR, IAM, SageMaker API, CloudWatch Logs), a
 small proxy that gives moto's training jobs real statuses (tests/standins/sagemaker_status.py: a job
-is InProgress until it has run), and a "SageMaker worker" thread here that runs each job once it
-appears, as SageMaker would, with `model-lib sagemaker-local --job NAME` (the real toolkit, the
-job's S3 channels and code), publishing its output to CloudWatch Logs as it goes. MLflow is a real
+is InProgress until its end is reported), and a "SageMaker worker" thread here that runs each job once
+it appears, as SageMaker would, with `model-lib sagemaker-local --job NAME` (the real toolkit, the
+job's S3 channels and code), publishing its output to CloudWatch Logs as it goes and reporting to the
+proxy how the job ended (its exit code, its failure file). MLflow is a real
 `mlflow server`; DVC is the real `dvc` with an S3 remote on moto.
 """
 
@@ -20,7 +21,7 @@ import yaml
 
 from tests.conftest import free_port, git_copy_of_repo, start_mlflow_server, stop_server
 from tests.conftest import run_checked as run
-from tests.standins.sagemaker_status import status_proxy
+from tests.standins.sagemaker_status import report_end, status_for_exit, status_proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,9 +37,9 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 class SageMakerWorker(threading.Thread):
     """Runs each training job that appears in moto, once, as SageMaker would; ``paused`` holds new jobs."""
 
-    def __init__(self, repo: Path, env: dict[str, str], session) -> None:
+    def __init__(self, repo: Path, env: dict[str, str], session, proxy: str) -> None:
         super().__init__(daemon=True)
-        self.repo, self.env, self.session = repo, env, session
+        self.repo, self.env, self.session, self.proxy = repo, env, session, proxy
         self.sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
         self.logs = session.client("logs", endpoint_url=env["AWS_ENDPOINT_URL"])
         self.logs.create_log_group(logGroupName=LOG_GROUP)
@@ -58,15 +59,21 @@ class SageMakerWorker(threading.Thread):
     def execute(self, name: str) -> None:
         stream = f"{name}/algo-1-{int(time.time())}"
         self.logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
-        command = ["model-lib", "sagemaker-local", "--job", name, "--base-dir", str(self.repo.parent / f"worker-{name}")]
+        base_dir = self.repo.parent / f"worker-{name}"
+        command = ["model-lib", "sagemaker-local", "--job", name, "--base-dir", str(base_dir)]
         output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        started = time.monotonic()
         process = subprocess.Popen(command, cwd=self.repo, env=self.env, **output)
         assert process.stdout is not None
         for line in process.stdout:
             if line.strip():
                 event = {"timestamp": int(time.time() * 1000), "message": line.rstrip()[:1000]}
                 self.logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
-        process.wait()
+        code = process.wait()
+        failure_file = base_dir / "output" / "failure"
+        failure = failure_file.read_text(encoding="utf-8") if failure_file.is_file() else None
+        seconds = time.monotonic() - started
+        report_end(self.proxy, name, status_for_exit(code), exit_code=code, seconds=seconds, failure=failure)
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +111,11 @@ def remote(moto_server, tmp_path_factory):
     uri = f"http://127.0.0.1:{port}"
     env["MLFLOW_TRACKING_URI"] = uri
     stops = copy.parent / "stop-requests.txt"
-    worker = SageMakerWorker(copy, dict(env), session)
-    worker.start()
+    worker = None
     try:
         with status_proxy(moto_server, stop_requests_file=stops) as proxy:
+            worker = SageMakerWorker(copy, dict(env), session, proxy)
+            worker.start()
             stage_env = {
                 **env,
                 "AWS_ENDPOINT_URL_SAGEMAKER": proxy,
@@ -124,9 +132,12 @@ def remote(moto_server, tmp_path_factory):
                 "uri": uri,
                 "stops": stops,
             }
+            worker.stopping.set()
+            worker.join(timeout=600)  # while the proxy still takes its last report
     finally:
-        worker.stopping.set()
-        worker.join(timeout=600)
+        if worker is not None:
+            worker.stopping.set()
+            worker.join(timeout=600)
         stop_server(server)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_lib.sagemaker.local import run_toolkit
+from model_lib.sagemaker.supervise import run_toolkit
 from tests.conftest import logged_model
 
 pytestmark = pytest.mark.integration

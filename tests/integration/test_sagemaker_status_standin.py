@@ -1,5 +1,5 @@
 """The SageMaker status stand-in (tests/standins/sagemaker_status.py) in front of a real moto server, driven by
-boto3: training-job status follows the status.json the local worker writes, not moto's instant Completed."""
+boto3: training-job status follows the end the local worker reports to it, not moto's instant Completed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.standins.sagemaker_status import start_status_proxy, stop_requests, stop_status_proxy
+from tests.standins.sagemaker_status import report_end, start_status_proxy, status_for_exit, stop_requests, stop_status_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -66,20 +66,19 @@ def create_job(client: Any, world: dict[str, Any], prefix: str = "job", output: 
     return name
 
 
-def finish(world: dict[str, Any], name: str, status: str, failure: str | None = None, seconds: float = 12.7) -> None:
-    """What the local worker writes at its end: status.json (and model.tar.gz when Completed)."""
-    prefix = f"jobs/{name}/output"
+def finish(url: str, world: dict[str, Any], name: str, status: str, failure: str | None = None, seconds: float = 12.7) -> None:
+    """What the local worker does at a job's end: model.tar.gz uploaded when Completed, the end reported to the proxy."""
     if status == "Completed":
-        world["s3"].put_object(Bucket=world["bucket"], Key=f"{prefix}/model.tar.gz", Body=b"not really a tarball")
-    values = {"status": status, "exit_code": 0 if status == "Completed" else 1, "seconds": seconds, "failure": failure}
-    world["s3"].put_object(Bucket=world["bucket"], Key=f"{prefix}/status.json", Body=json.dumps(values).encode())
+        world["s3"].put_object(Bucket=world["bucket"], Key=f"jobs/{name}/output/model.tar.gz", Body=b"not really a tarball")
+    exit_code = {"Completed": 0, "Stopped": 143}.get(status, 1)
+    report_end(url, name, status, exit_code=exit_code, seconds=seconds, failure=failure)
 
 
 def statuses(transitions: list[dict[str, Any]]) -> list[str]:
     return [t["Status"] for t in transitions]
 
 
-def test_describe_follows_status_json(proxy: tuple[str, Path], world: dict[str, Any]) -> None:
+def test_describe_follows_the_reported_end(proxy: tuple[str, Path], world: dict[str, Any]) -> None:
     client = sagemaker(proxy[0])
     name = create_job(client, world)
 
@@ -103,7 +102,7 @@ def test_describe_follows_status_json(proxy: tuple[str, Path], world: dict[str, 
     assert all("EndTime" in t for t in transitions[:-1]) and "EndTime" not in transitions[-1]
     assert job["TrainingStartTime"] >= job["CreationTime"]
 
-    finish(world, name, "Completed", seconds=12.7)
+    finish(proxy[0], world, name, "Completed", seconds=12.7)
     job = client.describe_training_job(TrainingJobName=name)
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Completed", "Completed")
     assert job["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{world['bucket']}/jobs/{name}/output/model.tar.gz"
@@ -114,7 +113,7 @@ def test_describe_follows_status_json(proxy: tuple[str, Path], world: dict[str, 
     assert all("EndTime" in t for t in job["SecondaryStatusTransitions"])
 
     failed = create_job(client, world, "failed")
-    finish(world, failed, "Failed", failure="ValueError: boom")
+    finish(proxy[0], world, failed, "Failed", failure="ValueError: boom")
     job = client.describe_training_job(TrainingJobName=failed)
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Failed", "Failed")
     assert job["FailureReason"] == "ValueError: boom"
@@ -122,7 +121,7 @@ def test_describe_follows_status_json(proxy: tuple[str, Path], world: dict[str, 
     assert statuses(job["SecondaryStatusTransitions"])[-1] == "Failed"
 
     long_failure = create_job(client, world, "long")
-    finish(world, long_failure, "Failed", failure="x" * 5000)
+    finish(proxy[0], world, long_failure, "Failed", failure="x" * 5000)
     assert len(client.describe_training_job(TrainingJobName=long_failure)["FailureReason"]) == 1024
 
     running = create_job(client, world, "running")
@@ -151,7 +150,7 @@ def test_stop_is_recorded(proxy: tuple[str, Path], world: dict[str, Any]) -> Non
     job = client.describe_training_job(TrainingJobName=name)
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopping", "Stopping")
 
-    finish(world, name, "Stopped")
+    finish(url, world, name, "Stopped")
     job = client.describe_training_job(TrainingJobName=name)
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "Stopped")
     assert "ModelArtifacts" not in job and "FailureReason" not in job
@@ -181,5 +180,19 @@ def test_service_endpoint_variable_routes_sagemaker_to_the_proxy(
 
     name = create_job(client, world, "env")
     assert client.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress"  # moto says Completed
-    finish({**world, "s3": s3}, name, "Completed")
+    finish(url, {**world, "s3": s3}, name, "Completed")
     assert client.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "Completed"
+
+
+def test_an_end_that_is_not_one_is_refused_and_exit_codes_map_to_sagemaker_statuses(
+    proxy: tuple[str, Path], world: dict[str, Any]
+) -> None:
+    import urllib.error
+
+    client = sagemaker(proxy[0])
+    name = create_job(client, world, "bad-end")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        report_end(proxy[0], name, "Done")
+    assert refused.value.code == 400
+    assert client.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "InProgress"
+    assert [status_for_exit(code) for code in (0, 143, 1, 137)] == ["Completed", "Stopped", "Failed", "Failed"]

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from model_lib import checkpoints
-from model_lib.sagemaker.local import encode_hyperparameters, lay_out, run_toolkit, start_toolkit, wait_for_job
+from model_lib.sagemaker.basedir import encode_hyperparameters, lay_out
+from model_lib.sagemaker.supervise import run_toolkit, start_toolkit, wait_for_job
 from tests.conftest import BIN, REPO, write_prepared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from model_lib import checkpoints
-from model_lib.sagemaker.local import start_toolkit
+from model_lib.sagemaker.supervise import start_toolkit
 from model_lib.tracking import PENDING_FILE
 from tests.conftest import BIN, free_port, logged_model, start_mlflow_server, stop_server, write_prepared
 from tests.integration.test_spot_resume import job_base, wait_until
@@ -47,7 +47,7 @@ def test_server_killed_after_epoch_1_and_back_10_s_later(prepared, tmp_path):
     base = job_base(tmp_path, prepared)
     experiment = f"outage-{tmp_path.name}"
     job = subprocess.Popen(
-        [str(BIN / "python"), "-c", "from model_lib.sagemaker.local import run_toolkit; import sys; "
+        [str(BIN / "python"), "-c", "from model_lib.sagemaker.supervise import run_toolkit; import sys; "
          f"sys.exit(run_toolkit(__import__('pathlib').Path({str(base)!r}), "
          f"{{'MLFLOW_TRACKING_URI': {uri!r}, 'MLFLOW_EXPERIMENT_NAME': {experiment!r}}}))"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -82,7 +82,7 @@ def test_server_down_for_the_whole_job_then_mlflow_sync_sends_everything(prepare
     base = job_base(tmp_path, prepared)
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": experiment, "MODEL_LIB_MLFLOW_WAIT_SECONDS": "3"}
     job = subprocess.run(
-        [str(BIN / "python"), "-c", "from model_lib.sagemaker.local import run_toolkit; import sys, pathlib; "
+        [str(BIN / "python"), "-c", "from model_lib.sagemaker.supervise import run_toolkit; import sys, pathlib; "
          f"sys.exit(run_toolkit(pathlib.Path({str(base)!r}), {env!r}))"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -1,28 +1,30 @@
 """A proxy in front of a moto server's SageMaker API that makes training-job status realistic, for tests.
 
 moto reports every training job as ``Completed`` the moment CreateTrainingJob is called. Our tests run the
-recorded job locally (``model-lib sagemaker-local --job NAME``), and that worker, at its end, writes
-``<S3OutputPath>/<job>/output/status.json`` = ``{"status": "Completed"|"Failed"|"Stopped", "exit_code": N,
-"seconds": S, "failure": "text or null"}``. This proxy forwards every SageMaker request (AWS JSON protocol:
-``POST /`` with ``X-Amz-Target: SageMaker.<Operation>``) to moto unchanged and relays the answer, except:
+recorded job locally (``model-lib sagemaker-local --job NAME``), and whatever runs it (the test's stand-in
+for SageMaker's workers) tells this proxy how the job ended, through the proxy's own API: ``POST
+/_standin/end-training-job`` with ``{"TrainingJobName": ..., "status": "Completed"|"Failed"|"Stopped",
+"exit_code": N, "seconds": S, "failure": "text or null"}`` (:func:`report_end`; :func:`status_for_exit`
+maps a container's exit code to the status SageMaker gives it). This proxy forwards every SageMaker request
+(AWS JSON protocol: ``POST /`` with ``X-Amz-Target: SageMaker.<Operation>``) to moto unchanged and relays
+the answer, except:
 
-* ``DescribeTrainingJob``: the status comes from status.json, read from moto's S3. No status.json: the job
-  is ``InProgress`` (secondary status Starting, then Downloading, then Training, by the time since
-  CreationTime), without TrainingEndTime, ModelArtifacts or FailureReason. With it: its status, with
-  TrainingTimeInSeconds/BillableTimeInSeconds from its ``seconds``, FailureReason from its ``failure`` when
-  Failed, TrainingEndTime at the object's LastModified, and ModelArtifacts only when Completed. The
-  MetricDefinitions moto overwrites with its own are put back as CreateTrainingJob (through this proxy) gave
-  them.
+* ``DescribeTrainingJob``: until the job's end is reported, the job is ``InProgress`` (secondary status
+  Starting, then Downloading, then Training, by the time since CreationTime), without TrainingEndTime,
+  ModelArtifacts or FailureReason. After: its status, with TrainingTimeInSeconds/BillableTimeInSeconds from
+  its ``seconds``, FailureReason from its ``failure`` when Failed, TrainingEndTime at the report, and
+  ModelArtifacts only when Completed. The MetricDefinitions moto overwrites with its own are put back as
+  CreateTrainingJob (through this proxy) gave them.
 * ``ListTrainingJobs``: each summary's status (and TrainingEndTime) patched the same way; ``StatusEquals``
   filters on the patched status, not on moto's.
 * ``StopTrainingJob`` (moto 5.2 does not implement it: it answers 500): the job name is appended to
-  ``--stop-requests-file`` and, while the job has no status.json, it is described as ``Stopping``. As
+  ``--stop-requests-file`` and, until its end is reported, the job is described as ``Stopping``. As
   SageMaker, an unknown job or one that has ended is refused with ``ValidationException``.
 
 Point clients at it with ``AWS_ENDPOINT_URL_SAGEMAKER=http://127.0.0.1:PORT`` (and ``AWS_ENDPOINT_URL`` at
 moto for everything else). Run it as ``python -m tests.standins.sagemaker_status --listen-port 0 --upstream
 http://127.0.0.1:5000`` from the repository root, or from a test with :func:`start_status_proxy` /
-:func:`stop_status_proxy` (or :func:`status_proxy`). Standard library plus boto3.
+:func:`stop_status_proxy` (or :func:`status_proxy`). Standard library only.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import functools
 import http.client
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -45,15 +46,15 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from model_lib.sagemaker.jobs import TERMINAL_STATUSES
 from tests.standins.auth_proxy import HOP_BY_HOP, serve_until_stopped, start_listening, stop_auth_proxy
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET_PREFIX = "SageMaker."
-TERMINAL = ("Completed", "Failed", "Stopped")
+END_PATH = "/_standin/end-training-job"  # the proxy's own API: how a job ended
 MAX_FAILURE_REASON = 1024
 STARTING_SECONDS = 1.0  # secondary status Starting for this long after CreationTime, then Downloading
 DOWNLOADING_SECONDS = 1.0  # then Training
-CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/")
 JSON_TYPE = "application/x-amz-json-1.1"
 
 
@@ -85,6 +86,7 @@ class State:
         self.lock = threading.Lock()
         self.stopped_at: dict[str, float] = {}
         self.metric_definitions: dict[str, list[dict[str, Any]] | None] = {}
+        self.ended: dict[str, tuple[dict[str, Any], float]] = {}  # job name -> (its reported end, when)
 
 
 @functools.cache
@@ -97,56 +99,21 @@ def moto_stops_training_jobs() -> bool:
     return hasattr(SageMakerResponse, "stop_training_job")
 
 
-_s3_clients: dict[tuple[str, str, str], Any] = {}
-_s3_lock = threading.Lock()
+def status_for_exit(exit_code: int) -> str:
+    """The status SageMaker gives a job whose container exited with ``exit_code``: 0 Completed, 143
+    (SIGTERM: a stop or a spot reclaim) Stopped, anything else Failed."""
+    return "Completed" if exit_code == 0 else ("Stopped" if exit_code == 128 + 15 else "Failed")
 
 
-def s3_client(upstream: str, region: str, access_key_id: str) -> Any:
-    """A boto3 S3 client talking to moto directly (one per region and access key: moto keys accounts by it)."""
-    key = (upstream, region, access_key_id)
-    with _s3_lock:
-        if key not in _s3_clients:
-            import boto3
-
-            session = boto3.session.Session(aws_access_key_id=access_key_id, aws_secret_access_key="testing", region_name=region)
-            _s3_clients[key] = session.client("s3", endpoint_url=upstream)
-        return _s3_clients[key]
-
-
-def status_location(output_path: str, job_name: str) -> tuple[str, str]:
-    """Bucket and key of a job's status.json, from its ``OutputDataConfig.S3OutputPath``."""
-    parts = urlsplit(output_path)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise ValueError(f"S3OutputPath {output_path!r} is not s3://bucket/...")
-    prefix = parts.path.strip("/")
-    return parts.netloc, "/".join(p for p in (prefix, job_name, "output", "status.json") if p)
-
-
-def read_status(client: Any, output_path: str, job_name: str) -> tuple[dict[str, Any], float] | None:
-    """The job's status.json and its LastModified (epoch seconds), or None while there is none."""
-    from botocore.exceptions import ClientError
-
-    bucket, key = status_location(output_path, job_name)
-    try:
-        answer = client.get_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code")
-        if code not in ("NoSuchKey", "404", "NoSuchBucket"):
-            raise
-        if code == "NoSuchBucket":
-            log(f"bucket of s3://{bucket}/{key} does not exist; job {job_name} stays InProgress")
-        return None
-    text = answer["Body"].read()
-    modified = answer["LastModified"].timestamp()
-    try:
-        status = json.loads(text)
-        if not isinstance(status, dict) or status.get("status") not in TERMINAL:
-            raise ValueError(f"status is not one of {TERMINAL}")
-    except ValueError as error:
-        log(f"unreadable s3://{bucket}/{key}: {error}; reporting the job as Failed")
-        reason = f"sagemaker-status stand-in: unreadable status.json ({error}): {text[:200]!r}"
-        status = {"status": "Failed", "exit_code": None, "seconds": 0, "failure": reason}
-    return status, modified
+def parse_end(body: bytes) -> tuple[str, dict[str, Any]]:
+    """The job name and end of an end-training-job request; ValueError when it is not one."""
+    request = json.loads(body or b"{}")
+    if not isinstance(request, dict) or not isinstance(request.get("TrainingJobName"), str):
+        raise ValueError("expected a JSON object with TrainingJobName")
+    if request.get("status") not in TERMINAL_STATUSES:
+        raise ValueError(f"status: expected one of {TERMINAL_STATUSES}, got {request.get('status')!r}")
+    values = {key: request.get(key) for key in ("status", "exit_code", "seconds", "failure")}
+    return request["TrainingJobName"], values
 
 
 def log(message: str) -> None:
@@ -194,7 +161,7 @@ def _step(status: str, start: float, end: float | None, message: str) -> dict[st
 def patch_description(
     job: dict[str, Any], status: tuple[dict[str, Any], float] | None, stopped_at: float | None, now: float
 ) -> dict[str, Any]:
-    """moto's DescribeTrainingJob answer made to agree with status.json (None: not written yet)."""
+    """moto's DescribeTrainingJob answer made to agree with the job's reported end (None: not reported yet)."""
     job = dict(job)
     created = float(job.get("CreationTime") or now)
     if status is None:
@@ -249,6 +216,24 @@ def patch_description(
     return job
 
 
+def patched(job: dict[str, Any], state: State) -> dict[str, Any]:
+    """moto's description of ``job`` as the proxy's ``state`` says it is now (see :func:`patch_description`)."""
+    name = job["TrainingJobName"]
+    with state.lock:
+        status = state.ended.get(name)
+        stopped_at = state.stopped_at.get(name)
+        known = name in state.metric_definitions
+        definitions = state.metric_definitions.get(name)
+    job = patch_description(job, status, stopped_at, time.time())
+    if known and isinstance(job.get("AlgorithmSpecification"), dict):
+        job["AlgorithmSpecification"] = dict(job["AlgorithmSpecification"])
+        if definitions is None:
+            job["AlgorithmSpecification"].pop("MetricDefinitions", None)
+        else:
+            job["AlgorithmSpecification"]["MetricDefinitions"] = definitions
+    return job
+
+
 class StatusHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "sagemaker-status"
@@ -261,7 +246,9 @@ class StatusHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         operation = (self.headers.get("X-Amz-Target") or "").removeprefix(TARGET_PREFIX)
         try:
-            if operation == "DescribeTrainingJob":
+            if self.path == END_PATH:
+                self.end(body)
+            elif operation == "DescribeTrainingJob":
                 self.describe(body)
             elif operation == "ListTrainingJobs":
                 self.list_jobs(body)
@@ -362,28 +349,16 @@ class StatusHandler(BaseHTTPRequestHandler):
         )
 
     # --- SageMaker ----------------------------------------------------------------------------
-    def credentials(self) -> tuple[str, str]:
-        """Region and access key id of this request's signature (us-east-1 and "testing" without one)."""
-        match = CREDENTIAL.search(self.headers.get("Authorization") or "")
-        return (match.group(2), match.group(1)) if match else ("us-east-1", "testing")
-
-    def patched(self, job: dict[str, Any]) -> dict[str, Any]:
-        name = job["TrainingJobName"]
-        region, key_id = self.credentials()
-        client = s3_client(self.settings.upstream, region, key_id)
-        status = read_status(client, job["OutputDataConfig"]["S3OutputPath"], name)
+    def end(self, body: bytes) -> None:
+        try:
+            name, values = parse_end(body)
+        except ValueError as error:
+            self.validation_error(f"sagemaker-status: {error}")
+            return
         with self.state.lock:
-            stopped_at = self.state.stopped_at.get(name)
-            known = name in self.state.metric_definitions
-            definitions = self.state.metric_definitions.get(name)
-        job = patch_description(job, status, stopped_at, time.time())
-        if known and isinstance(job.get("AlgorithmSpecification"), dict):
-            job["AlgorithmSpecification"] = dict(job["AlgorithmSpecification"])
-            if definitions is None:
-                job["AlgorithmSpecification"].pop("MetricDefinitions", None)
-            else:
-                job["AlgorithmSpecification"]["MetricDefinitions"] = definitions
-        return job
+            self.state.ended[name] = (values, time.time())
+        log(f"{name} ended {values['status']}")
+        self.reply_json(200, {})
 
     def remember_create(self, body: bytes) -> None:
         with contextlib.suppress(ValueError, AttributeError, KeyError):
@@ -392,13 +367,14 @@ class StatusHandler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.metric_definitions[request["TrainingJobName"]] = definitions
                 self.state.stopped_at.pop(request["TrainingJobName"], None)
+                self.state.ended.pop(request["TrainingJobName"], None)
 
     def describe(self, body: bytes) -> None:
         answer = self.upstream(body)
         if answer.status != 200:
             self.reply(answer)
             return
-        self.reply(answer, json.dumps(self.patched(answer.json())).encode())
+        self.reply(answer, json.dumps(patched(answer.json(), self.state)).encode())
 
     def list_jobs(self, body: bytes) -> None:
         try:
@@ -418,7 +394,7 @@ class StatusHandler(BaseHTTPRequestHandler):
             if described.status != 200:
                 summaries.append(summary)
                 continue
-            job = self.patched(described.json())
+            job = patched(described.json(), self.state)
             summary = {k: v for k, v in summary.items() if k != "TrainingEndTime"}
             for name in ("TrainingJobStatus", "LastModifiedTime", "TrainingEndTime"):
                 if name in job:
@@ -438,8 +414,8 @@ class StatusHandler(BaseHTTPRequestHandler):
         if described.status != 200:
             self.reply(described)
             return
-        job = self.patched(described.json())
-        if job["TrainingJobStatus"] in TERMINAL:
+        job = patched(described.json(), self.state)
+        if job["TrainingJobStatus"] in TERMINAL_STATUSES:
             self.validation_error(f"The request was rejected because the training job is in status {job['TrainingJobStatus']}.")
             return
         with self.state.lock:
@@ -460,8 +436,6 @@ class StatusHandler(BaseHTTPRequestHandler):
 
 def serve(settings: Settings, port: int) -> int:
     """Serve on 127.0.0.1:``port`` (0: any free port) until SIGTERM or SIGINT; return the exit status."""
-    import boto3  # noqa: F401  (imported now, not on the first DescribeTrainingJob: that takes ~0.5 s)
-
     return serve_until_stopped(type("Handler", (StatusHandler,), {"settings": settings, "state": State()}), port)
 
 
@@ -520,6 +494,21 @@ def status_proxy(upstream: str, **options: Any) -> Iterator[str]:
         yield url
     finally:
         stop_status_proxy(process)
+
+
+def report_end(
+    url: str, name: str, status: str, *, exit_code: int | None = None, seconds: float = 0.0, failure: str | None = None
+) -> None:
+    """Tell the proxy at ``url`` that job ``name`` ended with ``status`` (see the module docstring).
+    Raises urllib.error.HTTPError when the proxy refuses it."""
+    import urllib.request
+
+    values = {"TrainingJobName": name, "status": status, "exit_code": exit_code, "seconds": seconds, "failure": failure}
+    request = urllib.request.Request(
+        url.rstrip("/") + END_PATH, data=json.dumps(values).encode(), headers={"Content-Type": JSON_TYPE}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        answer.read()
 
 
 def stop_requests(stop_requests_file: str | os.PathLike[str]) -> list[str]:

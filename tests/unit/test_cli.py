@@ -131,3 +131,14 @@ def test_where_train_runs_is_checked_before_anything_happens(tmp_path, env, mess
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"model-lib train: error: {message}"), lines
     assert not (tmp_path / "models").exists()
+
+
+def test_launch_flags_are_the_launch_options_fields_with_their_defaults():
+    from model_lib.cli import _launch_options, build_parser
+    from model_lib.sagemaker.launch import LaunchOptions
+
+    assert _launch_options(build_parser().parse_args(["launch"])) == LaunchOptions()
+    given = build_parser().parse_args(
+        ["launch", "--spot", "--max-run", "60", "--terraform-outputs", "t.json", "--register-model", "m"]
+    )
+    assert _launch_options(given) == LaunchOptions(spot=True, max_run=60, terraform_outputs=Path("t.json"), register_model="m")

@@ -49,9 +49,8 @@ def test_validation_is_fed_whole_on_one_device_per_process_and_padded_for_severa
 def test_several_hosts_on_the_tensorflow_backend_are_refused_naming_the_backend():
     import keras
 
-    from model_lib.distributed import start
+    from model_lib.distributed import Cluster, start
     from model_lib.errors import ConfigError
-    from model_lib.sagemaker.environment import Cluster
 
     assert keras.backend.backend() == "tensorflow"
     with pytest.raises(

@@ -67,3 +67,19 @@ def test_a_repo_with_no_s3_remote_is_told_how_to_add_one():
 
     with pytest.raises(SageMakerEnvironmentError, match=r"no S3 DVC remote \(remotes: local\): add one with `dvc remote add s3"):
         dvc_s3_remote(None, REPO)  # this repository's own config: the local remote only
+
+
+def test_a_spot_job_waits_twice_its_run_unless_told():
+    from model_lib.sagemaker.launch import LaunchOptions
+
+    assert LaunchOptions(max_run=3600).spot_max_wait == 7200
+    assert LaunchOptions(max_run=3600, max_wait=5000).spot_max_wait == 5000
+
+
+def test_s3_uris_split_into_bucket_and_key_and_others_are_refused():
+    from model_lib.sagemaker.jobs import split_s3_uri
+
+    assert split_s3_uri("s3://bucket/dvc/files/md5/ab/cdef") == ("bucket", "dvc/files/md5/ab/cdef")
+    assert split_s3_uri("s3://bucket") == ("bucket", "")
+    with pytest.raises(SageMakerEnvironmentError, match="'/tmp/model.tar.gz': expected s3://bucket/key"):
+        split_s3_uri("/tmp/model.tar.gz")

@@ -7,8 +7,8 @@ import pytest
 
 from model_lib.config import TrainConfig, from_mapping
 from model_lib.errors import ConfigError, SageMakerEnvironmentError
-from model_lib.sagemaker.environment import SageMakerEnvironment, decode_hyperparameter
-from model_lib.sagemaker.local import encode_hyperparameters
+from model_lib.sagemaker.basedir import encode_hyperparameters
+from model_lib.sagemaker.environment import SageMakerEnvironment, decode_hyperparameter, output_dir_for_failure
 from tests.conftest import sagemaker_env
 
 
@@ -72,9 +72,9 @@ def test_environment_fields(tmp_path):
         }
     )
     assert env.hosts == ["algo-1"] and env.current_host == "algo-1"
-    assert (env.num_gpus, env.num_cpus, env.job_name) == (0, 2, "job-1")
+    assert (env.num_gpus, env.job_name) == (0, "job-1")
     assert env.checkpoint_dir == tmp_path / "checkpoints"
-    assert env.output_dir == tmp_path / "output"
+    assert output_dir_for_failure(sagemaker_env(tmp_path)) == tmp_path / "output"  # where the failure file goes
 
 
 def test_channel_with_one_file_of_any_name(tmp_path):
@@ -104,7 +104,7 @@ def test_one_host_is_the_degenerate_cluster(tmp_path):
     cluster = SageMakerEnvironment.from_env(sagemaker_env(tmp_path)).cluster
     assert cluster.hosts == ("algo-1",) and cluster.coordinator == "algo-1"
     assert (cluster.process_id, cluster.num_processes, cluster.is_coordinator, cluster.multi_host) == (0, 1, True, False)
-    assert cluster.devices_per_host == 1  # no GPU: the CPU
+    assert cluster.gpus_per_host == 0  # no GPU: the CPU
 
 
 def test_the_first_host_coordinates_and_process_ids_follow_the_host_order(tmp_path):
@@ -119,7 +119,7 @@ def test_the_first_host_coordinates_and_process_ids_follow_the_host_order(tmp_pa
     cluster = SageMakerEnvironment.from_env(env).cluster
     assert cluster.coordinator_address == "algo-1:6000" and cluster.heartbeat_seconds == 20
     assert (cluster.process_id, cluster.num_processes, cluster.is_coordinator, cluster.multi_host) == (2, 3, False, True)
-    assert cluster.devices_per_host == 4
+    assert cluster.gpus_per_host == 4
 
 
 @pytest.mark.parametrize(
