@@ -117,18 +117,13 @@ def train_and_record(
         ConfigError, DataError: for hyperparameters or data that cannot work (before training starts).
         TrainingInterrupted: when a stop signal arrived; the state is saved and the run ends KILLED.
     """
-    from model_lib import checkpoints, tracking, training
+    from model_lib import checkpoints, training
     from model_lib.export import save_model, save_raw_string_model
 
     if cluster is not None and not cluster.is_coordinator:
         return train_as_worker(config, files, cluster, verbose=verbose)
     if register_model:
-        from model_lib.errors import ConfigError
-        from model_lib.tracking import check_model_name
-
-        check_model_name(register_model)
-        if not track:
-            raise ConfigError(f"--register-model {register_model}: registering needs MLflow tracking, which is off")
+        _check_registration(register_model, track)
     data = load_checked(config, files)
     tracker, lineage = _open_tracker(track, files, paths, training.fingerprint(config, data), tags)
     with tracker:
@@ -169,15 +164,36 @@ def train_and_record(
         if register_model:
             tracker.register_model(register_model)
         if track:
-            summary["run_id"] = tracker.run_id
-            if paths.run_reference is not None:
-                # Again at the end: `remember` wrote it when the run was created, but DVC deletes a
-                # stage's outputs before it reruns the stage (a resumed training), and a run never
-                # created (server down throughout) is recorded as null.
-                tracking.write_run_reference(paths.run_reference, tracker.run_id)
+            summary["run_id"] = _record_run_id(tracker, paths)
         write_json(paths.summary, summary)
         checkpoints.clear(paths.checkpoints, keep_last=paths.keep_final_checkpoint)
     return summary
+
+
+def _check_registration(name: str, track: bool) -> None:
+    """Check ``name`` can be registered, before anything trains.
+
+    Raises:
+        ConfigError: for a malformed name, or with tracking off.
+    """
+    from model_lib.errors import ConfigError
+    from model_lib.tracking import check_model_name
+
+    check_model_name(name)
+    if not track:
+        raise ConfigError(f"--register-model {name}: registering needs MLflow tracking, which is off")
+
+
+def _record_run_id(tracker: Tracker | NullTracker, paths: RunPaths) -> str | None:
+    """Write the run id to ``paths.run_reference`` (if any); return it."""
+    from model_lib.tracking import write_run_reference
+
+    if paths.run_reference is not None:
+        # Again at the end: `remember` wrote it when the run was created, but DVC deletes a stage's
+        # outputs before it reruns the stage (a resumed training), and a run never created (server
+        # down throughout) is recorded as null.
+        write_run_reference(paths.run_reference, tracker.run_id)
+    return tracker.run_id
 
 
 def _open_tracker(
