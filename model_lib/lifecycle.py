@@ -21,7 +21,15 @@ import numpy as np
 from model_lib._io import write_json
 from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data, effective_hyperparameters
 from model_lib.prepared import PreparedData, load_prepared, split_shape
-from model_lib.tracking import NullTracker, Tracker
+from model_lib.tracking import (
+    PENDING_FILE,
+    NullTracker,
+    Tracker,
+    check_model_name,
+    lineage_tags,
+    open_tracker,
+    write_run_reference,
+)
 
 if TYPE_CHECKING:
     from model_lib.sagemaker.environment import Cluster
@@ -177,7 +185,6 @@ def _check_registration(name: str, track: bool) -> None:
         ConfigError: for a malformed name, or with tracking off.
     """
     from model_lib.errors import ConfigError
-    from model_lib.tracking import check_model_name
 
     check_model_name(name)
     if not track:
@@ -186,8 +193,6 @@ def _check_registration(name: str, track: bool) -> None:
 
 def _record_run_id(tracker: Tracker | NullTracker, paths: RunPaths) -> str | None:
     """Write the run id to ``paths.run_reference`` (if any); return it."""
-    from model_lib.tracking import write_run_reference
-
     if paths.run_reference is not None:
         # Again at the end: `remember` wrote it when the run was created, but DVC deletes a stage's
         # outputs before it reruns the stage (a resumed training), and a run never created (server
@@ -212,7 +217,6 @@ def _open_tracker(
         ConfigError: if the tracking configuration cannot work or the server refuses this process.
     """
     from model_lib import checkpoints
-    from model_lib.tracking import PENDING_FILE, lineage_tags, open_tracker, write_run_reference
 
     if not track:
         return NullTracker(), {}
