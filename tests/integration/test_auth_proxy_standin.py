@@ -222,7 +222,7 @@ def test_sagemaker_plugin_through_sigv4(mlflow_server, sagemaker_plugin_env, tmp
         with pytest.raises(MlflowException) as wrong_secret:
             mlflow.MlflowClient().get_run(run.info.run_id)
         # AWS's refusal body carries no MLflow error code: the client calls it a server error (500),
-        # which is why model_lib asks once by HTTP status before training (tracking.credentials.check_not_refused).
+        # which is why model_lib asks once by HTTP status before training (tracking._check_not_refused).
         assert "auth-proxy:" in str(wrong_secret.value)
         assert http_status(wrong_secret.value) == 500
     assert [line.split()[0] for line in rejections(rejected)] == ["403"]
