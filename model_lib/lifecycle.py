@@ -9,7 +9,6 @@ next start with the same checkpoint folder reopens it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -22,6 +21,15 @@ import numpy as np
 from model_lib._io import write_json
 from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data, effective_hyperparameters
 from model_lib.prepared import PreparedData, load_prepared, split_shape
+from model_lib.tracking import (
+    PENDING_FILE,
+    NullTracker,
+    Tracker,
+    check_model_name,
+    lineage_tags,
+    open_tracker,
+    write_run_reference,
+)
 
 if TYPE_CHECKING:
     from model_lib.distributed import Cluster
@@ -67,10 +75,10 @@ def evaluate_model(
     config: EvaluateConfig,
     *,
     history: list[dict[str, float]] | None = None,
-    tracker: Any = None,
+    tracker: Tracker | NullTracker | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on the test split, write metrics, plot data and figures into ``reports``, and
-    add them to the tracker's run; return the metrics (with ``predict_seconds``)."""
+    add them to the tracker's run (None: tracking off); return the metrics (with ``predict_seconds``)."""
     import time
 
     from model_lib import evaluation
@@ -82,11 +90,11 @@ def evaluate_model(
     metrics = evaluation.write_report(reports, y_test, probabilities, threshold=config.threshold, history=history)
     metrics["predict_seconds"] = round(seconds, 3)
     write_json(reports / "metrics.json", metrics)
-    if tracker is not None:
-        tracker.log_params({f"evaluate.{k}": v for k, v in dataclasses.asdict(config).items()})
-        tracker.log_metrics(metrics, prefix="test_")
-        tracker.log_artifacts([reports / name for name in FIGURES], artifact_path="figures")
-        tracker.log_artifacts([reports / "metrics.json"], artifact_path="reports")
+    tracker = tracker if tracker is not None else NullTracker()  # pipeline.evaluate passes None for tracking off
+    tracker.log_params({f"evaluate.{k}": v for k, v in dataclasses.asdict(config).items()})
+    tracker.log_metrics(metrics, prefix="test_")
+    tracker.log_artifacts([reports / name for name in FIGURES], artifact_path="figures")
+    tracker.log_artifacts([reports / "metrics.json"], artifact_path="reports")
     return metrics
 
 
@@ -123,45 +131,23 @@ def train_and_record(
     if cluster is not None and not cluster.is_coordinator:
         return train_as_worker(config, files, cluster, verbose=verbose)
     if register_model:
-        from model_lib.errors import ConfigError
-        from model_lib.tracking import check_model_name
-
-        check_model_name(register_model)
-        if not track:
-            raise ConfigError(f"--register-model {register_model}: registering needs MLflow tracking, which is off")
+        _check_registration(register_model, track)
     data = load_checked(config, files)
-    identity = training.fingerprint(config, data)
-    tracker = None
-    if track:
-        from model_lib.tracking import PENDING_FILE, MlflowTracker, lineage_tags, write_run_reference
-
-        def remember(run_id: str) -> None:
-            checkpoints.write_run_reference(paths.checkpoints, run_id, identity)
-            if paths.run_reference is not None:
-                write_run_reference(paths.run_reference, run_id)
-
-        paths.checkpoints.mkdir(parents=True, exist_ok=True)
-        tracker = MlflowTracker(
-            run_id=checkpoints.read_run_reference(paths.checkpoints, identity),
-            pending_file=paths.checkpoints / PENDING_FILE,
-            on_run_id=remember,
-        )
-        lineage = {**lineage_tags(files), **(tags or {})}
-    with tracker if tracker is not None else contextlib.nullcontext():
-        if tracker is not None:
-            if tracker.reopened:
-                logger.info("reopening MLflow run %s", tracker.run_id)
-                tracker.count_restart()
-            else:
-                tracker.log_params(training.effective_hyperparameters(config))
-                tracker.set_tags(lineage)
+    tracker, lineage = _open_tracker(track, files, paths, training.fingerprint(config, data), tags)
+    with tracker:
+        if tracker.reopened:
+            logger.info("reopening MLflow run %s", tracker.run_id)
+            tracker.count_restart()
+        else:
+            tracker.log_params(training.effective_hyperparameters(config))
+            tracker.set_tags(lineage)
         result = training.run(
             config,
             data,
             checkpoint_dir=paths.checkpoints,
             tracker=tracker,
             verbose=verbose,
-            run_id=tracker.run_id if tracker else None,
+            run_id=tracker.run_id,
             cluster=cluster,
         )
         if result.raw_model is not None:
@@ -181,20 +167,72 @@ def train_and_record(
             summary["test"] = evaluate_model(
                 result.model, data.x_test, data.y_test, paths.reports, evaluate_config, history=result.history, tracker=tracker
             )
-        if tracker is not None:
-            tracker.log_metrics({"train_seconds": result.train_seconds, "best_epoch": result.best_epoch})
-            tracker.log_model(result.raw_model, paths.model, EXAMPLE_REVIEWS, step=max(0, result.best_epoch - 1))
-            if register_model:
-                tracker.register_model(register_model)
-            summary["run_id"] = tracker.run_id
-            if paths.run_reference is not None:
-                # Again at the end: `remember` wrote it when the run was created, but DVC deletes a
-                # stage's outputs before it reruns the stage (a resumed training), and a run never
-                # created (server down throughout) is recorded as null.
-                write_run_reference(paths.run_reference, tracker.run_id)
+        tracker.log_metrics({"train_seconds": result.train_seconds, "best_epoch": result.best_epoch})
+        tracker.log_model(result.raw_model, paths.model, EXAMPLE_REVIEWS, step=max(0, result.best_epoch - 1))
+        if register_model:
+            tracker.register_model(register_model)
+        if track:
+            summary["run_id"] = _record_run_id(tracker, paths)
         write_json(paths.summary, summary)
         checkpoints.clear(paths.checkpoints, keep_last=paths.keep_final_checkpoint)
     return summary
+
+
+def _check_registration(name: str, track: bool) -> None:
+    """Check ``name`` can be registered, before anything trains.
+
+    Raises:
+        ConfigError: for a malformed name, or with tracking off.
+    """
+    from model_lib.errors import ConfigError
+
+    check_model_name(name)
+    if not track:
+        raise ConfigError(f"--register-model {name}: registering needs MLflow tracking, which is off")
+
+
+def _record_run_id(tracker: Tracker | NullTracker, paths: RunPaths) -> str | None:
+    """Write the run id to ``paths.run_reference`` (if any); return it."""
+    if paths.run_reference is not None:
+        # Again at the end: `remember` wrote it when the run was created, but DVC deletes a stage's
+        # outputs before it reruns the stage (a resumed training), and a run never created (server
+        # down throughout) is recorded as null.
+        write_run_reference(paths.run_reference, tracker.run_id)
+    return tracker.run_id
+
+
+def _open_tracker(
+    track: bool,
+    files: Mapping[str, str | os.PathLike[str]],
+    paths: RunPaths,
+    identity: dict[str, Any],
+    tags: Mapping[str, str] | None,
+) -> tuple[Tracker | NullTracker, dict[str, str]]:
+    """Return the run's tracker (a NullTracker with tracking off) and the lineage tags for a new run.
+
+    The tracker reopens the run the checkpoint folder names for this training (``identity``), keeps
+    its pending records in that folder, and writes the run reference once the run exists.
+
+    Raises:
+        ConfigError: if the tracking configuration cannot work or the server refuses this process.
+    """
+    from model_lib import checkpoints
+
+    if not track:
+        return NullTracker(), {}
+
+    def remember(run_id: str) -> None:
+        checkpoints.write_run_reference(paths.checkpoints, run_id, identity)
+        if paths.run_reference is not None:
+            write_run_reference(paths.run_reference, run_id)
+
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    tracker = open_tracker(
+        run_id=checkpoints.read_run_reference(paths.checkpoints, identity),
+        pending_file=paths.checkpoints / PENDING_FILE,
+        on_run_id=remember,
+    )
+    return tracker, {**lineage_tags(files), **(tags or {})}
 
 
 def train_as_worker(

@@ -2,7 +2,7 @@
 
 MLflow copies this file into the logged model and runs it when the model loads, so the model is
 code plus a Keras SavedModel export, never a pickle, and loading it needs TensorFlow but not
-model_lib (a ``.keras`` file would need our registered layers importable). ``tracking`` imports it
+model_lib (a ``.keras`` file would need our registered layers importable). ``tracking.logged_model`` imports it
 only for its path and column name; importing it sets MLflow's current model-from-code, which
 MLflow sets again each time it runs this file.
 """

@@ -1,0 +1,60 @@
+"""Lineage: which code (git commit, dirty flag) and which data (the MD5 DVC records for each input
+file) a run was trained from, as run tags."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TAGS_ENV = "MODEL_LIB_MLFLOW_TAGS"
+CODE_TAGS = ("git_commit", "git_dirty")
+DATA_TAG_PREFIX = "dvc_md5."  # + the input's name: the MD5 of that file
+
+
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """Return the MD5 of a file's bytes (what DVC 3 records for a file output)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_state(repo: str | os.PathLike[str] = ".") -> dict[str, str]:
+    """Return git_commit, git_short (``--short=7``, the form image tags use) and git_dirty of
+    ``repo``; each is "unknown" outside git (a training container has no git)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit, short = git("rev-parse", "HEAD"), git("rev-parse", "--short=7", "HEAD")
+        dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": "unknown", "git_short": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit, "git_short": short, "git_dirty": dirty}
+
+
+def lineage_tags(inputs: Mapping[str, str | os.PathLike[str]], repo: str | os.PathLike[str] = ".") -> dict[str, str]:
+    """Return tags naming the code (git commit, dirty flag) and the data (MD5 of each input file)."""
+    git = git_state(repo)
+    tags = {"git_commit": git["git_commit"]}
+    if git["git_dirty"] != "unknown":
+        tags["git_dirty"] = git["git_dirty"]
+    for name, path in inputs.items():
+        if Path(path).is_file():
+            tags[f"{DATA_TAG_PREFIX}{name}"] = file_md5(path)
+    extra = os.environ.get(TAGS_ENV)
+    if extra:
+        try:
+            tags.update({str(k): str(v) for k, v in json.loads(extra).items()})
+        except (ValueError, AttributeError):
+            logger.warning("%s is not a JSON object; ignored", TAGS_ENV)
+    return tags

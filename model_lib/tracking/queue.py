@@ -1,0 +1,184 @@
+"""The queue of records a tracker has not sent yet: kept in order, written to a pending file after
+every change (so a killed process loses nothing), and sent through a sink it is given.
+
+It knows nothing of MLflow. A sink sends one record and says, by the exception it raises, whether
+the record is wrong for good (:class:`Rejected`: dropped), whether the server refuses this process
+(:class:`Refused`: fatal before training starts, else waited out), or anything else (an outage:
+tried again after a back-off). Unlike an in-memory queue, what was not sent survives the process,
+and the next process with the same pending file sends it first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from model_lib._io import write_json
+from model_lib.tracking.records import Record, from_dict
+
+logger = logging.getLogger(__name__)
+
+PENDING_FILE = "mlflow-pending.json"
+# After a failure a record is tried again only after this back-off (doubling up to the cap), so
+# training does not wait on a server that is down.
+FIRST_BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 600.0
+
+
+class Rejected(Exception):
+    """The server answered that the record is wrong (e.g. HTTP 400/404): it would never take it."""
+
+
+class Refused(Exception):
+    """The server refused this process (credentials); the message says so for a user."""
+
+
+class Sink(Protocol):
+    """Sends one record of a run."""
+
+    def send(self, record: Record, run_id: str | None, save: Callable[[], None]) -> str | None:
+        """Send ``record`` to run ``run_id`` (None before a Start record); return the run id after
+        it (a Start creates the run). Call ``save`` after changing ``record``, so that the change is
+        in the pending file before anything else can fail.
+
+        Raises:
+            Rejected: if the record can never be taken.
+            Refused: if the server refuses this process.
+            Exception: anything else is an outage: the record is sent again later.
+        """
+        ...
+
+
+class PendingQueue:
+    """The records not sent yet, in order, mirrored in ``path`` (None: in memory only).
+
+    A pending file holds ``{"run_id": ..., "queue": [...records], **header}``. Opened for run
+    ``run_id`` (None: whichever run the file holds), a file of another run is left where it is and
+    this queue writes beside it (``<stem>-<run id>.json``). ``on_run_id`` is called once a sent
+    record gave the queue a run id. ``target`` names where records go, in log lines.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        path: str | Path | None = None,
+        *,
+        run_id: str | None = None,
+        header: Mapping[str, str] | None = None,
+        target: str = "the tracking server",
+        on_run_id: Callable[[str], None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.path = Path(path) if path is not None else None
+        self.run_id = run_id
+        self.header = dict(header or {})
+        self.target = target
+        self.on_run_id = on_run_id
+        self.records: list[Record] = self._load()
+        self.failures = 0
+        self._retry_at = 0.0
+
+    def _load(self) -> list[Record]:
+        if self.path is None or not self.path.is_file():
+            return []
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("%s is unreadable; its tracking records are lost", self.path)
+            return []
+        if self.run_id is None:
+            self.run_id = saved.get("run_id")
+        if saved.get("run_id") not in (None, self.run_id):
+            logger.warning("%s holds records of run %s, not of run %s: left there", self.path, saved["run_id"], self.run_id)
+            self.path = self.path.with_name(f"{self.path.stem}-{self.run_id}.json")
+            return []
+        loaded = (from_dict(entry) for entry in saved.get("queue", []))
+        return [record for record in loaded if record is not None]
+
+    def save(self) -> None:
+        """Write the records to the pending file; remove the file when none is left."""
+        if self.path is None:
+            return
+        if self.records:
+            queue = [record.to_dict() for record in self.records]
+            write_json(self.path, {"run_id": self.run_id, **self.header, "queue": queue})
+        elif self.path.is_file():
+            self.path.unlink()
+
+    @property
+    def pending(self) -> list[str]:
+        """Return the kinds of the records waiting, in order (e.g. ["epoch", "model"])."""
+        return [record.op for record in self.records]
+
+    def append(self, record: Record) -> None:
+        """Queue ``record`` behind the others and write the pending file (nothing is sent)."""
+        self.records.append(record)
+        self.save()
+
+    def flush(self, wait: float = 0.0, *, refused_is_fatal: bool = False) -> bool:
+        """Send the records in order; return whether none is left.
+
+        After a failure, records are tried again only once a back-off has passed (30 s, doubling up
+        to 10 min), so a caller does not wait on a server that is down; ``wait`` > 0 keeps trying
+        for that many seconds instead.
+
+        Raises:
+            ConfigError: with ``refused_is_fatal``, if the sink raised :class:`Refused`.
+        """
+        deadline = time.monotonic() + wait
+        if not self.records:
+            return True
+        if time.monotonic() < self._retry_at and wait <= 0:
+            return False
+        while True:
+            try:
+                self._send_all()
+            except Exception as exc:  # the server or the client failed: never a reason to stop the caller
+                self._failed(exc, refused_is_fatal)
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+                continue
+            if self.failures:
+                logger.info("%s answers again: the records kept meanwhile are sent", self.target)
+            self.failures = 0
+            return True
+
+    def _send_all(self) -> None:
+        while self.records:
+            record = self.records[0]
+            try:
+                run_id = self.sink.send(record, self.run_id, self.save)
+            except Rejected as exc:
+                # A record the server will never take (a bad value): sending it again would hold
+                # back every record behind it, the run's end included.
+                logger.warning("%s refused the %s record for good (%s); it is dropped", self.target, record.op, str(exc)[:300])
+            else:
+                if run_id != self.run_id and run_id is not None:
+                    self.run_id = run_id
+                    if self.on_run_id is not None:
+                        self.on_run_id(run_id)
+            self.records.pop(0)
+            self.save()
+
+    def _failed(self, exc: Exception, refused_is_fatal: bool) -> None:
+        from model_lib.errors import ConfigError
+
+        self.save()
+        if refused_is_fatal and isinstance(exc, Refused):
+            raise ConfigError(str(exc)) from None
+        self.failures += 1
+        self._retry_at = time.monotonic() + min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** (self.failures - 1))
+        if self.failures == 1:
+            logger.warning(
+                "%s did not take a record (%s: %s); training goes on, and %d records wait in %s",
+                self.target,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+                len(self.records),
+                self.path or "memory",
+            )

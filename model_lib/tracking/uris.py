@@ -1,0 +1,59 @@
+"""Checks of the names a user gives before anything trains (the tracking URI, a registered model
+name), and the form of a URI that may be shown (no user:password)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+KNOWN_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "arn")
+
+
+def public_uri(uri: str) -> str:
+    """Return ``uri`` without user:password (for logs and messages)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{netloc}"))
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Check a tracking URI can work at all (a wrong configuration fails before training).
+
+    Raises:
+        ConfigError: for a URI whose scheme MLflow cannot track to.
+    """
+    from model_lib.errors import ConfigError
+
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else "file"
+    if scheme not in KNOWN_SCHEMES:
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={public_uri(uri)!r}: unknown scheme {scheme!r}; expected one of {', '.join(KNOWN_SCHEMES)}"
+        )
+    if scheme == "arn":
+        if not re.fullmatch(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:mlflow-tracking-server/.+", uri):
+            raise ConfigError(
+                f"MLFLOW_TRACKING_URI={uri!r}: not a SageMaker MLflow ARN; expected "
+                "arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>"
+            )
+        if importlib.util.find_spec("sagemaker_mlflow") is None:
+            raise ConfigError(f"MLFLOW_TRACKING_URI={uri!r} needs the sagemaker-mlflow plugin: pip install sagemaker-mlflow")
+
+
+def check_model_name(name: str) -> None:
+    """Check a registered model name before anything trains.
+
+    Raises:
+        ConfigError: unless it is 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit.
+    """
+    from model_lib.errors import ConfigError
+
+    if not MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--register-model {name!r}: expected 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
