@@ -10,12 +10,14 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from model_lib.errors import ModelLibError, TrainingInterrupted
+from model_lib.errors import ConfigError, ModelLibError, TrainingInterrupted
 
+TRAIN_ON_ENV = "MODEL_LIB_TRAIN_ON"
+TRAIN_PLACES = ("local", "sagemaker")
 STAGES = ("ingest", "prepare", "train", "evaluate")
 _STAGE_HELP = {
     "ingest": "read the review source (params: ingest) and write data/reviews.jsonl",
@@ -213,6 +215,21 @@ def _overrides_for(section: str, items: Sequence[str]) -> dict[str, str]:
     return grouped.get(section, {})
 
 
+def train_on(environ: Mapping[str, str] | None = None) -> str:
+    """Return where the train stage runs: "local" (default) or "sagemaker" (``MODEL_LIB_TRAIN_ON``).
+
+    Read here, not in model_lib.sagemaker: a local train stage imports none of the SageMaker adapter
+    (dvc.yaml's train deps are the code that can change a locally trained model).
+
+    Raises:
+        ConfigError: for any other value of MODEL_LIB_TRAIN_ON.
+    """
+    value = (os.environ if environ is None else environ).get(TRAIN_ON_ENV, "").strip().lower() or "local"
+    if value not in TRAIN_PLACES:
+        raise ConfigError(f"{TRAIN_ON_ENV}={value!r}: expected one of {', '.join(TRAIN_PLACES)}")
+    return value
+
+
 def _run_stage(args: argparse.Namespace) -> int:
     from model_lib import pipeline
     from model_lib.config import load_section
@@ -229,8 +246,6 @@ def _run_stage(args: argparse.Namespace) -> int:
         )
     elif args.command == "train":
         # Keras' progress bar on a terminal; one line per epoch in logs (DVC, CI).
-        from model_lib.sagemaker.remote import train_on
-
         if train_on() == "sagemaker":
             summary = _train_on_sagemaker(config, args)
         else:

@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -32,20 +31,18 @@ from typing import TYPE_CHECKING, Any
 
 from model_lib._io import atomic_path, write_json
 from model_lib.config import TrainConfig
-from model_lib.errors import ConfigError, ModelLibError, SageMakerEnvironmentError
+from model_lib.errors import ModelLibError, SageMakerEnvironmentError
 
 if TYPE_CHECKING:
     from model_lib.sagemaker.launch import LaunchOptions, LaunchPlan
 
-# Every local `model-lib train` imports this module (for train_on): what a remote train needs
-# (model_lib.sagemaker.jobs, launch, boto3) is imported where it is used, so that editing it does
-# not rerun the local train stage (dvc.yaml lists the modules the stage imports).
+# A local `model-lib train` never imports this module (cli.train_on decides first), so editing it
+# does not rerun the local train stage; jobs, launch and boto3 are still imported where they are used,
+# so that `model-lib mlflow-sync` and the tests stay light.
 
 logger = logging.getLogger(__name__)
 
-TRAIN_ON_ENV = "MODEL_LIB_TRAIN_ON"
 OPTIONS_ENV = "MODEL_LIB_LAUNCH_OPTIONS"
-PLACES = ("local", "sagemaker")
 
 
 class RemoteJobFailed(ModelLibError):
@@ -56,18 +53,6 @@ class StillRunning(Exception):
     """Following was interrupted (Ctrl-C, SIGTERM); the job goes on. ``exit_code`` is 130."""
 
     exit_code = 130
-
-
-def train_on(environ: dict[str, str] | None = None) -> str:
-    """Return where the train stage runs: "local" (default) or "sagemaker".
-
-    Raises:
-        ConfigError: for any other value of MODEL_LIB_TRAIN_ON.
-    """
-    value = (os.environ if environ is None else environ).get(TRAIN_ON_ENV, "").strip().lower() or "local"
-    if value not in PLACES:
-        raise ConfigError(f"{TRAIN_ON_ENV}={value!r}: expected one of {', '.join(PLACES)}")
-    return value
 
 
 def stage_data_deps(dvc_yaml: Path = Path("dvc.yaml"), stage: str = "train") -> list[str]:

@@ -72,6 +72,9 @@ def test_each_stage_depends_on_every_module_it_runs(pipeline_repo):
         assert modules - NOT_OUTPUT_CODE <= deps[stage], (
             f"{stage}: missing deps {sorted(modules - NOT_OUTPUT_CODE - deps[stage])}"
         )
+        # And no more: a listed module the stage never runs (the SageMaker follower under a local
+        # train, say) would rerun the stage for nothing when it is edited.
+        assert deps[stage] <= modules, f"{stage}: deps it never runs {sorted(deps[stage] - modules)}"
     assert "model_lib/training.py" not in ran["prepare"]  # preparing data never imports the training loop
     assert not any(NOT_OUTPUT_CODE & found for found in deps.values())  # editing --help text retrains nothing
 
