@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--register-model",
                 metavar="NAME",
-                default=os.environ.get("MODEL_LIB_REGISTER_MODEL") or None,
+                default=None,
                 help="register the logged model as a new version of NAME (default: $MODEL_LIB_REGISTER_MODEL; none)",
             )
 
@@ -249,11 +249,13 @@ def _run_stage(args: argparse.Namespace) -> int:
         if train_on() == "sagemaker":
             summary = _train_on_sagemaker(config, args)
         else:
+            from model_lib.tracking import REGISTER_MODEL_ENV  # the train stage imports tracking anyway
+
             summary = pipeline.train(
                 config,
                 track=not args.no_mlflow,
                 verbose="auto" if sys.stdout.isatty() else 2,
-                register_model=args.register_model,
+                register_model=args.register_model or os.environ.get(REGISTER_MODEL_ENV) or None,
             )
         run = f", MLflow run {summary['run_id']}" if summary.get("run_id") else ""
         run += f", SageMaker job {summary['sagemaker_job']}" if "sagemaker_job" in summary else ""
@@ -360,7 +362,7 @@ def _train_on_sagemaker(config: Any, args: argparse.Namespace) -> dict[str, Any]
     if args.register_model:
         options = dataclasses.replace(options, register_model=args.register_model)
     paths = pipeline.Paths()
-    poll = float(os.environ.get("MODEL_LIB_POLL_SECONDS") or 30)
+    poll = float(os.environ.get(remote.POLL_SECONDS_ENV) or 30)
     report = lambda line: print(line, flush=True)  # noqa: E731 - DVC shows our stdout as it comes
     return remote.train(
         config,

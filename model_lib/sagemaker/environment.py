@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from model_lib.distributed import DEFAULT_COORDINATOR_PORT, DEFAULT_HEARTBEAT_SECONDS, Cluster
 from model_lib.errors import ConfigError, SageMakerEnvironmentError
+from model_lib.tracking.uris import REGISTER_MODEL_ENV
 
 DEFAULT_BASE_DIR = Path("/opt/ml")
 CONTAINER_CHECKPOINT_DIR = DEFAULT_BASE_DIR / "checkpoints"  # where SageMaker syncs checkpoint_s3_uri
@@ -28,7 +29,6 @@ CONTAINER_CHECKPOINT_DIR = DEFAULT_BASE_DIR / "checkpoints"  # where SageMaker s
 # (defaults: model_lib.distributed.Cluster).
 COORDINATOR_PORT_ENV = "MODEL_LIB_COORDINATOR_PORT"
 HEARTBEAT_SECONDS_ENV = "MODEL_LIB_HEARTBEAT_SECONDS"
-REGISTER_MODEL_ENV = "MODEL_LIB_REGISTER_MODEL"
 
 
 class _SageMakerCluster(Cluster):

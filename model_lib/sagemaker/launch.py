@@ -27,26 +27,29 @@ from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.errors import ConfigError, SageMakerEnvironmentError
 from model_lib.prepared import channel_paths
 from model_lib.sagemaker import jobs
-from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR, REGISTER_MODEL_ENV
+from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
 from model_lib.sagemaker.jobs import split_s3_uri
+from model_lib.tracking.credentials import SECRET_ENV
+from model_lib.tracking.lineage import TAGS_ENV
+from model_lib.tracking.uris import REGISTER_MODEL_ENV
 
 logger = logging.getLogger(__name__)
 
 # Passed into the job's environment when set here; never credentials.
 # SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT is the sagemaker-mlflow plugin's endpoint override (a VPC endpoint).
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable
 FORWARDED_ENV = (
-    "MLFLOW_TRACKING_URI",
+    TRACKING_URI_ENV,
     "MLFLOW_EXPERIMENT_NAME",
-    "MODEL_LIB_MLFLOW_TAGS",
-    "MODEL_LIB_MLFLOW_SECRET",
-    "MODEL_LIB_REGISTER_MODEL",
+    TAGS_ENV,
+    SECRET_ENV,
+    REGISTER_MODEL_ENV,
     "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT",
 )
 # A job on more than one instance trains on the JAX backend (Keras 3's multi-host data parallelism,
 # see model_lib.distributed): launch sets KERAS_BACKEND in the job's environment and uses the image
 # variant with jax (tag <kind>-jax-<commit>). One instance keeps the TensorFlow backend and image.
 MULTI_INSTANCE_BACKEND = "jax"
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable
 MAX_INSTANCE_COUNT = 20  # SageMaker's default quota per training job; raise it here with the quota
 TERRAFORM_OUTPUTS = ("ecr_repository_url", "sagemaker_role_arn", "bucket_name")
 _MD5_IN_URL = re.compile(r"/files/md5/([0-9a-f]{2})/([0-9a-f]{30})$")
@@ -411,8 +414,6 @@ def _find_channels(draft: _Draft) -> list[str]:
 
 def _check_aws(draft: _Draft) -> list[str]:
     """What AWS holds: the MLflow secret, every channel object, the image."""
-    from model_lib.tracking import SECRET_ENV
-
     secret = draft.options.mlflow_secret or os.environ.get(SECRET_ENV)
     problems: list[str] = []
     try:
@@ -445,8 +446,6 @@ _CHECKS: tuple[Callable[[_Draft], list[str]], ...] = (
 
 def _job_environment(options: LaunchOptions, lineage: Mapping[str, str]) -> dict[str, str]:
     """Return the job's environment: the forwarded variables, the flags that set one, the lineage tags."""
-    from model_lib.tracking import SECRET_ENV, TAGS_ENV
-
     environment = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
     if options.register_model:
         environment[REGISTER_MODEL_ENV] = options.register_model

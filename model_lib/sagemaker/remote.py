@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from model_lib._io import atomic_path, write_json
 from model_lib.config import TrainConfig
 from model_lib.errors import ModelLibError, SageMakerEnvironmentError
+from model_lib.tracking.lineage import TAGS_ENV
 
 if TYPE_CHECKING:
     from model_lib.sagemaker.launch import LaunchOptions, LaunchPlan
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 OPTIONS_ENV = "MODEL_LIB_LAUNCH_OPTIONS"
+POLL_SECONDS_ENV = "MODEL_LIB_POLL_SECONDS"  # how often the stage asks for the job's status
 
 
 class RemoteJobFailed(ModelLibError):
@@ -87,7 +89,7 @@ def job_base_name(job: LaunchPlan) -> str:
         "channels": job.channels,
         "image": job.image_uri,
         "instance": [options.instance_type, options.instance_count, options.spot],
-        "environment": {k: v for k, v in job.environment.items() if k != "MODEL_LIB_MLFLOW_TAGS"},
+        "environment": {k: v for k, v in job.environment.items() if k != TAGS_ENV},
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"model-lib-train-{digest}"

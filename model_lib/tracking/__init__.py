@@ -28,13 +28,21 @@ from model_lib.tracking.mlflow_sink import MlflowTracker
 from model_lib.tracking.queue import PENDING_FILE
 from model_lib.tracking.run_reference import read_run_reference, write_run_reference
 from model_lib.tracking.tracker import DEFAULT_WAIT_SECONDS, WAIT_ENV, NullTracker, Tracker
-from model_lib.tracking.uris import KNOWN_SCHEMES, MODEL_NAME, check_model_name, check_tracking_uri, public_uri
+from model_lib.tracking.uris import (
+    KNOWN_SCHEMES,
+    MODEL_NAME,
+    REGISTER_MODEL_ENV,
+    check_model_name,
+    check_tracking_uri,
+    public_uri,
+)
 
 __all__ = [
     "DEFAULT_WAIT_SECONDS",
     "KNOWN_SCHEMES",
     "MODEL_NAME",
     "PENDING_FILE",
+    "REGISTER_MODEL_ENV",
     "SECRET_ENV",
     "TAGS_ENV",
     "WAIT_ENV",

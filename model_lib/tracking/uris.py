@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import re
 
+# Registers the logged model under this name (a local train stage and a SageMaker job alike).
+REGISTER_MODEL_ENV = "MODEL_LIB_REGISTER_MODEL"
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 KNOWN_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "arn")
 
