@@ -113,6 +113,8 @@ class FakeSageMaker:
         job.training_start_time = job.secondary_status_transitions[1]["StartTime"] if started else None
 
     def _stop(self, backend: SageMakerModelBackend, name: str) -> None:
+        """StopTrainingJob: record it; an InProgress job becomes Stopping. Raises ValidationError (an
+        answer of moto's) for an unknown job or one that has ended."""
         with self.lock:
             job = backend.training_jobs.get(name)
             if job is None:
