@@ -16,10 +16,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from tests.standins.fake_sagemaker import FakeSageMaker
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
@@ -324,12 +327,32 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """A real moto server (S3, ECR, IAM, SageMaker, STS) on 127.0.0.1; yields its endpoint URL."""
-    port = free_port()
-    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
-    command = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
-    with serving(command, "/moto-api/", port, env, 60, stderr=subprocess.DEVNULL) as url:
-        yield url
+    """A real moto server (S3, ECR, IAM, SageMaker, STS, ...) on 127.0.0.1, in this process (subprocesses
+    reach it by its URL; tests can reach its backends, as :func:`fake_sagemaker` does); yields its URL."""
+    import logging
+
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"  # read when moto makes an IAM backend
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_sagemaker(moto_server: str) -> Iterator[FakeSageMaker]:
+    """:func:`moto_server`'s training jobs living as SageMaker's (tests/standins/fake_sagemaker.py) for
+    this module's tests; yields the FakeSageMaker that ends them."""
+    from tests.standins.fake_sagemaker import FakeSageMaker
+
+    fake = FakeSageMaker()
+    with pytest.MonkeyPatch.context() as patch:
+        fake.install(patch)
+        yield fake
 
 
 @pytest.fixture

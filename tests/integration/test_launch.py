@@ -1,6 +1,7 @@
 """From `dvc push` to a finished spot job, against a real moto server: `model-lib launch` in a
 subprocess on a temporary copy of the repo whose prepared files were pushed to an S3 DVC remote by
-the real `dvc push`, then the recorded job run here as SageMaker would, interrupted once and resumed."""
+the real `dvc push`, then the recorded job run here as SageMaker would, interrupted once and resumed. The
+jobs live as SageMaker's (tests/standins/fake_sagemaker.py): InProgress until the test sets their end."""
 
 import io
 import json
@@ -15,6 +16,7 @@ import yaml
 from model_lib.prepared import CHANNELS
 from tests.conftest import git_copy_of_repo
 from tests.conftest import run_checked as run
+from tests.standins.fake_sagemaker import status_for_exit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,7 +31,7 @@ REPOSITORY = "model-lib-training"
 
 
 @pytest.fixture(scope="module")
-def cloud(moto_server, tmp_path_factory):
+def cloud(moto_server, fake_sagemaker, tmp_path_factory):
     """A repo copy after `dvc repro prepare` and `dvc push -r s3` to a moto bucket, an ECR repository
     holding the CPU image tag of its commit, a role, and Terraform outputs naming them."""
     import boto3
@@ -70,6 +72,7 @@ def cloud(moto_server, tmp_path_factory):
         "session": session,
         "commit": commit,
         "outputs": outputs,
+        "fake": fake_sagemaker,
     }
 
 
@@ -212,6 +215,8 @@ def test_spot_job_launched_then_run_here_with_one_reclaim_and_a_resume(cloud, tm
     assert any("/gen-" in item["Key"] for item in saved.get("Contents", [])), "no checkpoint reached S3"
 
     resumed = run(local, cloud["repo"], env)
+    assert client.describe_training_job(TrainingJobName="spot-1")["TrainingJobStatus"] == "InProgress"  # until it ends
+    cloud["fake"].end("spot-1", status_for_exit(0), seconds=30)  # as SageMaker, once its container exited 0
     assert "resuming at epoch" in resumed.stdout + resumed.stderr
     assert "sagemaker-local: exit code 0" in resumed.stdout and "failure:" not in resumed.stdout
     body = cloud["s3"].get_object(Bucket=cloud["bucket"], Key="jobs/spot-1/output/model.tar.gz")["Body"].read()
@@ -235,6 +240,7 @@ def test_spot_job_launched_then_run_here_with_one_reclaim_and_a_resume(cloud, tm
     monkeypatch.setenv("AWS_ENDPOINT_URL", cloud["env"]["AWS_ENDPOINT_URL"])
     outcome = wait("spot-1", cloud["session"], poll_seconds=0.1, report=lines.append)
     assert outcome.status == "Completed" and lines and "spot-1: Completed" in lines[-1]
+    assert outcome.training_seconds == outcome.billable_seconds == 30
     assert outcome.model_artifacts == f"s3://{cloud['bucket']}/jobs/spot-1/output/model.tar.gz"
     assert outcome.test_accuracy is not None and 0.0 <= outcome.test_accuracy <= 1.0
 

@@ -1,11 +1,10 @@
 """`dvc repro` / `dvc exp run` with the train stage on SageMaker (MODEL_LIB_TRAIN_ON=sagemaker).
 
-The cloud is stood in for by a real moto server (S3, ECR, IAM, SageMaker API, CloudWatch Logs), a
-small proxy that gives moto's training jobs real statuses (tests/standins/sagemaker_status.py: a job
-is InProgress until its end is reported), and a "SageMaker worker" thread here that runs each job once
-it appears, as SageMaker would, with `model-lib sagemaker-local --job NAME` (the real toolkit, the
-job's S3 channels and code), publishing its output to CloudWatch Logs as it goes and reporting to the
-proxy how the job ended (its exit code, its failure file). MLflow is a real
+The cloud is stood in for by a real moto server (S3, ECR, IAM, SageMaker API, CloudWatch Logs) whose
+training jobs live as SageMaker's (tests/standins/fake_sagemaker.py: a job is InProgress until its end is
+set), and a "SageMaker worker" thread here that runs each job once it appears, as SageMaker would, with
+`model-lib sagemaker-local --job NAME` (the real toolkit, the job's S3 channels and code), publishing its
+output to CloudWatch Logs as it goes and setting how the job ended (its exit code, its failure file). MLflow is a real
 `mlflow server`; DVC is the real `dvc` with an S3 remote on moto.
 """
 
@@ -21,7 +20,7 @@ import yaml
 
 from tests.conftest import free_port, git_copy_of_repo, start_mlflow_server, stop_server
 from tests.conftest import run_checked as run
-from tests.standins.sagemaker_status import report_end, status_for_exit, status_proxy
+from tests.standins.fake_sagemaker import FakeSageMaker, status_for_exit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,9 +36,9 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 class SageMakerWorker(threading.Thread):
     """Runs each training job that appears in moto, once, as SageMaker would; ``paused`` holds new jobs."""
 
-    def __init__(self, repo: Path, env: dict[str, str], session, proxy: str) -> None:
+    def __init__(self, repo: Path, env: dict[str, str], session, fake: FakeSageMaker) -> None:
         super().__init__(daemon=True)
-        self.repo, self.env, self.session, self.proxy = repo, env, session, proxy
+        self.repo, self.env, self.session, self.fake = repo, env, session, fake
         self.sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
         self.logs = session.client("logs", endpoint_url=env["AWS_ENDPOINT_URL"])
         self.logs.create_log_group(logGroupName=LOG_GROUP)
@@ -73,13 +72,13 @@ class SageMakerWorker(threading.Thread):
         failure_file = base_dir / "output" / "failure"
         failure = failure_file.read_text(encoding="utf-8") if failure_file.is_file() else None
         seconds = time.monotonic() - started
-        report_end(self.proxy, name, status_for_exit(code), exit_code=code, seconds=seconds, failure=failure)
+        self.fake.end(name, status_for_exit(code), exit_code=code, seconds=seconds, failure=failure)
 
 
 @pytest.fixture(scope="module")
-def remote(moto_server, tmp_path_factory):
-    """A repo copy with an S3 DVC remote, image and role in moto, a real MLflow server, the status
-    proxy and the worker; yields what the tests need."""
+def remote(moto_server, fake_sagemaker, tmp_path_factory):
+    """A repo copy with an S3 DVC remote, image and role in moto, a real MLflow server and the worker;
+    yields what the tests need."""
     import boto3
 
     copy = tmp_path_factory.mktemp("remote") / "repo"
@@ -110,34 +109,27 @@ def remote(moto_server, tmp_path_factory):
     server = start_mlflow_server(root, port)
     uri = f"http://127.0.0.1:{port}"
     env["MLFLOW_TRACKING_URI"] = uri
-    stops = copy.parent / "stop-requests.txt"
-    worker = None
+    worker = SageMakerWorker(copy, dict(env), session, fake_sagemaker)
+    worker.start()
+    stage_env = {
+        **env,
+        "MODEL_LIB_TRAIN_ON": "sagemaker",
+        "MODEL_LIB_LAUNCH_OPTIONS": "--terraform-outputs tf-outputs.json --allow-local-tracking --max-run 1800",
+        "MODEL_LIB_POLL_SECONDS": "1",
+    }
     try:
-        with status_proxy(moto_server, stop_requests_file=stops) as proxy:
-            worker = SageMakerWorker(copy, dict(env), session, proxy)
-            worker.start()
-            stage_env = {
-                **env,
-                "AWS_ENDPOINT_URL_SAGEMAKER": proxy,
-                "MODEL_LIB_TRAIN_ON": "sagemaker",
-                "MODEL_LIB_LAUNCH_OPTIONS": "--terraform-outputs tf-outputs.json --allow-local-tracking --max-run 1800",
-                "MODEL_LIB_POLL_SECONDS": "1",
-            }
-            yield {
-                "repo": copy,
-                "env": stage_env,
-                "bucket": bucket,
-                "s3": clients["s3"],
-                "worker": worker,
-                "uri": uri,
-                "stops": stops,
-            }
-            worker.stopping.set()
-            worker.join(timeout=600)  # while the proxy still takes its last report
+        yield {
+            "repo": copy,
+            "env": stage_env,
+            "bucket": bucket,
+            "s3": clients["s3"],
+            "worker": worker,
+            "uri": uri,
+            "fake": fake_sagemaker,
+        }
     finally:
-        if worker is not None:
-            worker.stopping.set()
-            worker.join(timeout=600)
+        worker.stopping.set()
+        worker.join(timeout=600)  # while the fake is still installed for its last end
         stop_server(server)
 
 
@@ -211,7 +203,7 @@ def test_ctrl_c_leaves_the_job_running_and_the_next_run_re_attaches(remote):
             following.kill()
     assert following.returncode == 130, err[-3000:]
     assert "it keeps running. Run the stage again to re-attach" in err
-    assert not remote["stops"].exists() or remote["stops"].read_text().strip() == ""  # nothing asked of the job
+    assert remote["fake"].stop_requests == []  # nothing asked of the job
 
     worker.paused.clear()
     again = run(command, repo, env)

@@ -8,8 +8,7 @@
 - a server that refuses the first artifact uploads (HTTP 503).
 
 :func:`auth_proxy` serves a :class:`Policy` on a free 127.0.0.1 port in a thread of the test; what passes
-goes on to the server through werkzeug's ProxyMiddleware. The process helpers at the end are shared with
-tests/standins/sagemaker_status.py.
+goes on to the server through werkzeug's ProxyMiddleware.
 """
 
 from __future__ import annotations
@@ -18,18 +17,11 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import re
-import selectors
-import signal
-import subprocess
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import NotFound
@@ -38,7 +30,6 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_input_stream
 
-REPO = Path(__file__).resolve().parents[2]
 ARN_HEADER = "x-mlflow-sm-tracking-server-arn"
 JSON = "application/json"
 AUTH_PARTS = re.compile(r"(Credential|SignedHeaders|Signature)=([^,\s]+)")
@@ -157,77 +148,3 @@ def auth_proxy(upstream: str, policy: Policy) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-# --- the process helpers of tests/standins/sagemaker_status.py --------------------------------------
-
-HOP_BY_HOP = set(
-    "connection keep-alive proxy-authenticate proxy-authorization te trailer trailers transfer-encoding upgrade".split()
-)
-
-
-def serve_until_stopped(handler: type[BaseHTTPRequestHandler], port: int) -> int:
-    """Serve ``handler`` on 127.0.0.1:``port``, say "listening on <URL>" on stdout, stop on SIGTERM or
-    SIGINT; return the exit status (0)."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-
-    def stop(signum: int, frame: object) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    return 0
-
-
-def start_listening(
-    command: list[str], what: str, stderr: IO[Any] | int | None = None, seconds: float = 30.0
-) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a stand-in (``command``) in its own session; return it and its URL once its first line
-    says "listening on http://127.0.0.1:PORT".
-
-    Raises:
-        RuntimeError: if it exits first, says something else, or says nothing within ``seconds``.
-    """
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
-    assert process.stdout is not None
-    deadline = time.monotonic() + seconds
-    line = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not selector.select(left):
-                stop_auth_proxy(process)
-                raise RuntimeError(f"{what} did not say it listens within {seconds} s")
-            piece = os.read(process.stdout.fileno(), 4096)
-            if not piece:
-                process.wait(timeout=5)
-                raise RuntimeError(f"{what} exited with {process.returncode} before listening")
-            line += piece
-    match = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", line)
-    if match is None:
-        stop_auth_proxy(process)
-        raise RuntimeError(f"unexpected first line from {what}: {line!r}")
-    return process, match.group(1).decode()
-
-
-def stop_auth_proxy(process: subprocess.Popen[bytes], seconds: float = 10.0) -> int | None:
-    """Stop a stand-in (SIGTERM to its process group, SIGKILL after ``seconds``); return its exit status."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=seconds)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=seconds)
-    if process.stdout is not None:
-        process.stdout.close()
-    return process.returncode
