@@ -193,7 +193,7 @@ def _launch_flags() -> dict[Any, type]:
     import dataclasses
     import typing
 
-    from model_lib.sagemaker.launch import LaunchOptions
+    from model_lib.sagemaker.options import LaunchOptions
 
     hints = typing.get_type_hints(LaunchOptions)
     flags = {}
@@ -377,9 +377,9 @@ def _train_on_sagemaker(config: Any, args: argparse.Namespace) -> dict[str, Any]
 
 
 def _launch_options(args: argparse.Namespace) -> Any:
-    from model_lib.sagemaker import launch
+    from model_lib.sagemaker.options import LaunchOptions
 
-    return launch.LaunchOptions(**{field.name: getattr(args, field.name) for field in _launch_flags()})
+    return LaunchOptions(**{field.name: getattr(args, field.name) for field in _launch_flags()})
 
 
 def _remote_launch_options() -> Any:

@@ -38,7 +38,14 @@ def pipeline_repo(tmp_path_factory):
 
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(model_lib(?:\.\w+)*)\s*$")
 # Modules that parse flags, word errors or export names: a change to them cannot change an output.
-NOT_OUTPUT_CODE = {"model_lib/__init__.py", "model_lib/cli.py", "model_lib/errors.py"}
+# (The CLI builds every command's flags, `launch`'s from sagemaker/options.py, for every stage.)
+NOT_OUTPUT_CODE = {
+    "model_lib/__init__.py",
+    "model_lib/cli.py",
+    "model_lib/errors.py",
+    "model_lib/sagemaker/__init__.py",
+    "model_lib/sagemaker/options.py",
+}
 
 
 def modules_each_stage_ran(output: str) -> dict[str, set[str]]:
