@@ -132,25 +132,15 @@ def test_a_change_the_sink_saves_mid_record_is_in_the_file(tmp_path):
 
 KILLED_WRITER = """
 import sys, time
-from model_lib.tracking import records
 from model_lib.tracking.queue import PendingQueue
+from tests.unit.test_tracking_queue import some_records
 
 class Down:
     def send(self, record, run_id, save):
         raise ConnectionError("connection refused")
 
 queue = PendingQueue(Down(), sys.argv[1])
-queue.append(records.Start("exp"))
-queue.flush()  # fails: the back-off holds every later record in the file
-for record in [
-    records.Params({"epochs": 3}),
-    records.Epoch(0, {"loss": 0.5}),
-    records.Epoch(1, {"loss": 0.4}),
-    records.Metrics({"test_accuracy": 0.9}),
-    records.Model("/m/model.keras", ["a review"], step=1, model_id="m-1"),
-    records.Register("imdb"),
-    records.End("FINISHED"),
-]:
+for record in some_records():  # the first flush fails: the back-off holds every later record in the file
     queue.append(record)
     queue.flush()
 print("queued", flush=True)
