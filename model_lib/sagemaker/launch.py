@@ -218,19 +218,10 @@ def _secret_problem(name: str, secrets: Any) -> list[str]:
     return []
 
 
-def check_tracking_uri_reachable(uri: str | None, allow_local: bool = False) -> None:
-    """Check a cloud job could reach the tracking URI it is given.
-
-    Raises:
-        SageMakerEnvironmentError: for a URI only this machine can reach (localhost, 127.x, ::1,
-            file:, sqlite:, a bare path), unless ``allow_local`` (SageMaker local mode).
-    """
-    problem = _tracking_problem(uri, allow_local)
-    if problem:
-        raise SageMakerEnvironmentError(problem)
-
-
-def _tracking_problem(uri: str | None, allow_local: bool) -> str | None:
+def tracking_uri_problem(uri: str | None, allow_local: bool = False) -> str | None:
+    """Return why a cloud job could not reach the tracking URI it is given, or None if it could (or
+    none is given): a URI only this machine can reach (localhost, 127.x, ::1, file:, sqlite:, a bare
+    path) is a problem unless ``allow_local`` (SageMaker local mode). The message hides credentials."""
     import ipaddress
     import urllib.parse
 
@@ -303,7 +294,7 @@ def _check_instances(draft: _Draft) -> list[str]:
 
 
 def _check_tracking(draft: _Draft) -> list[str]:
-    problem = _tracking_problem(os.environ.get(TRACKING_URI_ENV), draft.options.allow_local_tracking)
+    problem = tracking_uri_problem(os.environ.get(TRACKING_URI_ENV), draft.options.allow_local_tracking)
     return [problem] if problem else []
 
 
