@@ -58,12 +58,18 @@ def some_records():
     ]
 
 
+def queued(sink, path, **options):
+    """Return a PendingQueue on ``path`` sending to ``sink``, with some_records() appended, none sent yet."""
+    queue = PendingQueue(sink, path, **options)
+    for record in some_records():
+        queue.append(record)
+    return queue
+
+
 def test_records_are_sent_in_order_with_the_run_id_the_start_gave(tmp_path):
     sink = RecordingSink()
     created = []
-    queue = PendingQueue(sink, tmp_path / "pending.json", on_run_id=created.append)
-    for record in some_records():
-        queue.append(record)
+    queue = queued(sink, tmp_path / "pending.json", on_run_id=created.append)
     assert queue.flush() is True
     assert [record for record, _ in sink.sent] == some_records()
     assert [run_id for _, run_id in sink.sent] == [None] + ["run-1"] * 7
@@ -73,9 +79,7 @@ def test_records_are_sent_in_order_with_the_run_id_the_start_gave(tmp_path):
 
 def test_a_server_that_does_not_answer_keeps_every_record_in_the_file_and_backs_off(tmp_path, caplog):
     sink = FailingSink()
-    queue = PendingQueue(sink, tmp_path / "pending.json", target="MLflow at x")
-    for record in some_records():
-        queue.append(record)
+    queue = queued(sink, tmp_path / "pending.json", target="MLflow at x")
     with caplog.at_level(logging.WARNING):
         assert queue.flush() is False
         assert queue.flush() is False  # within the back-off: not even tried
@@ -97,9 +101,7 @@ def test_a_record_rejected_for_good_is_dropped_and_the_rest_still_go(tmp_path, c
             return super().send(record, run_id, save)
 
     sink = RejectsParams()
-    queue = PendingQueue(sink, tmp_path / "pending.json", target="MLflow at x")
-    for record in some_records():
-        queue.append(record)
+    queue = queued(sink, tmp_path / "pending.json", target="MLflow at x")
     with caplog.at_level(logging.WARNING):
         assert queue.flush() is True
     assert [record for record, _ in sink.sent] == [r for r in some_records() if not isinstance(r, records.Params)]
