@@ -94,6 +94,8 @@ def test_bad_mlflow_arns_are_refused_by_validation(workdir):
         assert f"{name} must be empty or" in result.stderr, name
 
 
+PREFIX = "model-lib-tf-test"
+
 PROVIDER_OVERRIDE = """
 provider "aws" {{
   region                      = "us-east-1"
@@ -126,12 +128,15 @@ def test_apply_creates_a_locked_down_bucket_registry_and_role_then_destroys(work
     (folder / "moto_override.tf").write_text(PROVIDER_OVERRIDE.format(url=aws_env))
     env = {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
     bucket = "model-lib-tf-test"
+    # The moto server is shared by the session's tests (test_launch makes a model-lib-training
+    # repository on it), so this apply names its resources with a prefix of its own.
+    names = ("-var", f"name={PREFIX}", "-var", f"bucket_name={bucket}")
     terraform("init", "-backend=false", "-input=false", cwd=folder, env=env)
-    terraform("apply", "-auto-approve", "-input=false", "-var", f"bucket_name={bucket}", cwd=folder, env=env)
+    terraform("apply", "-auto-approve", "-input=false", *names, cwd=folder, env=env)
     try:
         outputs = {k: v["value"] for k, v in json.loads(terraform("output", "-json", cwd=folder, env=env).stdout).items()}
         assert outputs["bucket_name"] == bucket and outputs["dvc_remote_url"] == f"s3://{bucket}/dvc"
-        assert outputs["ecr_repository_url"].endswith("/model-lib-training")
+        assert outputs["ecr_repository_url"].endswith(f"/{PREFIX}-training")
 
         s3 = boto3.client("s3")
         encryption = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
@@ -146,7 +151,7 @@ def test_apply_creates_a_locked_down_bucket_registry_and_role_then_destroys(work
         checkpoints = next(r for r in rules if r["ID"] == "expire-old-checkpoints")
         assert checkpoints["Filter"]["Prefix"] == "checkpoints/" and checkpoints["Expiration"]["Days"] == 14
 
-        repository = boto3.client("ecr").describe_repositories(repositoryNames=["model-lib-training"])["repositories"][0]
+        repository = boto3.client("ecr").describe_repositories(repositoryNames=[f"{PREFIX}-training"])["repositories"][0]
         assert repository["imageScanningConfiguration"]["scanOnPush"] is True
         assert repository["imageTagMutability"] == "IMMUTABLE"
 
@@ -173,8 +178,7 @@ def test_apply_creates_a_locked_down_bucket_registry_and_role_then_destroys(work
             "-auto-approve",
             "-input=false",
             "-refresh=false",
-            "-var",
-            f"bucket_name={bucket}",
+            *names,
             *MLFLOW_VARS,
             cwd=folder,
             env=env,
@@ -197,7 +201,7 @@ def test_apply_creates_a_locked_down_bucket_registry_and_role_then_destroys(work
         outputs = {k: v["value"] for k, v in json.loads(terraform("output", "-json", cwd=folder, env=env).stdout).items()}
         assert outputs["mlflow_tracking_server_arn"] == MLFLOW_SERVER_ARN
     finally:
-        terraform("destroy", "-auto-approve", "-input=false", "-var", f"bucket_name={bucket}", cwd=folder, env=env)
+        terraform("destroy", "-auto-approve", "-input=false", *names, cwd=folder, env=env)
     assert bucket not in [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]]
 
 
