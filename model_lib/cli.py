@@ -272,15 +272,31 @@ def _run_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decoded_lines(raw: bytes, where: str) -> list[str]:
+    """Return the UTF-8 text ``raw`` split on "\\n" (a vocabulary's NEL stays inside its line).
+
+    Raises:
+        DataError: naming ``where``, the line and the first byte that is not UTF-8.
+    """
+    from model_lib.errors import DataError
+
+    try:
+        return raw.decode("utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{where}: line {line}: expected UTF-8 text, got byte {raw[exc.start]:#04x}") from None
+
+
 def _read_texts(args: argparse.Namespace) -> list[str]:
     texts = list(args.texts)
     if args.file is not None:
         if str(args.file) == "-":
-            lines = sys.stdin.read().split("\n")
+            stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+            lines = _decoded_lines(stdin.read(), "stdin") if stdin is not None else sys.stdin.read().split("\n")
         else:
             if not args.file.is_file():
                 raise ModelLibError(f"{args.file}: file not found")
-            lines = args.file.read_text(encoding="utf-8").split("\n")
+            lines = _decoded_lines(args.file.read_bytes(), str(args.file))
         texts.extend(line for line in lines if line.strip())
     if not texts:
         raise ModelLibError("predict: give review texts as arguments or --file with one review per line")
@@ -288,10 +304,14 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    texts = _read_texts(args)
-    from model_lib.inference import load_model, predict
+    import math
 
-    probabilities = predict(load_model(args.model), texts)
+    if not (math.isfinite(args.threshold) and 0 <= args.threshold <= 1):
+        raise ConfigError(f"--threshold: expected a number from 0 to 1, got {args.threshold:g}")
+    texts = _read_texts(args)
+    from model_lib.inference import load_raw_string_model, predict
+
+    probabilities = predict(load_raw_string_model(args.model), texts)
     for text, probability in zip(texts, probabilities):
         label = "positive" if probability >= args.threshold else "negative"
         shown = text if len(text) <= 60 else text[:57] + "..."
@@ -331,12 +351,16 @@ def _sagemaker_local(args: argparse.Namespace) -> int:
 
 
 def _mlflow_sync(args: argparse.Namespace) -> int:
+    from model_lib.environ import check_seconds
     from model_lib.tracking import PENDING_FILE, MlflowTracker, public_uri
+    from model_lib.tracking.queue import check_pending
 
+    check_seconds(args.wait, "--wait")
     pending = args.checkpoints / PENDING_FILE
     if not pending.is_file():
         print(f"mlflow-sync: nothing to send ({pending} does not exist)")
         return 0
+    check_pending(pending)  # before the tracker reads it: a bad record would be skipped, and lost
     tracker = MlflowTracker(pending_file=pending, open_run=False)
     if tracker.flush(wait=args.wait):
         print(f"mlflow-sync: sent every record to run {tracker.run_id} at {public_uri(tracker.uri)}")
@@ -351,6 +375,7 @@ def _train_on_sagemaker(config: Any, args: argparse.Namespace) -> dict[str, Any]
     import boto3
 
     from model_lib import pipeline
+    from model_lib.environ import seconds_from_env
     from model_lib.errors import ConfigError
     from model_lib.sagemaker import remote
 
@@ -358,11 +383,11 @@ def _train_on_sagemaker(config: Any, args: argparse.Namespace) -> dict[str, Any]
         raise ConfigError(
             "--no-mlflow: a SageMaker job tracks to MLFLOW_TRACKING_URI when it is set; unset it to train untracked"
         )
+    poll = seconds_from_env(remote.POLL_SECONDS_ENV, remote.DEFAULT_POLL_SECONDS, positive=True)
     options = _remote_launch_options()
     if args.register_model:
         options = dataclasses.replace(options, register_model=args.register_model)
     paths = pipeline.Paths()
-    poll = float(os.environ.get(remote.POLL_SECONDS_ENV) or 30)
     report = lambda line: print(line, flush=True)  # noqa: E731 - DVC shows our stdout as it comes
     return remote.train(
         config,

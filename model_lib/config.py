@@ -46,7 +46,7 @@ class IngestConfig:
     limit: int | None = _setting(
         None, "keep N reviews, drawn stratified by label with `seed`, in file order (quick runs); null keeps all", "positive"
     )
-    seed: int = _setting(42, "seed of the `limit` sample", "non_negative")
+    seed: int = _setting(42, "seed of the `limit` sample", "seed")
     on_decode_error: str = _setting(
         "replace",
         "what to do with a review file that is not UTF-8: 'replace' bad bytes and count them, or 'fail'",
@@ -59,7 +59,7 @@ class PrepareConfig:
     """The split, the vocabulary, the encoding and the GloVe matrix."""
 
     test_size: float = _setting(0.2, "share of reviews held out for test (ignored for aclImdb's own split)", "fraction")
-    seed: int = _setting(42, "seed of the stratified train/test split", "non_negative")
+    seed: int = _setting(42, "seed of the stratified train/test split", "seed")
     vocab_size: int = _setting(30000, "most frequent training-split tokens kept; ids 0/1 are padding/OOV", "positive")
     min_count: int = _setting(2, "tokens seen fewer times in the training split are OOV", "positive")
     max_length: int = _setting(1000, "tokens per review after 'pre' padding/truncation (seed_cnn needs 1000)", "positive")
@@ -80,7 +80,7 @@ class TrainConfig:
     epochs: int | None = _setting(None, "maximum epochs; null uses the model's default", "positive")
     batch_size: int | None = _setting(None, "batch size; null uses the model's default", "positive")
     learning_rate: float | None = _setting(None, "Adam learning rate; null uses the model's default", "positive")
-    seed: int = _setting(42, "seed for weights, validation slice, data order and dropout", "non_negative")
+    seed: int = _setting(42, "seed for weights, validation slice, data order and dropout", "seed")
     validation_split: float = _setting(0.1, "share of the training split held out for early stopping", "fraction")
     patience: int = _setting(2, "epochs in a row without a lower validation loss before stopping (0 acts as 1)", "non_negative")
     glove_init: bool = _setting(True, "initialise the word embedding from GloVe (false: random, for ablation)")
@@ -131,7 +131,11 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateConfig,
 }
 
+# NumPy's and scikit-learn's seeds (np.random.seed, random_state) are 32-bit unsigned integers.
+MAX_SEED = 2**32 - 1
+
 _CHECKS = {
+    "seed": (lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}"),
     "positive": (lambda v: v > 0, "a positive number"),
     "non_negative": (lambda v: v >= 0, "a number >= 0"),
     "fraction": (lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
@@ -215,10 +219,10 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
             the message starts with ``where`` (e.g. ``params.yaml: train``).
     """
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of settings, got {values!r}")
+        raise ConfigError(f"{where}: expected a mapping of settings, got {_kind(values)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = _field_types(cls)
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted((key for key in values if key not in fields), key=repr)  # YAML keys may be numbers
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected one of {', '.join(sorted(fields))}")
     parsed: dict[str, Any] = {}
@@ -237,23 +241,44 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     return cls(**parsed)
 
 
+_KINDS = {list: "a list", str: "a string", int: "an integer", float: "a number", bool: "a boolean", type(None): "null"}
+
+
+def _kind(value: Any) -> str:
+    """Return what ``value`` is, in a user's words ("a list", "a string", ...)."""
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Return a YAML error as one line: where (line, column, 1-based) and what the parser says."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc.__class__.__name__
+    return f"{where}expected YAML, got {' '.join(str(what).split())}"
+
+
 def read_params(path: str | Path) -> dict[str, Any]:
-    """Return the parsed params file as a dict of sections.
+    """Return the parsed params file as a dict of sections (an empty file: no sections).
 
     Raises:
-        ConfigError: if the file is missing, is not YAML, or is not a mapping.
+        ConfigError: if the file is missing, is not UTF-8, is not YAML, or is not a mapping.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: expected a UTF-8 text file, got byte {raw[exc.start]:#04x} at offset {exc.start}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of sections, got {_kind(data)}")
     return data
 
 
@@ -284,8 +309,10 @@ def load_section(section: str, params_path: str | Path = "params.yaml", override
     params = read_params(params_path)
     if section not in params:
         raise ConfigError(f"{params_path}: missing section {section!r}")
-    values = dict(params[section] or {})
-    values.update(overrides or {})
+    values = params[section] if params[section] is not None else {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{params_path}: {section}: expected a mapping of settings, got {_kind(values)}")
+    values = {**values, **(overrides or {})}
     return from_mapping(SECTIONS[section], values, f"{params_path}: {section}")
 
 

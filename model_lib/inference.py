@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,11 +20,38 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
     """Return the model saved at ``path`` (a raw-string ``.keras`` model reloads with its vocabulary).
 
     Raises:
-        DataError: if the file does not exist.
+        DataError: if the file does not exist, or is not a ``.keras`` model Keras can load (a text
+            file, a truncated download, a folder): the message names the file and Keras' reason.
     """
     if not Path(path).is_file():
         raise DataError(f"{path}: model file not found")
-    return keras.models.load_model(path)
+    if not zipfile.is_zipfile(path):  # a .keras file is a zip archive (config.json, model.weights.h5)
+        raise DataError(f"{path}: expected a .keras model file (a zip archive), got {_first_bytes(path)!r}...")
+    try:
+        return keras.models.load_model(path)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(f"{path}: expected a .keras model file Keras can load, got {type(exc).__name__}: {reason}") from None
+
+
+def load_raw_string_model(path: str | os.PathLike[str]) -> keras.Model:
+    """Return the raw-string model saved at ``path`` (what ``predict`` scores review texts with).
+
+    Raises:
+        DataError: as :func:`load_model`, and for a model that does not take one string per review
+            and return one P(positive) (an id-sequence model, another project's model).
+    """
+    model = load_model(path)
+    inputs, outputs = model.inputs, model.outputs
+    if len(inputs) != 1 or inputs[0].dtype != "string" or len(outputs) != 1 or tuple(outputs[0].shape)[1:] != (1,):
+        shapes = f"inputs {[(t.dtype, tuple(t.shape)) for t in inputs]}, outputs {[tuple(t.shape) for t in outputs]}"
+        raise DataError(f"{path}: expected a raw-string model (one string input, one P(positive) output), got {shapes}")
+    return model
+
+
+def _first_bytes(path: str | os.PathLike[str], count: int = 16) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(count)
 
 
 def core_model(raw_model: keras.Model) -> keras.Model:

@@ -164,9 +164,9 @@ class SageMakerEnvironment:
                 "docker run (-e SM_MODEL_DIR=/opt/ml/model -e SM_OUTPUT_DATA_DIR=/opt/ml/output/data "
                 "-e SM_CHANNEL_TRAIN=... for each channel)"
             )
-        hyperparameters = user_hyperparameters(_json_env(environ, "SM_HPS", {}))
+        hyperparameters = user_hyperparameters(_json_env(environ, "SM_HPS", {}, dict, "a JSON object of hyperparameters"))
         hyperparameters.update(_hyperparameter_args(argv or []))
-        training_env = _json_env(environ, "SM_TRAINING_ENV", {})
+        training_env = _json_env(environ, "SM_TRAINING_ENV", {}, dict, "a JSON object")
         hosts = _json_env(environ, "SM_HOSTS", ["localhost"])
         if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
             raise SageMakerEnvironmentError(f"SM_HOSTS: expected a JSON list of host names, got {environ.get('SM_HOSTS')!r}")
@@ -179,8 +179,7 @@ class SageMakerEnvironment:
             hosts=list(hosts),
             current_host=environ.get("SM_CURRENT_HOST", "localhost"),
             num_gpus=_int_env(environ, "SM_NUM_GPUS", 0),
-            job_name=(training_env.get("job_name") if isinstance(training_env, dict) else None)
-            or environ.get("TRAINING_JOB_NAME"),
+            job_name=training_env.get("job_name") or environ.get("TRAINING_JOB_NAME"),
             tracking_uri=environ.get("MLFLOW_TRACKING_URI") or None,
             register_model=environ.get(REGISTER_MODEL_ENV) or None,
             coordinator_port=_int_env(environ, COORDINATOR_PORT_ENV, DEFAULT_COORDINATOR_PORT),
@@ -194,14 +193,22 @@ def output_dir_for_failure(environ: Mapping[str, str] | None = None) -> Path:
     return Path(environ.get("SM_OUTPUT_DIR") or base_dir(environ) / "output")
 
 
-def _json_env(environ: Mapping[str, str], name: str, default: Any) -> Any:
+def _json_env(environ: Mapping[str, str], name: str, default: Any, kind: type | None = None, expected: str = "") -> Any:
+    """Return the JSON value of variable ``name`` (``default`` when unset or empty).
+
+    Raises:
+        SageMakerEnvironmentError: if it is not JSON, or (with ``kind``) not a ``kind``: ``expected``.
+    """
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except ValueError:
         raise SageMakerEnvironmentError(f"{name}: expected JSON, got {raw[:80]!r}") from None
+    if kind is not None and not isinstance(value, kind):
+        raise SageMakerEnvironmentError(f"{name}: expected {expected}, got {raw[:80]!r}")
+    return value
 
 
 def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -215,7 +222,10 @@ def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _channels(environ: Mapping[str, str]) -> dict[str, Channel]:
-    names = _json_env(environ, "SM_CHANNELS", None)
+    expected = "a JSON list of channel names"
+    names = _json_env(environ, "SM_CHANNELS", None, list, expected)
+    if names is not None and not all(isinstance(name, str) and name for name in names):
+        raise SageMakerEnvironmentError(f"SM_CHANNELS: expected {expected}, got {environ['SM_CHANNELS'][:80]!r}")
     if names is None:
         names = [k[len("SM_CHANNEL_") :].lower() for k in environ if k.startswith("SM_CHANNEL_")]
     channels = {}

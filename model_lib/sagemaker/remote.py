@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 OPTIONS_ENV = "MODEL_LIB_LAUNCH_OPTIONS"
 POLL_SECONDS_ENV = "MODEL_LIB_POLL_SECONDS"  # how often the stage asks for the job's status
+DEFAULT_POLL_SECONDS = 30.0
 
 
 class RemoteJobFailed(ModelLibError):
@@ -139,7 +140,7 @@ def attach_or_launch(job: LaunchPlan, boto_session: Any, report: Callable[[str],
 
 
 def follow(
-    job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report: Callable[[str], None] = print
+    job_name: str, boto_session: Any, *, poll_seconds: float = DEFAULT_POLL_SECONDS, report: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Report each status change and new log line of the job until it ends; return its description.
 
@@ -223,7 +224,7 @@ def train(
     history: Path,
     run_reference: Path,
     dvc_yaml: Path = Path("dvc.yaml"),
-    poll_seconds: float = 30.0,
+    poll_seconds: float = DEFAULT_POLL_SECONDS,
     report: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the train stage's work as a SageMaker job; return the job's summary.

@@ -15,10 +15,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from model_lib._io import write_json
-from model_lib.tracking.records import Record, from_dict
+from model_lib.errors import DataError
+from model_lib.tracking.records import Record, parse
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,57 @@ PENDING_FILE = "mlflow-pending.json"
 # training does not wait on a server that is down.
 FIRST_BACKOFF_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 600.0
+
+
+def read_pending(path: Path) -> dict[str, Any]:
+    """Return a pending file's JSON object: ``run_id`` a string or null, ``queue`` a list (its records
+    unchecked: see :func:`check_pending`).
+
+    Raises:
+        DataError: naming ``path``, for a file that is not UTF-8 JSON of that shape.
+        OSError: if it cannot be read.
+    """
+    raw = path.read_bytes()
+    try:
+        saved = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: expected a UTF-8 text file, got byte {raw[exc.start]:#04x} at offset {exc.start}") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: expected JSON, got {exc}") from None
+    if not isinstance(saved, dict) or "queue" not in saved:
+        kind = "an object without one" if isinstance(saved, dict) else f"a {type(saved).__name__}"
+        raise DataError(f"{path}: expected a JSON object with a 'queue' list, got {kind}")
+    if not isinstance(saved["queue"], list):
+        raise DataError(f"{path}: queue: expected a list of records, got a {_json_kind(saved['queue'])}")
+    if not isinstance(saved.get("run_id"), (str, type(None))):
+        raise DataError(f"{path}: run_id: expected a string or null, got {saved['run_id']!r}")
+    return saved
+
+
+def check_pending(path: Path) -> int:
+    """Return how many records the pending file at ``path`` holds, once every one of them is one this
+    version can send (``model-lib mlflow-sync`` checks before it sends anything, so that one bad
+    record does not cost the others: the file is left as it is).
+
+    Raises:
+        DataError: naming ``path`` and the first bad record (``queue[i]``), and how many are bad.
+        OSError: if it cannot be read.
+    """
+    saved = read_pending(path)
+    problems = []
+    for index, entry in enumerate(saved["queue"]):
+        try:
+            parse(entry)
+        except DataError as exc:
+            problems.append(f"queue[{index}]: {exc}")
+    if problems:
+        more = f" (and {len(problems) - 1} more bad records)" if len(problems) > 1 else ""
+        raise DataError(f"{path}: {problems[0]}{more}; nothing was sent, the file is unchanged")
+    return len(saved["queue"])
+
+
+def _json_kind(value: Any) -> str:
+    return {str: "string", dict: "object", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
 
 
 class Rejected(Exception):
@@ -86,9 +138,12 @@ class PendingQueue:
         if self.path is None or not self.path.is_file():
             return []
         try:
-            saved = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            logger.warning("%s is unreadable; its tracking records are lost", self.path)
+            saved = read_pending(self.path)
+        except (OSError, DataError) as exc:
+            # Kept beside, not overwritten by the next save: a user can still read or repair it.
+            aside = self.path.with_name(self.path.name + ".unreadable")
+            self.path.replace(aside)
+            logger.warning("%s; moved to %s and not sent", exc, aside)
             return []
         if self.run_id is None:
             self.run_id = saved.get("run_id")
@@ -96,8 +151,13 @@ class PendingQueue:
             logger.warning("%s holds records of run %s, not of run %s: left there", self.path, saved["run_id"], self.run_id)
             self.path = self.path.with_name(f"{self.path.stem}-{self.run_id}.json")
             return []
-        loaded = (from_dict(entry) for entry in saved.get("queue", []))
-        return [record for record in loaded if record is not None]
+        loaded = []
+        for index, entry in enumerate(saved["queue"]):
+            try:
+                loaded.append(parse(entry))
+            except DataError as exc:  # a record of a newer version: the others still go
+                logger.warning("%s: queue[%d]: %s; skipped", self.path, index, exc)
+        return loaded
 
     def save(self) -> None:
         """Write the records to the pending file; remove the file when none is left."""

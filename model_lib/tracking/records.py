@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import types
+import typing
 from typing import Any, ClassVar
 
 logger = logging.getLogger(__name__)
@@ -128,16 +130,74 @@ KINDS: dict[str, type[Record]] = {
 }
 
 
-def from_dict(saved: dict[str, Any]) -> Record | None:
-    """Return the record a pending file's JSON object describes, or None (logged) for a kind or a
-    field this version does not know (a record written by a newer version)."""
-    kind = KINDS.get(str(saved.get("op")))
-    fields = {k: v for k, v in saved.items() if k != "op"}
+def parse(saved: Any) -> Record:
+    """Return the record a pending file's JSON object describes, each field checked against its type.
+
+    Raises:
+        DataError: for something not an object with an ``op``, a kind or a field this version does
+            not know, a missing field, or a value of the wrong type; the message names the record
+            kind and the field (the caller adds the file and the record's place in it).
+    """
+    from model_lib.errors import DataError
+
+    if not isinstance(saved, dict) or "op" not in saved:
+        raise DataError(f"expected a JSON object with an 'op', got {str(saved)[:80]}")
+    kind = KINDS.get(str(saved["op"]))
     if kind is None:
-        logger.warning("unknown tracking record %r skipped", saved.get("op"))
-        return None
+        raise DataError(f"unknown record {saved['op']!r}; expected one of {', '.join(KINDS)}")
+    hints = typing.get_type_hints(kind)
+    fields = {field.name: field for field in dataclasses.fields(kind)}
+    given = {k: v for k, v in saved.items() if k != "op"}
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise DataError(f"{kind.op!r} record: unknown field {unknown[0]!r}; expected {', '.join(fields) or 'none'}")
+    missing = [name for name, field in fields.items() if name not in given and field.default is dataclasses.MISSING]
+    if missing:
+        raise DataError(f"{kind.op!r} record: missing field {missing[0]!r}")
+    for name, value in given.items():
+        if not _fits(value, hints[name]):
+            raise DataError(f"{kind.op!r} record: {name}: expected {_describe(hints[name])}, got {str(value)[:80]!r}")
+    return kind(**given)
+
+
+def from_dict(saved: Any) -> Record | None:
+    """Return the record a pending file's JSON object describes, or None (logged) for one
+    :func:`parse` refuses (e.g. a kind or a field written by a newer version)."""
+    from model_lib.errors import DataError
+
     try:
-        return kind(**fields)
-    except TypeError:
-        logger.warning("tracking record %r with unknown fields %s skipped", kind.op, sorted(fields))
+        return parse(saved)
+    except DataError as exc:
+        logger.warning("tracking record skipped: %s", exc)
         return None
+
+
+_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Return whether the JSON value ``value`` is of the annotated type ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    if hint is Any:
+        return True
+    if hint in (int, float) and isinstance(value, bool):  # JSON true is not a number
+        return False
+    return isinstance(value, (int, float) if hint is float else hint)
+
+
+def _describe(hint: Any) -> str:
+    """Return the annotated type ``hint`` in words ("a string or null", "an object of numbers")."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(arg) for arg in args)
+    if origin is list:
+        return f"a list of {_describe(args[0]).split(' ', 1)[1]}s"
+    if origin is dict:
+        return "a JSON object" if args[1] is Any else f"an object of {_describe(args[1]).split(' ', 1)[1]}s"
+    return _WORDS.get(hint, getattr(hint, "__name__", str(hint)))

@@ -22,6 +22,17 @@ DEFAULT_WAIT_SECONDS = 60.0
 STOPPED_WAIT_SECONDS = 5.0
 
 
+def wait_seconds() -> float:
+    """Return how long a run's end waits for a server that does not answer (MODEL_LIB_MLFLOW_WAIT_SECONDS).
+
+    Raises:
+        ConfigError: if the variable is set to anything but a number of seconds >= 0.
+    """
+    from model_lib.environ import seconds_from_env
+
+    return seconds_from_env(WAIT_ENV, DEFAULT_WAIT_SECONDS)
+
+
 class Tracker:
     """Logs one run through ``sink``, and never stops training because of it.
 
@@ -37,7 +48,8 @@ class Tracker:
     stopped by a signal (reopened when training resumes), or FAILED on any other exception.
 
     Raises:
-        ConfigError: if the server refuses this process before training starts.
+        ConfigError: if the server refuses this process before training starts, or
+            MODEL_LIB_MLFLOW_WAIT_SECONDS is not a number of seconds (checked here, not at the end).
     """
 
     def __init__(
@@ -52,6 +64,7 @@ class Tracker:
         on_run_id: Callable[[str], None] | None = None,
         open_run: bool = True,
     ) -> None:
+        self._wait = wait_seconds()  # a bad value fails before training, not after it
         path = Path(pending_file) if pending_file is not None else None
         self._queue = PendingQueue(sink, path, run_id=run_id, header=header, target=target, on_run_id=on_run_id)
         self.reopened = run_id is not None
@@ -104,7 +117,7 @@ class Tracker:
         """
         self._queue.append(records.End(status))
         if wait is None:
-            wait = float(os.environ.get(WAIT_ENV) or DEFAULT_WAIT_SECONDS)
+            wait = self._wait
         if self.flush(wait=wait):
             return True
         counts = {kind: self.pending.count(kind) for kind in dict.fromkeys(self.pending)}

@@ -1,0 +1,252 @@
+"""Every door a user can put something into (params files, flags, files, env vars) answers bad input
+with one stderr line naming the file/key/value and what was expected, and exit code 2 (docs/doors.md)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model_lib.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Return main(argv)'s exit code and its stderr (a traceback fails the test)."""
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if ": error: " in line or "Traceback" in line]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "section,expected",
+    [
+        ("train: [1, 2]\n", "params.yaml: train: expected a mapping of settings, got a list"),
+        ("train: fast\n", "params.yaml: train: expected a mapping of settings, got a string"),
+        ("train: 3\n", "params.yaml: train: expected a mapping of settings, got an integer"),
+    ],
+)
+def test_a_section_that_is_not_a_mapping_is_one_line(tmp_path, monkeypatch, capsys, section, expected):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(section, encoding="utf-8")
+    code, err = run_cli(capsys, "train", "--no-mlflow")
+    assert code == 2
+    assert one_error_line(err) == f"model-lib train: error: {expected}"
+
+
+def test_a_params_file_not_utf8_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_bytes(b"train:\n  model: \xff\xfe\n")
+    code, err = run_cli(capsys, "train", "--no-mlflow")
+    assert code == 2
+    assert "params.yaml: expected a UTF-8 text file, got byte 0xff at offset 16" in one_error_line(err)
+
+
+def test_a_params_file_not_yaml_is_one_line_naming_line_and_column(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text("train:\n  epochs: [\n", encoding="utf-8")
+    code, err = run_cli(capsys, "train", "--no-mlflow")
+    assert code == 2
+    assert err.strip().count("\n") == 0, err
+    assert err.startswith("model-lib train: error: params.yaml: line 3, column 1: expected YAML")
+
+
+def test_a_params_folder_is_not_a_params_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("conf").mkdir()
+    code, err = run_cli(capsys, "train", "--no-mlflow", "--params", "conf")
+    assert code == 2 and "conf: params file not found" in one_error_line(err)
+
+
+def test_keys_of_several_types_are_named_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text("train:\n  1: 2\n  epoch: 3\n", encoding="utf-8")
+    code, err = run_cli(capsys, "train", "--no-mlflow")
+    assert code == 2 and "params.yaml: train: unknown key 'epoch';" in one_error_line(err)
+
+
+@pytest.mark.parametrize("section", ["ingest", "prepare", "train"])
+@pytest.mark.parametrize("seed", ["4294967296", "100000000000000000000"])
+def test_a_seed_beyond_32_bits_is_refused_at_the_door(tmp_path, monkeypatch, capsys, section, seed):
+    monkeypatch.chdir(tmp_path)  # no data here: a checked seed fails before anything is read
+    Path("params.yaml").write_text(f"{section}:\n  seed: {seed}\n", encoding="utf-8")
+    code, err = run_cli(capsys, section, *(["--no-mlflow"] if section == "train" else []))
+    assert code == 2
+    assert f"params.yaml: {section}.seed: expected an integer from 0 to 4294967295, got {seed}" in one_error_line(err)
+
+
+def test_the_largest_seed_is_taken(tmp_path, monkeypatch, tiny_reviews, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(f"ingest:\n  source: {tiny_reviews}\n  limit: 20\n  seed: 4294967295\n", encoding="utf-8")
+    code, err = run_cli(capsys, "ingest")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("seed,got", [("true", "True"), ("1.5", "1.5"), ("-1", "-1")])
+def test_a_seed_that_is_not_a_natural_number_is_refused(tmp_path, monkeypatch, capsys, seed, got):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(f"train:\n  seed: {seed}\n", encoding="utf-8")
+    code, err = run_cli(capsys, "train", "--no-mlflow")
+    assert code == 2 and "params.yaml: train.seed: expected" in one_error_line(err) and got in err
+
+
+# --- predict ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def not_a_raw_string_model(tmp_path: Path) -> Path:
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    path = tmp_path / "dense.keras"
+    model.save(path)
+    return path
+
+
+def test_predict_file_not_utf8_names_the_file_and_the_line(tmp_path, capsys, not_a_raw_string_model):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_bytes(b"a good film\nbad \xff bytes\n")
+    code, err = run_cli(capsys, "predict", "--model", str(not_a_raw_string_model), "--file", str(reviews))
+    assert code == 2
+    assert f"{reviews}: line 2: expected UTF-8 text, got byte 0xff" in one_error_line(err)
+
+
+def test_predict_binary_stdin_is_one_line(monkeypatch, capsys, not_a_raw_string_model):
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\x00\x9c\xff binary"), encoding="utf-8"))
+    code, err = run_cli(capsys, "predict", "--model", str(not_a_raw_string_model), "--file", "-")
+    assert code == 2 and "stdin: line 1: expected UTF-8 text, got byte 0x9c" in one_error_line(err)
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "folder"])
+def test_predict_with_a_file_that_is_not_a_model(tmp_path, capsys, not_a_raw_string_model, kind):
+    path = tmp_path / "model.keras"
+    if kind == "text":
+        path.write_text("not a model", encoding="utf-8")
+    elif kind == "truncated":
+        data = not_a_raw_string_model.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.mkdir()
+    code, err = run_cli(capsys, "predict", "--model", str(path), "a good film")
+    assert code == 2
+    line = one_error_line(err)
+    assert str(path) in line and ("expected a .keras model file" in line or "model file not found" in line)
+
+
+def test_predict_with_a_model_of_another_kind(capsys, not_a_raw_string_model):
+    code, err = run_cli(capsys, "predict", "--model", str(not_a_raw_string_model), "a good film")
+    assert code == 2
+    assert f"{not_a_raw_string_model}: expected a raw-string model (one string input, one P(positive) output)" in (
+        one_error_line(err)
+    )
+
+
+@pytest.mark.parametrize("threshold", ["nan", "1.5", "-0.1", "inf"])
+def test_predict_threshold_outside_0_1_is_refused(capsys, not_a_raw_string_model, threshold):
+    code, err = run_cli(capsys, "predict", "--model", str(not_a_raw_string_model), "--threshold", threshold, "a")
+    assert code == 2 and f"--threshold: expected a number from 0 to 1, got {threshold}" in one_error_line(err)
+
+
+# --- mlflow-sync -------------------------------------------------------------------------------
+
+
+GOOD = [{"op": "start", "experiment": "e"}, {"op": "params", "params": {"a": 1}}, {"op": "end", "status": "FINISHED"}]
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        ("{not json", "expected JSON, got"),
+        (json.dumps([1, 2]), "expected a JSON object with a 'queue' list, got a list"),
+        (json.dumps({"run_id": None, "queue": "x"}), "queue: expected a list of records, got a string"),
+        (json.dumps({"run_id": None, "queue": [*GOOD[:2], 7]}), "queue[2]: expected a JSON object with an 'op', got 7"),
+        (json.dumps({"run_id": None, "queue": [*GOOD[:1], {"op": "teleport"}]}), "queue[1]: unknown record 'teleport'"),
+        (
+            json.dumps({"run_id": None, "queue": [{"op": "start", "experiment": "e", "colour": "red"}]}),
+            "queue[0]: 'start' record: unknown field 'colour'",
+        ),
+        (
+            json.dumps({"run_id": None, "queue": [{"op": "epoch", "metrics": {}}]}),
+            "queue[0]: 'epoch' record: missing field 'step'",
+        ),
+        (
+            json.dumps({"run_id": None, "queue": [{"op": "epoch", "step": "two", "metrics": {}}]}),
+            "queue[0]: 'epoch' record: step: expected an integer, got 'two'",
+        ),
+        (
+            json.dumps({"run_id": 5, "queue": GOOD}),
+            "run_id: expected a string or null, got 5",
+        ),
+    ],
+)
+def test_mlflow_sync_with_a_malformed_pending_file_names_file_and_record(tmp_path, capsys, content, expected):
+    pending = tmp_path / "mlflow-pending.json"
+    pending.write_text(content, encoding="utf-8")
+    code, err = run_cli(capsys, "mlflow-sync", "--checkpoints", str(tmp_path), "--wait", "0")
+    assert code == 2
+    assert f"{pending}: {expected}" in one_error_line(err)
+    assert pending.read_text(encoding="utf-8") == content  # the good records are still there to send
+
+
+def test_mlflow_sync_pending_file_not_utf8(tmp_path, capsys):
+    pending = tmp_path / "mlflow-pending.json"
+    pending.write_bytes(b'{"queue": ["\xff"]}')
+    code, err = run_cli(capsys, "mlflow-sync", "--checkpoints", str(tmp_path))
+    assert code == 2 and f"{pending}: expected a UTF-8 text file" in one_error_line(err)
+    assert pending.is_file()
+
+
+@pytest.mark.parametrize("wait", ["nan", "-1", "inf"])
+def test_mlflow_sync_wait_must_be_a_finite_number_of_seconds(tmp_path, capsys, wait):
+    code, err = run_cli(capsys, "mlflow-sync", "--checkpoints", str(tmp_path), "--wait", wait)
+    assert code == 2 and f"--wait: expected a number of seconds >= 0, got {wait}" in one_error_line(err)
+
+
+# --- environment variables ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "nan"])
+def test_mlflow_wait_seconds_env_is_checked(monkeypatch, value):
+    from model_lib.errors import ConfigError
+    from model_lib.tracking.tracker import WAIT_ENV, wait_seconds
+
+    monkeypatch.setenv(WAIT_ENV, value)
+    with pytest.raises(ConfigError, match=f"^{WAIT_ENV}: expected a number of seconds >= 0, got '{value}'$"):
+        wait_seconds()
+
+
+def test_poll_seconds_env_is_checked(tmp_path, monkeypatch, capsys):
+    from model_lib.sagemaker.remote import POLL_SECONDS_ENV
+
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text("train:\n  epochs: 1\n", encoding="utf-8")
+    monkeypatch.setenv("MODEL_LIB_TRAIN_ON", "sagemaker")
+    monkeypatch.setenv(POLL_SECONDS_ENV, "often")
+    code, err = run_cli(capsys, "train")
+    assert code == 2
+    assert f"{POLL_SECONDS_ENV}: expected a number of seconds > 0, got 'often'" in one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    "name,value,expected",
+    [
+        ("SM_CHANNELS", "5", "SM_CHANNELS: expected a JSON list of channel names, got '5'"),
+        ("SM_CHANNELS", '["train", 3]', "SM_CHANNELS: expected a JSON list of channel names, got '[\"train\", 3]'"),
+        ("SM_HPS", "[1, 2]", "SM_HPS: expected a JSON object of hyperparameters, got '[1, 2]'"),
+        ("SM_TRAINING_ENV", '"x"', "SM_TRAINING_ENV: expected a JSON object, got '\"x\"'"),
+    ],
+)
+def test_sagemaker_json_variables_of_the_wrong_shape(tmp_path, name, value, expected):
+    from model_lib.errors import SageMakerEnvironmentError
+    from model_lib.sagemaker.environment import SageMakerEnvironment
+
+    environ = {"SM_MODEL_DIR": str(tmp_path / "model"), "SM_OUTPUT_DATA_DIR": str(tmp_path / "out"), name: value}
+    with pytest.raises(SageMakerEnvironmentError) as raised:
+        SageMakerEnvironment.from_env(environ, argv=[])
+    assert str(raised.value) == expected
