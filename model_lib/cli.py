@@ -235,6 +235,10 @@ def _run_stage(args: argparse.Namespace) -> int:
     from model_lib.config import load_section
 
     config = load_section(args.command, args.params, _overrides_for(args.command, args.overrides))
+    if args.command in ("train", "evaluate") and not args.no_mlflow:
+        from model_lib.tracking.lineage import user_tags
+
+        user_tags()  # checked at the door: a bad value fails before any run is opened
     if args.command == "ingest":
         summary = pipeline.ingest(config)
         print(f"ingest: {summary['reviews']} reviews ({summary['positive']} positive) -> {pipeline.Paths().reviews}")
@@ -328,6 +332,10 @@ def _sagemaker_local(args: argparse.Namespace) -> int:
         raise ModelLibError("--interrupt-after needs --job NAME")
     if args.job is not None and args.instance_count != 1:
         raise ModelLibError("--instance-count does not go with --job: the recorded job's InstanceCount is used")
+    if args.interrupt_after is not None:
+        from model_lib.environ import check_seconds
+
+        check_seconds(args.interrupt_after, "--interrupt-after", positive=True)
     if args.job is not None:
         import boto3
 
@@ -438,7 +446,10 @@ def _launch(args: argparse.Namespace) -> int:
     from model_lib.config import load_section
     from model_lib.sagemaker import launch
 
+    from model_lib.tracking.lineage import user_tags
+
     config = load_section("train", args.params, _overrides_for("train", args.overrides))
+    user_tags()  # the job's tags: checked before anything is asked of AWS
     options = _launch_options(args)
     session = boto3.Session()
     job = launch.plan(config, options, session)

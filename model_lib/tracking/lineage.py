@@ -51,10 +51,25 @@ def lineage_tags(inputs: Mapping[str, str | os.PathLike[str]], repo: str | os.Pa
     for name, path in inputs.items():
         if Path(path).is_file():
             tags[f"{DATA_TAG_PREFIX}{name}"] = file_md5(path)
-    extra = os.environ.get(TAGS_ENV)
-    if extra:
-        try:
-            tags.update({str(k): str(v) for k, v in json.loads(extra).items()})
-        except (ValueError, AttributeError):
-            logger.warning("%s is not a JSON object; ignored", TAGS_ENV)
+    tags.update(user_tags())
     return tags
+
+
+def user_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the run tags in MODEL_LIB_MLFLOW_TAGS (a JSON object; unset or empty: none), values as strings.
+
+    Raises:
+        ConfigError: if it is not a JSON object of names to strings, numbers or booleans.
+    """
+    from model_lib.errors import ConfigError
+
+    raw = (os.environ if environ is None else environ).get(TAGS_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        tags = json.loads(raw)
+    except ValueError:
+        tags = None
+    if not isinstance(tags, dict) or not all(isinstance(v, (str, int, float)) for v in tags.values()):
+        raise ConfigError(f'{TAGS_ENV}: expected a JSON object of tags, e.g. {{"team": "nlp"}}, got {raw[:80]!r}')
+    return {str(k): str(v) for k, v in tags.items()}

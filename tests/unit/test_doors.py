@@ -250,3 +250,56 @@ def test_sagemaker_json_variables_of_the_wrong_shape(tmp_path, name, value, expe
     with pytest.raises(SageMakerEnvironmentError) as raised:
         SageMakerEnvironment.from_env(environ, argv=[])
     assert str(raised.value) == expected
+
+
+def test_a_pending_file_train_cannot_read_is_kept_beside_not_overwritten(tmp_path, caplog):
+    from model_lib.tracking import records
+    from model_lib.tracking.queue import PendingQueue
+
+    class Sink:
+        def send(self, record, run_id, save):
+            return "run-1"
+
+    pending = tmp_path / "mlflow-pending.json"
+    pending.write_text('{"run_id": "run-0", "queue": [{"op": "end", "status": "FINI', encoding="utf-8")  # cut short
+    queue = PendingQueue(Sink(), pending)
+    queue.append(records.Start("e"))
+    aside = tmp_path / "mlflow-pending.json.unreadable"
+    assert aside.read_text(encoding="utf-8").endswith('"FINI')
+    assert f"{pending}: expected JSON" in caplog.text and str(aside) in caplog.text
+
+
+def test_a_pending_record_of_a_newer_version_is_skipped_and_the_others_kept(tmp_path):
+    from model_lib.tracking.queue import PendingQueue
+
+    pending = tmp_path / "mlflow-pending.json"
+    pending.write_text(json.dumps({"run_id": None, "queue": [GOOD[0], {"op": "teleport"}, GOOD[2]]}), encoding="utf-8")
+    queue = PendingQueue(object(), pending)  # type: ignore[arg-type] - nothing is sent here
+    assert queue.pending == ["start", "end"]
+
+
+@pytest.mark.parametrize("value", ["not json", '["a"]', '{"team": {"nested": 1}}'])
+def test_mlflow_tags_env_is_checked_before_a_run_opens(tmp_path, monkeypatch, capsys, value):
+    from model_lib.tracking.lineage import TAGS_ENV
+
+    monkeypatch.chdir(tmp_path)  # no data: the variable is checked first
+    Path("params.yaml").write_text("train:\n  epochs: 1\nevaluate:\n  threshold: 0.5\n", encoding="utf-8")
+    monkeypatch.setenv(TAGS_ENV, value)
+    for command in ("train", "evaluate", "launch"):
+        code, err = run_cli(capsys, command)
+        assert code == 2
+        assert f"{TAGS_ENV}: expected a JSON object of tags" in one_error_line(err) and repr(value) in err
+    assert not Path("mlflow.db").exists()
+
+
+def test_mlflow_tags_env_values_become_strings(monkeypatch):
+    from model_lib.tracking.lineage import TAGS_ENV, user_tags
+
+    monkeypatch.setenv(TAGS_ENV, '{"team": "nlp", "budget": 3}')
+    assert user_tags() == {"team": "nlp", "budget": "3"}
+
+
+@pytest.mark.parametrize("seconds", ["nan", "-1", "0"])
+def test_sagemaker_local_interrupt_after_must_be_positive_seconds(tmp_path, capsys, seconds):
+    code, err = run_cli(capsys, "sagemaker-local", "--job", "j", "--interrupt-after", seconds, "--base-dir", str(tmp_path))
+    assert code == 2 and f"--interrupt-after: expected a number of seconds > 0, got {seconds}" in one_error_line(err)
