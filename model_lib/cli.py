@@ -445,7 +445,6 @@ def _launch(args: argparse.Namespace) -> int:
 
     from model_lib.config import load_section
     from model_lib.sagemaker import launch
-
     from model_lib.tracking.lineage import user_tags
 
     config = load_section("train", args.params, _overrides_for("train", args.overrides))
