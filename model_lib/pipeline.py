@@ -169,8 +169,6 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     Raises:
         DataError: if the model, the history or the test split is missing or malformed.
     """
-    import json
-
     from model_lib.inference import load_model
     from model_lib.lifecycle import evaluate_model
     from model_lib.prepared import load_split
@@ -178,7 +176,7 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
 
     x_test, y_test = load_split(paths.test)
     model = load_model(paths.model)
-    history = json.loads(paths.history.read_text(encoding="utf-8"))["history"] if paths.history.is_file() else None
+    history = read_history(paths.history)
     run_id = read_run_reference(paths.run_reference) if track else None
     # The pending file is the train stage's: if MLflow was down then, the run is created from it first.
     pending = paths.checkpoints / PENDING_FILE
@@ -188,3 +186,25 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
             tracker.log_artifacts([paths.prepare_report], artifact_path="reports")
     logger.info("evaluate: accuracy %.4f, ROC AUC %s", metrics["accuracy"], metrics["roc_auc"])
     return metrics
+
+
+def read_history(path: Path) -> list[dict[str, Any]] | None:
+    """Return the epochs of the training summary at ``path`` (None if there is no file).
+
+    Raises:
+        DataError: naming the file, if it is not a JSON object with a ``history`` list of epochs.
+    """
+    import json
+
+    from model_lib.errors import DataError
+
+    if not path.is_file():
+        return None
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    try:
+        history = json.loads(text).get("history")
+    except (ValueError, AttributeError):
+        history = None
+    if not isinstance(history, list) or not all(isinstance(epoch, dict) for epoch in history):
+        raise DataError(f"{path}: expected a JSON object with a 'history' list of epochs, got {text[:80]!r}")
+    return history

@@ -20,8 +20,23 @@ def write_run_reference(path: str | os.PathLike[str], run_id: str | None) -> Non
 
 
 def read_run_reference(path: str | os.PathLike[str]) -> str | None:
-    """Return the run id written by :func:`write_run_reference`, or None if there is no file."""
+    """Return the run id written by :func:`write_run_reference`, or None if there is no file.
+
+    Raises:
+        DataError: naming the file, if it is not a JSON object whose run_id is a string or null.
+    """
+    from model_lib.errors import DataError
+
     if not Path(path).is_file():
         return None
-    run_id = json.loads(Path(path).read_text(encoding="utf-8")).get("run_id")
-    return str(run_id) if run_id else None
+    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    try:
+        saved = json.loads(text)
+    except ValueError:
+        saved = None
+    if not isinstance(saved, dict):
+        raise DataError(f"{path}: expected a JSON object with a run_id, got {text[:80]!r}")
+    run_id = saved.get("run_id")
+    if not isinstance(run_id, (str, type(None))):
+        raise DataError(f"{path}: run_id: expected a string or null, got {run_id!r}")
+    return run_id or None

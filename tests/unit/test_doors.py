@@ -303,3 +303,32 @@ def test_mlflow_tags_env_values_become_strings(monkeypatch):
 def test_sagemaker_local_interrupt_after_must_be_positive_seconds(tmp_path, capsys, seconds):
     code, err = run_cli(capsys, "sagemaker-local", "--job", "j", "--interrupt-after", seconds, "--base-dir", str(tmp_path))
     assert code == 2 and f"--interrupt-after: expected a number of seconds > 0, got {seconds}" in one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        ("{cut", "expected a JSON object with a run_id, got"),
+        ("[1]", "expected a JSON object with a run_id, got"),
+        ('{"run_id": 7}', "run_id: expected a string or null, got 7"),
+    ],
+)
+def test_a_malformed_run_reference_names_the_file(tmp_path, content, expected):
+    from model_lib.errors import DataError
+    from model_lib.tracking import read_run_reference
+
+    path = tmp_path / "mlflow_run.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=f"^{path}: {expected}"):
+        read_run_reference(path)
+
+
+@pytest.mark.parametrize("content", ["{cut", '{"epochs": []}', '{"history": 3}'])
+def test_a_malformed_history_file_names_the_file(tmp_path, content):
+    from model_lib.errors import DataError
+    from model_lib.pipeline import read_history
+
+    path = tmp_path / "history.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=f"^{path}: expected a JSON object with a 'history' list of epochs"):
+        read_history(path)
