@@ -292,7 +292,15 @@ def _decoded_lines(raw: bytes, where: str) -> list[str]:
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
+    from model_lib.errors import DataError
+
     texts = list(args.texts)
+    for number, text in enumerate(texts, 1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a non-UTF-8 argument arrives with surrogate escapes
+            byte = os.fsencode(text[exc.start : exc.end])[0]
+            raise DataError(f"TEXT {number}: expected UTF-8 text, got byte {byte:#04x}") from None
     if args.file is not None:
         if str(args.file) == "-":
             stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None

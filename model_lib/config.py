@@ -24,6 +24,8 @@ T = TypeVar("T")
 
 # The n-gram hashing keeps every id below 2**31 (int32 on every backend): see model_lib.models.
 NGRAM_HASH_MULTIPLIER = 1009
+# TensorFlow starts that many threads per pool: 100000 hangs the process before the first step.
+MAX_THREADS = 1024
 MAX_NGRAM_BUCKETS = (2**31 - 1) // NGRAM_HASH_MULTIPLIER - 1
 
 
@@ -108,7 +110,9 @@ class TrainConfig:
         2097143, f"hash buckets for each of the 2- and 3-gram orders (ngram_glove), 1 to {MAX_NGRAM_BUCKETS}", "buckets"
     )
     ngram_order: int = _setting(3, "longest n-gram in the linear branch, 1 to 3 (ngram_glove)", "order")
-    threads: int | None = _setting(None, "TensorFlow intra/inter-op threads; null lets TensorFlow decide", "positive")
+    threads: int | None = _setting(
+        None, f"TensorFlow intra/inter-op threads, 1 to {MAX_THREADS}; null lets TensorFlow decide", "threads"
+    )
     checkpoint_steps: int = _setting(
         100,
         "save the whole training state every N steps (and at each epoch end) when a checkpoint folder is "
@@ -133,9 +137,13 @@ SECTIONS: dict[str, type] = {
 
 # NumPy's and scikit-learn's seeds (np.random.seed, random_state) are 32-bit unsigned integers.
 MAX_SEED = 2**32 - 1
+# Every other integer setting fits a signed 32-bit integer: beyond it NumPy and TensorFlow raise
+# OverflowError ("Python int too large to convert to C long") deep inside training.
+MAX_INT = 2**31 - 1
 
 _CHECKS = {
     "seed": (lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}"),
+    "threads": (lambda v: 1 <= v <= MAX_THREADS, f"an integer from 1 to {MAX_THREADS}"),
     "positive": (lambda v: v > 0, "a positive number"),
     "non_negative": (lambda v: v >= 0, "a number >= 0"),
     "fraction": (lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
@@ -225,19 +233,7 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     unknown = sorted((key for key in values if key not in fields), key=repr)  # YAML keys may be numbers
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected one of {', '.join(sorted(fields))}")
-    parsed: dict[str, Any] = {}
-    for name, raw in values.items():
-        key_where = f"{where}.{name}"
-        value = _coerce(raw, hints[name], key_where)
-        meta = fields[name].metadata
-        if value is not None and meta.get("check"):
-            ok, expected = _CHECKS[meta["check"]]
-            if not ok(value):
-                raise ConfigError(f"{key_where}: expected {expected}, got {raw!r}")
-        choices = meta["choices"]() if callable(meta.get("choices")) else meta.get("choices")
-        if value is not None and choices and value not in choices:
-            raise ConfigError(f"{key_where}: expected one of {', '.join(choices)}, got {raw!r}")
-        parsed[name] = value
+    parsed = {name: _checked(raw, hints[name], fields[name].metadata, f"{where}.{name}") for name, raw in values.items()}
     return cls(**parsed)
 
 
@@ -257,11 +253,58 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{where}expected YAML, got {' '.join(str(what).split())}"
 
 
+def _check_unique_keys(node: yaml.Node | None, where: str, prefix: str = "") -> None:
+    """Refuse a key repeated in one mapping of the YAML tree ``node``: PyYAML keeps the last one
+    silently (and DVC's parser refuses the file), so ``epochs: 1`` then ``epochs: 5`` would train 5.
+
+    Raises:
+        ConfigError: ``<where>line L, column C: <section.key>: key repeated (first on line F)``.
+    """
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_unique_keys(item, where, prefix)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first_line: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else ""
+        name = f"{prefix}{key}"
+        if key and key != "<<" and key in first_line:
+            mark = key_node.start_mark
+            raise ConfigError(
+                f"{where}line {mark.line + 1}, column {mark.column + 1}: {name}: key repeated (first on line {first_line[key]})"
+            )
+        first_line[key] = key_node.start_mark.line + 1
+        _check_unique_keys(value_node, where, f"{name}.")
+
+
+def _checked(raw: Any, annotation: Any, meta: Mapping[str, Any], where: str) -> Any:
+    """Return ``raw`` typed as ``annotation`` once it passes the field's check and choices.
+
+    Raises:
+        ConfigError: ``<where>: expected <what>, got <raw>``.
+    """
+    value = _coerce(raw, annotation, where)
+    if value is None:
+        return None
+    check = meta.get("check")
+    if check:
+        ok, expected = _CHECKS[check]
+        if not ok(value):
+            raise ConfigError(f"{where}: expected {expected}, got {raw!r}")
+    if type(value) is int and check != "seed" and value > MAX_INT:
+        raise ConfigError(f"{where}: expected an integer up to {MAX_INT}, got {raw!r}")
+    choices = meta["choices"]() if callable(meta.get("choices")) else meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: expected one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
 def read_params(path: str | Path) -> dict[str, Any]:
     """Return the parsed params file as a dict of sections (an empty file: no sections).
 
     Raises:
-        ConfigError: if the file is missing, is not UTF-8, is not YAML, or is not a mapping.
+        ConfigError: if the file is missing, is not UTF-8, is not YAML, repeats a key, or is not a mapping.
     """
     path = Path(path)
     if not path.is_file():
@@ -272,6 +315,7 @@ def read_params(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: expected a UTF-8 text file, got byte {raw[exc.start]:#04x} at offset {exc.start}") from None
     try:
+        _check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader), f"{path}: ")
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None

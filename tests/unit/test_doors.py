@@ -332,3 +332,40 @@ def test_a_malformed_history_file_names_the_file(tmp_path, content):
     path.write_text(content, encoding="utf-8")
     with pytest.raises(DataError, match=f"^{path}: expected a JSON object with a 'history' list of epochs"):
         read_history(path)
+
+
+@pytest.mark.parametrize(
+    "params,expected",
+    [
+        ("train:\n  epochs: 1\n  epochs: 5\n", "params.yaml: line 3, column 3: train.epochs: key repeated (first on line 2)"),
+        ("train:\n  epochs: 1\ntrain:\n  epochs: 5\n", "params.yaml: line 3, column 1: train: key repeated (first on line 1)"),
+    ],
+)
+def test_a_repeated_params_key_is_refused_not_silently_the_last(tmp_path, monkeypatch, capsys, params, expected):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(params, encoding="utf-8")
+    code, err = run_cli(capsys, "train", "--no-mlflow")
+    assert code == 2 and one_error_line(err) == f"model-lib train: error: {expected}"
+
+
+def test_a_predict_argument_that_is_not_utf8_is_one_line(capsys, not_a_raw_string_model):
+    import os
+
+    text = os.fsdecode(b"fine \xff film")  # what Python makes of a non-UTF-8 argument (surrogateescape)
+    code, err = run_cli(capsys, "predict", "--model", str(not_a_raw_string_model), "a good film", text)
+    assert code == 2 and "TEXT 2: expected UTF-8 text, got byte 0xff" in one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    "setting,expected",
+    [
+        ("batch_size: 100000000000000000000", "train.batch_size: expected an integer up to 2147483647"),
+        ("checkpoint_steps: 2147483648", "train.checkpoint_steps: expected an integer up to 2147483647"),
+        ("threads: 100000", "train.threads: expected an integer from 1 to 1024, got 100000"),
+    ],
+)
+def test_an_integer_setting_too_large_to_train_with_is_refused_at_the_door(tmp_path, monkeypatch, capsys, setting, expected):
+    monkeypatch.chdir(tmp_path)  # no data here: before the fix these reached training (OverflowError, a hang)
+    Path("params.yaml").write_text(f"train:\n  {setting}\n", encoding="utf-8")
+    code, err = run_cli(capsys, "train", "--no-mlflow")
+    assert code == 2 and f"params.yaml: {expected}" in one_error_line(err)
