@@ -369,3 +369,17 @@ def test_an_integer_setting_too_large_to_train_with_is_refused_at_the_door(tmp_p
     Path("params.yaml").write_text(f"train:\n  {setting}\n", encoding="utf-8")
     code, err = run_cli(capsys, "train", "--no-mlflow")
     assert code == 2 and f"params.yaml: {expected}" in one_error_line(err)
+
+
+def test_predict_takes_the_raw_string_model_and_utf8_input(tmp_path, monkeypatch, capsys, tiny_training):
+    import io
+    import sys
+
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_bytes("a wonderful film\u0085 truly\ncaf\u00e9 dull\n".encode())  # NEL stays inside its line
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a dull film\n"), encoding="utf-8"))
+    code = main(["predict", "--model", str(tiny_training.model_file), "--file", str(reviews), "fine"])
+    out = capsys.readouterr().out.rstrip("\n").split("\n")
+    assert code == 0 and len(out) == 3 and out[1].endswith("\ta wonderful film\u0085 truly")
+    code = main(["predict", "--model", str(tiny_training.model_file), "--file", "-"])
+    assert code == 0 and capsys.readouterr().out.strip().endswith("\ta dull film")
