@@ -9,6 +9,8 @@ import re
 # Registers the logged model under this name (a local train stage and a SageMaker job alike).
 REGISTER_MODEL_ENV = "MODEL_LIB_REGISTER_MODEL"
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# MLflow's own switch: MLflow 3 refuses a file store (a path, file:) unless it is "true".
+ALLOW_FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
 KNOWN_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "arn")
 
 
@@ -28,14 +30,21 @@ def check_tracking_uri(uri: str) -> None:
     """Check a tracking URI can work at all (a wrong configuration fails before training).
 
     Raises:
-        ConfigError: for a URI whose scheme MLflow cannot track to.
+        ConfigError: for a URI whose scheme MLflow cannot track to, or a file store MLflow refuses.
     """
+    import os
+
     from model_lib.errors import ConfigError
 
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else "file"
     if scheme not in KNOWN_SCHEMES:
         raise ConfigError(
             f"MLFLOW_TRACKING_URI={public_uri(uri)!r}: unknown scheme {scheme!r}; expected one of {', '.join(KNOWN_SCHEMES)}"
+        )
+    if scheme == "file" and os.environ.get(ALLOW_FILE_STORE_ENV, "").strip().lower() != "true":
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={public_uri(uri)!r}: a file store, which MLflow 3 refuses unless "
+            f"{ALLOW_FILE_STORE_ENV}=true; expected a server (http://, https://) or a database (sqlite:///mlflow.db)"
         )
     if scheme == "arn":
         if not re.fullmatch(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:mlflow-tracking-server/.+", uri):

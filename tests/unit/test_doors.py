@@ -383,3 +383,15 @@ def test_predict_takes_the_raw_string_model_and_utf8_input(tmp_path, monkeypatch
     assert code == 0 and len(out) == 3 and out[1].endswith("\ta wonderful film\u0085 truly")
     code = main(["predict", "--model", str(tiny_training.model_file), "--file", "-"])
     assert code == 0 and capsys.readouterr().out.strip().endswith("\ta dull film")
+
+
+@pytest.mark.parametrize("uri", ["not a uri", "./mlruns", "file:///tmp/mlruns"])
+def test_mlflow_sync_to_a_file_store_is_one_line_and_keeps_the_records(tmp_path, monkeypatch, capsys, uri):
+    pending = tmp_path / "mlflow-pending.json"
+    pending.write_text(json.dumps({"run_id": None, "queue": GOOD}), encoding="utf-8")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    code, err = run_cli(capsys, "mlflow-sync", "--checkpoints", str(tmp_path), "--wait", "0")
+    assert code == 2
+    assert f"MLFLOW_TRACKING_URI={uri!r}: a file store, which MLflow 3 refuses" in one_error_line(err)
+    assert json.loads(pending.read_text(encoding="utf-8"))["queue"] == GOOD
