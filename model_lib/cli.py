@@ -277,7 +277,7 @@ def _run_stage(args: argparse.Namespace) -> int:
 
 
 def _decoded_lines(raw: bytes, where: str) -> list[str]:
-    """Return the UTF-8 text ``raw`` split on "\\n" (a vocabulary's NEL stays inside its line).
+    """Return the UTF-8 text ``raw`` split on "\\n" only (a review holding U+0085 stays one line).
 
     Raises:
         DataError: naming ``where``, the line and the first byte that is not UTF-8.

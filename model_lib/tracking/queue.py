@@ -142,8 +142,12 @@ class PendingQueue:
         except (OSError, DataError) as exc:
             # Kept beside, not overwritten by the next save: a user can still read or repair it.
             aside = self.path.with_name(self.path.name + ".unreadable")
-            self.path.replace(aside)
-            logger.warning("%s; moved to %s and not sent", exc, aside)
+            try:
+                self.path.replace(aside)
+            except OSError:
+                logger.warning("%s; its tracking records are lost", exc)
+            else:
+                logger.warning("%s; moved to %s and not sent", exc, aside)
             return []
         if self.run_id is None:
             self.run_id = saved.get("run_id")
