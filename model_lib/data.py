@@ -347,22 +347,13 @@ def split_indices(reviews: Reviews, *, test_size: float = 0.2, seed: int = 42) -
             )
         except ValueError as exc:
             raise DataError(f"cannot split {len(reviews)} reviews with test_size={test_size}: {exc}") from None
+    from model_lib.prepared import check_both_labels  # the splits' contract; not imported by `ingest`
+
     for name, side in (("training", train), ("test", test)):
         if len(side) == 0:
             raise DataError(f"the {name} split is empty")
         check_both_labels(reviews.labels[side], f"the {name} split")
     return np.asarray(train), np.asarray(test)
-
-
-def check_both_labels(labels: np.ndarray, where: str) -> None:
-    """Check ``labels`` hold both 0 and 1: a model of one class learns nothing (and its ROC AUC is undefined).
-
-    Raises:
-        DataError: naming ``where``, the one label and the number of reviews.
-    """
-    present = np.unique(labels)
-    if len(present) == 1:
-        raise DataError(f"{where} holds only label {int(present[0])} ({len(labels)} reviews); expected both labels 0 and 1")
 
 
 def write_reviews_jsonl(reviews: Reviews, path: str | os.PathLike[str]) -> None:

@@ -39,9 +39,16 @@ def core_model(raw_model: keras.Model) -> keras.Model:
 
 
 def predict(model: keras.Model, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """Return P(positive) for each raw review text, as a float array of len(texts)."""
+    """Return P(positive) for each raw review text, as a float array of len(texts).
+
+    Raises:
+        DataError: if a text is empty or blank (its "probability" would be the model's bias alone).
+    """
     import tensorflow as tf
 
+    blank = next((i for i, text in enumerate(texts) if not text.strip()), None)
+    if blank is not None:
+        raise DataError(f"review {blank + 1}: expected some words, got {texts[blank]!r}")
     if len(texts) == 0:
         return np.zeros((0,), dtype=np.float32)
     probabilities = model.predict(tf.reshape(tf.constant(list(texts)), [-1, 1]), batch_size=batch_size, verbose=0)

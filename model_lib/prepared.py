@@ -103,8 +103,6 @@ class PreparedData:
             raise DataError(f"{self.sources['test']}: the split is empty; expected encoded reviews")
         for name, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             check_split_values(x, y, self.sources[name])
-        from model_lib.data import check_both_labels  # not at the top: data.py is not part of the contract
-
         check_both_labels(self.y_train, f"{self.sources['train']}: y: the split")
         if int(self.x_train.max()) <= OOV_ID:
             raise DataError(
@@ -125,6 +123,17 @@ def check_split_values(x: np.ndarray, y: np.ndarray, where: str) -> None:
     if wrong.any():
         row = int(np.flatnonzero(wrong)[0])
         raise DataError(f"{where}: y: expected labels 0 or 1, got {y[row].item()!r} (row {row})")
+
+
+def check_both_labels(labels: np.ndarray, where: str) -> None:
+    """Check ``labels`` hold both 0 and 1: a model of one class learns nothing (and its ROC AUC is undefined).
+
+    Raises:
+        DataError: naming ``where``, the one label and the number of reviews.
+    """
+    present = np.unique(labels)
+    if len(present) == 1:
+        raise DataError(f"{where} holds only label {int(present[0])} ({len(labels)} reviews); expected both labels 0 and 1")
 
 
 def check_finite_matrix(matrix: np.ndarray, where: str) -> None:

@@ -122,6 +122,12 @@ def test_raw_string_model_reloads_and_predicts_the_same(tiny_training):
     assert before.shape == (3,)
 
 
+def test_prediction_of_an_empty_review_is_an_error(tiny_training):
+    # Padding alone scores as the model's bias: a plausible probability about nothing.
+    with pytest.raises(DataError, match=r"review 2: expected some words, got ' '"):
+        predict(tiny_training.result.raw_model, ["a wonderful film", " "])
+
+
 def test_vocabulary_that_does_not_fit_the_embeddings_is_an_error(tiny_prepared):
     tiny_prepared["vocab"].write_text("only\nthree\nwords\n", encoding="utf-8")
     with pytest.raises(DataError, match="embeddings: .* rows, but the vocabulary has 3 tokens"):
