@@ -67,8 +67,9 @@ def test_split_encoded_with_another_vocabulary_than_the_vocabulary_file_is_an_er
 
 def evaluate_folder(tmp_path, tiny_training, vocabulary, max_length=40):
     """Lay out data/prepared and models/ as the evaluate stage reads them, the test split encoded with ``vocabulary``."""
-    paths = Paths(prepared=tmp_path / "prepared", models=tmp_path / "models", reports=tmp_path / "reports")
-    paths.prepared.mkdir()
+    default = Paths()  # the layout `model-lib evaluate` reads, under tmp_path
+    paths = Paths(prepared=tmp_path / default.prepared, models=tmp_path / default.models, reports=tmp_path / default.reports)
+    paths.prepared.mkdir(parents=True)
     paths.models.mkdir()
     paths.model.write_bytes(tiny_training.model_file.read_bytes())
     rows = review_rows(240)[180:]
@@ -100,3 +101,17 @@ def test_evaluate_refuses_a_split_of_another_length_than_the_model(tmp_path, tin
 def test_evaluate_scores_a_split_of_the_models_own_vocabulary(tmp_path, tiny_training):
     paths = evaluate_folder(tmp_path, tiny_training, tiny_training.data.vocabulary)
     assert evaluate(EvaluateConfig(), paths, track=False)["accuracy"] >= 0.9
+
+
+def test_evaluate_command_on_a_split_of_one_class_says_the_auc_is_undefined(tmp_path, tiny_training, monkeypatch, capsys):
+    from model_lib.cli import main
+
+    paths = evaluate_folder(tmp_path, tiny_training, tiny_training.data.vocabulary)
+    with np.load(paths.test) as archive:
+        x, y = archive["x"][archive["y"] == 1], archive["y"][archive["y"] == 1]
+    save_split(paths.test, x, y, vocabulary=tiny_training.data.vocabulary)
+    (tmp_path / "params.yaml").write_text("evaluate:\n  threshold: 0.5\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--no-mlflow"]) == 0
+    assert "ROC AUC undefined (one class) -> reports/" in capsys.readouterr().out
+    assert (tmp_path / "reports" / "roc.csv").read_text() == "fpr,tpr,threshold\n"
