@@ -33,6 +33,7 @@ _BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _ACLIMDB_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 _LABELS = {"neg": 0, "pos": 1}
 _COLUMNS = ("text", "label")  # what a CSV or JSONL review source must hold
+_SPLITS = ("train", "test")  # the source's own split, where it has one (aclImdb)
 
 
 @dataclasses.dataclass
@@ -372,7 +373,9 @@ def read_reviews_jsonl(path: str | os.PathLike[str]) -> Reviews:
     """Return reviews written by :func:`write_reviews_jsonl` (keeps their split).
 
     Raises:
-        DataError: if the file is missing or malformed.
+        DataError: if the file is missing or malformed: a text that is not a non-empty string, a
+            split other than train/test (its rows would be dropped), or a split on some lines only
+            (it would be ignored).
     """
     path = Path(path)
     if not path.is_file():
@@ -382,11 +385,17 @@ def read_reviews_jsonl(path: str | os.PathLike[str]) -> Reviews:
     splits: list[str] = []
     for line_number, row in _jsonl_rows(path):
         where = f"{path}: line {line_number}"
-        texts.append(str(row["text"]))
+        if not isinstance(row["text"], str) or not row["text"].strip():
+            raise DataError(f"{where}: empty text")
+        texts.append(row["text"])
         labels.append(_parse_label(row["label"], where))
+        if len(texts) > 1 and ("split" in row) != bool(splits):
+            missing = "missing field 'split'" if "split" not in row else "field 'split' that earlier lines lack"
+            raise DataError(f"{where}: {missing}; expected it on every line or on none")
         if "split" in row:
-            splits.append(str(row["split"]))
+            if row["split"] not in _SPLITS:
+                raise DataError(f"{where}: split: expected 'train' or 'test', got {row['split']!r}")
+            splits.append(row["split"])
     if not texts:
         raise DataError(f"{path}: no reviews")
-    split = splits if len(splits) == len(texts) else None
-    return Reviews(texts, np.asarray(labels, dtype=np.int8), split)
+    return Reviews(texts, np.asarray(labels, dtype=np.int8), splits or None)

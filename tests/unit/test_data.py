@@ -173,3 +173,23 @@ def test_source_split_whose_test_side_has_one_class_is_an_error():
     reviews = Reviews(["a", "b", "c", "d"], np.asarray([0, 1, 1, 1], np.int8), split=["train", "train", "test", "test"])
     with pytest.raises(DataError, match=r"the test split holds only label 1 \(2 reviews\); expected both labels 0 and 1"):
         split_indices(reviews)
+
+
+@pytest.mark.parametrize(
+    "lines,message",
+    [
+        (['{"text": "a", "label": 1, "split": "train"}', '{"text": "b", "label": 0, "split": "dev"}'],
+         r"r\.jsonl: line 2: split: expected 'train' or 'test', got 'dev'"),
+        (['{"text": "a", "label": 1, "split": "train"}', '{"text": "b", "label": 0}'],
+         r"r\.jsonl: line 2: missing field 'split'; expected it on every line or on none"),
+        (['{"text": "a", "label": 1}', '{"text": "b", "label": 0, "split": "test"}'],
+         r"r\.jsonl: line 2: field 'split' that earlier lines lack; expected it on every line or on none"),
+        (['{"text": null, "label": 1}'], r"r\.jsonl: line 1: empty text"),
+    ],
+)  # fmt: skip
+def test_reviews_file_whose_split_or_text_is_ambiguous_is_an_error(tmp_path, lines, message):
+    # Rows of another split were dropped, a partial split was ignored, a null text became "None".
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_reviews_jsonl(path)
