@@ -217,10 +217,18 @@ def embedding_matrix(glove: Glove, tokens: Sequence[str], *, seed: int = 42) -> 
 
     Rows of padding and OOV are zero; words GloVe lacks get seeded normal vectors with GloVe's own
     standard deviation, so they start on the same scale as the rest.
+
+    Raises:
+        EmbeddingError: if GloVe has a vector for none of ``tokens``, or a row taken is NaN or inf.
     """
     index = {word: i for i, word in enumerate(glove.words)}
     rows = np.fromiter((index.get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
     found = rows >= 0
+    if len(tokens) and not found.any():
+        raise EmbeddingError(
+            f"{glove.source}: none of the vocabulary's {len(tokens)} tokens has a vector; expected GloVe words "
+            f"as the vocabulary writes them (lowercased, split GloVe's way), such as {tokens[0]!r}"
+        )
     vectors = np.asarray(glove.vectors)
     rng = np.random.default_rng(seed)
     scale = float(vectors[: min(len(vectors), 10000)].std())

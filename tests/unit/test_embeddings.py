@@ -84,3 +84,10 @@ def test_matrix_of_vectors_that_are_not_finite_is_an_error():
     glove = Glove(["good", "bad"], np.asarray([[1.0, np.nan], [3.0, 4.0]], np.float32))
     with pytest.raises(EmbeddingError, match=r"GloVe: word 'good': expected finite numbers, got NaN or inf"):
         embedding_matrix(glove, ["bad", "good"], seed=0)
+
+
+def test_glove_that_covers_no_vocabulary_token_is_an_error():
+    # Cased words (or another language): every row would be random, and training would "work".
+    glove = Glove(["Good", "Bad"], np.asarray([[1.0, 2.0], [3.0, 4.0]], np.float32), source="cased.txt")
+    with pytest.raises(EmbeddingError, match=r"cased\.txt: none of the vocabulary's 2 tokens has a vector; expected"):
+        embedding_matrix(glove, ["good", "bad"], seed=0)
