@@ -269,10 +269,9 @@ def _run_stage(args: argparse.Namespace) -> int:
         )
     else:
         metrics = pipeline.evaluate(config, track=not args.no_mlflow)
-        print(
-            f"evaluate: accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, "
-            f"ROC AUC {metrics['roc_auc']:.4f} -> {pipeline.Paths().reports}/"
-        )
+        auc = "undefined (one class)" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
+        scores = f"accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, ROC AUC {auc}"
+        print(f"evaluate: {scores} -> {pipeline.Paths().reports}/")
     return 0
 
 

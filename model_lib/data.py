@@ -18,7 +18,7 @@ import re
 import sys
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 _BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _ACLIMDB_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 _LABELS = {"neg": 0, "pos": 1}
+_COLUMNS = ("text", "label")  # what a CSV or JSONL review source must hold
+_SPLITS = ("train", "test")  # the source's own split, where it has one (aclImdb)
 
 
 @dataclasses.dataclass
@@ -222,17 +224,57 @@ def _read_aclimdb_tarball(path: Path, on_decode_error: str) -> Reviews:
     return _from_members(_tar_members(path), path, on_decode_error)
 
 
+def _check_header(path: Path, columns: list[str]) -> None:
+    """Check a CSV header names text and label once each, and every column.
+
+    Raises:
+        DataError: for a repeated or unnamed column (csv.DictReader would keep the last of two
+            columns of one name: labels silently taken from the wrong one), or a missing one.
+    """
+    for number, name in enumerate(columns, start=1):
+        if not name.strip():
+            raise DataError(f"{path}: header: column {number} has no name; expected named columns such as text,label")
+        first = columns.index(name) + 1
+        if first != number:
+            raise DataError(
+                f"{path}: header: column {name!r} appears twice (columns {first} and {number}); expected each column once"
+            )
+    missing = [column for column in _COLUMNS if column not in columns]
+    if missing:
+        raise DataError(f"{path}: header: missing column {missing[0]!r}; expected columns text,label, got {','.join(columns)}")
+
+
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"text", "label"} - set(reader.fieldnames or [])
-            if missing:
-                raise DataError(f"{path}: missing column {sorted(missing)[0]!r}; expected columns text,label")
-            for line_number, row in enumerate(reader, start=2):
-                yield line_number, dict(row)
+        # utf-8-sig: a byte order mark (spreadsheet exports) is not part of the first column's name.
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            columns = next(reader, [])
+            _check_header(path, columns)
+            for fields in reader:
+                if len(fields) > len(columns):  # an unquoted comma: every field after it is shifted
+                    raise DataError(
+                        f"{path}: line {reader.line_num}: {len(fields)} fields, but the header has {len(columns)}; "
+                        "expected quoted texts where they hold commas"
+                    )
+                if fields:
+                    yield reader.line_num, dict(zip(columns, fields))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _unique_fields(where: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """Return a json ``object_pairs_hook`` that refuses a field given twice (json keeps the last)."""
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in row:
+                raise DataError(f"{where}: field {key!r} appears twice; expected each field once")
+            row[key] = value
+        return row
+
+    return build
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
@@ -242,12 +284,12 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line, object_pairs_hook=_unique_fields(f"{path}: line {line_number}"))
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}: line {line_number}: not valid JSON ({exc.msg})") from None
                 if not isinstance(row, dict):
                     raise DataError(f"{path}: line {line_number}: expected an object with text and label")
-                for column in ("text", "label"):
+                for column in _COLUMNS:
                     if column not in row:
                         raise DataError(f"{path}: line {line_number}: missing field {column!r}")
                 yield line_number, row
@@ -306,10 +348,12 @@ def split_indices(reviews: Reviews, *, test_size: float = 0.2, seed: int = 42) -
             )
         except ValueError as exc:
             raise DataError(f"cannot split {len(reviews)} reviews with test_size={test_size}: {exc}") from None
-    if len(train) == 0:
-        raise DataError("the training split is empty")
-    if len(test) == 0:
-        raise DataError("the test split is empty")
+    from model_lib.prepared import check_both_labels  # the splits' contract; not imported by `ingest`
+
+    for name, side in (("training", train), ("test", test)):
+        if len(side) == 0:
+            raise DataError(f"the {name} split is empty")
+        check_both_labels(reviews.labels[side], f"the {name} split")
     return np.asarray(train), np.asarray(test)
 
 
@@ -329,7 +373,9 @@ def read_reviews_jsonl(path: str | os.PathLike[str]) -> Reviews:
     """Return reviews written by :func:`write_reviews_jsonl` (keeps their split).
 
     Raises:
-        DataError: if the file is missing or malformed.
+        DataError: if the file is missing or malformed: a text that is not a non-empty string, a
+            split other than train/test (its rows would be dropped), or a split on some lines only
+            (it would be ignored).
     """
     path = Path(path)
     if not path.is_file():
@@ -339,11 +385,17 @@ def read_reviews_jsonl(path: str | os.PathLike[str]) -> Reviews:
     splits: list[str] = []
     for line_number, row in _jsonl_rows(path):
         where = f"{path}: line {line_number}"
-        texts.append(str(row["text"]))
+        if not isinstance(row["text"], str) or not row["text"].strip():
+            raise DataError(f"{where}: empty text")
+        texts.append(row["text"])
         labels.append(_parse_label(row["label"], where))
+        if len(texts) > 1 and ("split" in row) != bool(splits):
+            missing = "missing field 'split'" if "split" not in row else "field 'split' that earlier lines lack"
+            raise DataError(f"{where}: {missing}; expected it on every line or on none")
         if "split" in row:
-            splits.append(str(row["split"]))
+            if row["split"] not in _SPLITS:
+                raise DataError(f"{where}: split: expected 'train' or 'test', got {row['split']!r}")
+            splits.append(row["split"])
     if not texts:
         raise DataError(f"{path}: no reviews")
-    split = splits if len(splits) == len(texts) else None
-    return Reviews(texts, np.asarray(labels, dtype=np.int8), split)
+    return Reviews(texts, np.asarray(labels, dtype=np.int8), splits or None)

@@ -33,6 +33,7 @@ class Glove:
 
     words: list[str]
     vectors: np.ndarray
+    source: str = "GloVe"  # where the vectors came from, for messages
 
     @property
     def dim(self) -> int:
@@ -68,6 +69,7 @@ def load_glove(source: str | os.PathLike[str] = "bundled", *, dim: int = 50, mem
         else:
             glove = _parse_text(lambda: path.open("rb"), str(path), path)
             where = str(path)
+    glove.source = where
     if glove.dim != dim:
         raise EmbeddingError(f"{where}: vectors have {glove.dim} dimensions, but embedding_dim is {dim}")
     return glove
@@ -157,7 +159,30 @@ def _parse_text(opener: Callable[[], IO[bytes]], where: str, path: Path | None =
             columns[column, start : start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
             start += len(chunk)
     del table  # at most two copies of the vectors in memory at once, as before
-    return Glove(words, np.ascontiguousarray(columns.T))
+    glove = Glove(words, np.ascontiguousarray(columns.T))
+    _check_vectors(glove, where)
+    return glove
+
+
+def _check_vectors(glove: Glove, where: str) -> None:
+    """Check every vector is finite and every word appears once.
+
+    Raises:
+        EmbeddingError: naming the row (1-based, as the file's lines) and the word: pyarrow reads
+            "nan" and "inf" as numbers, and a word given twice would silently get its last vector.
+    """
+    finite = np.isfinite(glove.vectors).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise EmbeddingError(f"{where}: row {row + 1} (word {glove.words[row]!r}): expected finite numbers, got NaN or inf")
+    if len(set(glove.words)) != len(glove.words):
+        first: dict[str, int] = {}
+        for row, word in enumerate(glove.words):
+            if word in first:
+                raise EmbeddingError(
+                    f"{where}: word {word!r} appears twice (rows {first[word] + 1} and {row + 1}); expected each word once"
+                )
+            first[word] = row
 
 
 def _first_bad_line(opener: Callable[[], IO[bytes]], width: int) -> str:
@@ -192,14 +217,27 @@ def embedding_matrix(glove: Glove, tokens: Sequence[str], *, seed: int = 42) -> 
 
     Rows of padding and OOV are zero; words GloVe lacks get seeded normal vectors with GloVe's own
     standard deviation, so they start on the same scale as the rest.
+
+    Raises:
+        EmbeddingError: if GloVe has a vector for none of ``tokens``, or a row taken is NaN or inf.
     """
     index = {word: i for i, word in enumerate(glove.words)}
     rows = np.fromiter((index.get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
     found = rows >= 0
+    if len(tokens) and not found.any():
+        raise EmbeddingError(
+            f"{glove.source}: none of the vocabulary's {len(tokens)} tokens has a vector; expected GloVe words "
+            f"as the vocabulary writes them (lowercased, split GloVe's way), such as {tokens[0]!r}"
+        )
     vectors = np.asarray(glove.vectors)
     rng = np.random.default_rng(seed)
     scale = float(vectors[: min(len(vectors), 10000)].std())
     matrix = np.zeros((len(tokens) + FIRST_TOKEN_ID, glove.dim), dtype=np.float32)
     matrix[FIRST_TOKEN_ID:][found] = vectors[rows[found]]
     matrix[FIRST_TOKEN_ID:][~found] = rng.normal(0.0, scale, size=(int((~found).sum()), glove.dim)).astype(np.float32)
+    # Text files are checked whole when read; the bundled vectors only here, for the rows taken.
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        token = tokens[int(np.flatnonzero(~finite)[0]) - FIRST_TOKEN_ID]
+        raise EmbeddingError(f"{glove.source}: word {token!r}: expected finite numbers, got NaN or inf")
     return EmbeddingMatrix(matrix, int(found.sum()), len(tokens))

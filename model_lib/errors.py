@@ -22,6 +22,13 @@ class EmbeddingError(ModelLibError):
     """A GloVe file or embedding matrix is missing, malformed or does not fit the vocabulary."""
 
 
+class TrainingDiverged(ModelLibError):
+    """The loss became NaN or infinite during training (a learning rate too large, data out of scale).
+
+    Nothing is saved from such a run: a model that predicts NaN must not ship.
+    """
+
+
 class SageMakerEnvironmentError(ModelLibError):
     """The SageMaker container contract (SM_* variables, channels, hyperparameters) is not met."""
 

@@ -26,16 +26,24 @@ def evaluate(
     ROC AUC is null when the labels hold one class only.
 
     Raises:
-        DataError: if the inputs differ in length or are empty.
+        DataError: if the inputs differ in length or are empty, a label is not 0 or 1, or a
+            prediction is NaN or infinite (NaN >= threshold is False: it would score as negative).
     """
     from sklearn import metrics
 
-    y = np.asarray(y_true).astype(int).reshape(-1)
+    labels = np.asarray(y_true).reshape(-1)
     p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
-    if len(y) != len(p):
-        raise DataError(f"evaluate: {len(y)} labels but {len(p)} predictions")
-    if len(y) == 0:
+    if len(labels) != len(p):
+        raise DataError(f"evaluate: {len(labels)} labels but {len(p)} predictions")
+    if len(labels) == 0:
         raise DataError("evaluate: no predictions to score")
+    wrong = ~np.isin(labels, (0, 1))
+    if wrong.any():
+        raise DataError(f"labels: expected 0 or 1, got {labels[wrong][0].item()!r} (row {int(np.flatnonzero(wrong)[0])})")
+    broken = int((~np.isfinite(p)).sum())
+    if broken:
+        raise DataError(f"predictions: {broken} of {len(p)} are NaN or inf; expected probabilities (is the model broken?)")
+    y = labels.astype(int)
     predicted = (p >= threshold).astype(int)
     matrix = metrics.confusion_matrix(y, predicted, labels=[0, 1])
     auc = float(metrics.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
@@ -60,10 +68,15 @@ def _csv_text(header: Sequence[str], rows: Any) -> str:
 
 
 def write_roc_csv(path: str | os.PathLike[str], y_true: np.ndarray, probabilities: np.ndarray) -> None:
-    """Write the ROC curve (fpr, tpr, threshold) as CSV, for ``dvc plots``."""
+    """Write the ROC curve (fpr, tpr, threshold) as CSV, for ``dvc plots``: the header alone when
+    the labels hold one class (the curve is undefined; sklearn would give NaN rates)."""
     from sklearn.metrics import roc_curve
 
-    fpr, tpr, thresholds = roc_curve(np.asarray(y_true).astype(int), np.asarray(probabilities).reshape(-1))
+    y = np.asarray(y_true).astype(int).reshape(-1)
+    if len(np.unique(y)) < 2:
+        write_text(path, _csv_text(["fpr", "tpr", "threshold"], []))
+        return
+    fpr, tpr, thresholds = roc_curve(y, np.asarray(probabilities).reshape(-1))
     thresholds = np.minimum(thresholds, 1.0)  # sklearn puts +inf first; keep the file plain numbers
     rows = ((f"{a:.6f}", f"{b:.6f}", f"{c:.6f}") for a, b, c in zip(fpr, tpr, thresholds))
     write_text(path, _csv_text(["fpr", "tpr", "threshold"], rows))

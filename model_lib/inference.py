@@ -12,7 +12,7 @@ import numpy as np
 
 # Registers our layers (TextEncoder, HashedNgrams, ...) so that a saved model can be loaded.
 import model_lib.models
-import model_lib.text  # noqa: F401
+import model_lib.text
 from model_lib.errors import DataError
 
 
@@ -67,9 +67,16 @@ def core_model(raw_model: keras.Model) -> keras.Model:
 
 
 def predict(model: keras.Model, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """Return P(positive) for each raw review text, as a float array of len(texts)."""
+    """Return P(positive) for each raw review text, as a float array of len(texts).
+
+    Raises:
+        DataError: if a text is empty or blank (its "probability" would be the model's bias alone).
+    """
     import tensorflow as tf
 
+    blank = next((i for i, text in enumerate(texts) if not text.strip()), None)
+    if blank is not None:
+        raise DataError(f"review {blank + 1}: expected some words, got {texts[blank]!r}")
     if len(texts) == 0:
         return np.zeros((0,), dtype=np.float32)
     probabilities = model.predict(tf.reshape(tf.constant(list(texts)), [-1, 1]), batch_size=batch_size, verbose=0)
@@ -83,4 +90,16 @@ def predict_encoded(model: keras.Model, ids: np.ndarray, batch_size: int = 512) 
         raise DataError(f"expected encoded reviews of shape (n, length), got {ids.shape}")
     if model.inputs[0].dtype == "string":  # a raw-string model: score with the id model inside
         model = core_model(model)
+    length = model.input_shape[-1]
+    if length is not None and ids.shape[1] != length:
+        raise DataError(f"expected encoded reviews of {length} tokens (the model's length), got {ids.shape[1]}")
     return np.asarray(model.predict(ids, batch_size=batch_size, verbose=0), dtype=np.float32).reshape(-1)
+
+
+def model_encoding(model: keras.Model) -> tuple[list[str], int] | None:
+    """Return (vocabulary tokens, max length) of the text encoder inside a raw-string model; None
+    for a model without one (an id-sequence model)."""
+    for layer in model.layers:
+        if isinstance(layer, model_lib.text.TextEncoder):
+            return list(layer.vocabulary), layer.max_length
+    return None

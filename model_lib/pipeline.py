@@ -108,8 +108,8 @@ def prepare(config: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
     glove = load_glove(config.glove, dim=config.embedding_dim, member=config.glove_member)
     matrix = embedding_matrix(glove, vocabulary.tokens, seed=config.seed)
     ids = vocabulary.encode(reviews.texts, config.max_length)
-    save_split(paths.train, ids[train_idx], reviews.labels[train_idx])
-    save_split(paths.test, ids[test_idx], reviews.labels[test_idx])
+    save_split(paths.train, ids[train_idx], reviews.labels[train_idx], vocabulary=vocabulary)
+    save_split(paths.test, ids[test_idx], reviews.labels[test_idx], vocabulary=vocabulary)
     vocabulary.save(paths.vocab)
     save_embedding_matrix(paths.embeddings, matrix.matrix)
     oov = float((ids[train_idx] == OOV_ID).sum() / max(1, (ids[train_idx] > PAD_ID).sum()))
@@ -167,15 +167,20 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     the training run in MLflow. Returns the metrics.
 
     Raises:
-        DataError: if the model, the history or the test split is missing or malformed.
+        DataError: if the model, the history or the test split is missing or malformed, or the split
+            was not encoded with the model's vocabulary and length (its scores would look plausible).
     """
-    from model_lib.inference import load_model
+    from model_lib.inference import load_model, model_encoding
     from model_lib.lifecycle import evaluate_model
-    from model_lib.prepared import load_split
+    from model_lib.prepared import check_split_values, check_split_vocabulary, load_split
     from model_lib.tracking import PENDING_FILE, MlflowTracker, read_run_reference
 
     x_test, y_test = load_split(paths.test)
+    check_split_values(x_test, y_test, str(paths.test))
     model = load_model(paths.model)
+    encoding = model_encoding(model)
+    if encoding is not None:  # an id-sequence model has no vocabulary to check against
+        check_split_vocabulary(paths.test, x_test, paths.vocab, *encoding, paths.model)
     history = read_history(paths.history)
     run_id = read_run_reference(paths.run_reference) if track else None
     # The pending file is the train stage's: if MLflow was down then, the run is created from it first.

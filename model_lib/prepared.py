@@ -8,14 +8,17 @@ Keras nor TensorFlow, so the launcher and the contract checks stay fast.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model_lib._io import atomic_path
+from model_lib.embeddings import FIRST_TOKEN_ID, OOV_ID
 from model_lib.errors import DataError
 
 if TYPE_CHECKING:
@@ -38,9 +41,22 @@ def channel_paths(folder: str | os.PathLike[str]) -> dict[str, Path]:
     return {name: Path(folder) / filename for name, filename in CHANNEL_FILES.items()}
 
 
+# The member of a split file holding the sha256 of the vocabulary it was encoded with (the bytes of
+# its vocab.txt). Splits written before it existed have none: their vocabulary cannot be checked.
+VOCABULARY_DIGEST = "vocabulary_sha256"
+
+
+def vocabulary_digest(tokens: Sequence[str]) -> str:
+    """Return the sha256 (hex) of a vocabulary: that of its vocab.txt, as ``Vocabulary.save`` writes it."""
+    return hashlib.sha256(("\n".join(tokens) + "\n").encode("utf-8")).hexdigest()
+
+
 @dataclasses.dataclass
 class PreparedData:
-    """Encoded splits, their vocabulary and the GloVe matrix for it (the SageMaker channels)."""
+    """Encoded splits, their vocabulary and the GloVe matrix for it (the SageMaker channels).
+
+    ``sources`` names each channel's file in messages (the channel name for data made in memory).
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -48,6 +64,7 @@ class PreparedData:
     y_test: np.ndarray
     vocabulary: Vocabulary
     embedding_matrix: np.ndarray
+    sources: dict[str, str] = dataclasses.field(default_factory=lambda: {name: name for name in CHANNELS})
 
     @property
     def max_length(self) -> int:
@@ -55,11 +72,12 @@ class PreparedData:
         return int(self.x_train.shape[1])
 
     def check(self) -> None:
-        """Check the parts fit together.
+        """Check the parts fit together and can train.
 
         Raises:
-            DataError: if the matrix rows differ from the vocabulary's ids, an id is out of range,
-                the splits differ in length, or the training split is empty.
+            DataError: if the matrix rows differ from the vocabulary's ids or hold NaN or inf, an id
+                is out of range, the splits differ in length, a split is empty, a label is not 0 or
+                1, the training split holds one class only or no id but padding and OOV.
         """
         if self.embedding_matrix.ndim != 2 or self.embedding_matrix.shape[0] != self.vocabulary.size:
             raise DataError(
@@ -76,12 +94,70 @@ class PreparedData:
                 raise DataError(f"{name}: token id {int(x.max())} is outside the vocabulary's {self.vocabulary.size} ids")
         if self.x_test.shape[1] != self.x_train.shape[1]:
             raise DataError(f"test: sequence length {self.x_test.shape[1]} differs from train's {self.x_train.shape[1]}")
+        self._check_can_train()
+
+    def _check_can_train(self) -> None:
+        """Check what would train for minutes and then fail, or end with a model predicting NaN."""
+        check_finite_matrix(self.embedding_matrix, self.sources["embeddings"])
+        if len(self.x_test) == 0:
+            raise DataError(f"{self.sources['test']}: the split is empty; expected encoded reviews")
+        for name, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            check_split_values(x, y, self.sources[name])
+        check_both_labels(self.y_train, f"{self.sources['train']}: y: the split")
+        if int(self.x_train.max()) <= OOV_ID:
+            raise DataError(
+                f"{self.sources['train']}: x: every id is padding or OOV (0 or 1); expected ids of vocabulary tokens "
+                f"(2 to {self.vocabulary.size - 1})"
+            )
 
 
-def save_split(path: str | os.PathLike[str], x: np.ndarray, y: np.ndarray) -> None:
-    """Write one encoded split as a single ``.npz`` file (x: int32 ids, y: int8 labels), atomically."""
+def check_split_values(x: np.ndarray, y: np.ndarray, where: str) -> None:
+    """Check a split holds integer ids and labels that are 0 or 1 (an int8 cast of 0.7 or 2 would pass).
+
+    Raises:
+        DataError: naming ``where``, the array, the first wrong value and its row.
+    """
+    if x.size and not np.issubdtype(x.dtype, np.integer):
+        raise DataError(f"{where}: x: expected integer token ids, got {x.dtype}")
+    wrong = ~np.isin(y, (0, 1))
+    if wrong.any():
+        row = int(np.flatnonzero(wrong)[0])
+        raise DataError(f"{where}: y: expected labels 0 or 1, got {y[row].item()!r} (row {row})")
+
+
+def check_both_labels(labels: np.ndarray, where: str) -> None:
+    """Check ``labels`` hold both 0 and 1: a model of one class learns nothing (and its ROC AUC is undefined).
+
+    Raises:
+        DataError: naming ``where``, the one label and the number of reviews.
+    """
+    present = np.unique(labels)
+    if len(present) == 1:
+        raise DataError(f"{where} holds only label {int(present[0])} ({len(labels)} reviews); expected both labels 0 and 1")
+
+
+def check_finite_matrix(matrix: np.ndarray, where: str) -> None:
+    """Check every row of an embedding matrix is finite (a NaN row trains to a model predicting NaN).
+
+    Raises:
+        DataError: naming ``where`` and the first bad row (its token id).
+    """
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{where}: row {int(np.flatnonzero(~finite)[0])}: expected finite numbers, got NaN or inf")
+
+
+def save_split(path: str | os.PathLike[str], x: np.ndarray, y: np.ndarray, *, vocabulary: Vocabulary | None = None) -> None:
+    """Write one encoded split as a single ``.npz`` file (x: int32 ids, y: int8 labels), atomically.
+
+    With ``vocabulary`` (the one that encoded ``x``) the file also holds its digest, so that a model
+    or a vocabulary file that is not that one is refused (:func:`check_split_vocabulary`).
+    """
+    arrays: dict[str, np.ndarray] = {"x": x.astype(np.int32), "y": y.astype(np.int8)}
+    if vocabulary is not None:
+        arrays[VOCABULARY_DIGEST] = np.asarray(vocabulary_digest(vocabulary.tokens))
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, x=x.astype(np.int32), y=y.astype(np.int8))
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # the stubs confuse **arrays with allow_pickle
 
 
 def _existing_split(path: str | os.PathLike[str]) -> Path:
@@ -109,6 +185,20 @@ def load_split(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
         raise _not_a_split(path, exc) from None
 
 
+def split_vocabulary(path: str | os.PathLike[str]) -> str | None:
+    """Return the digest of the vocabulary a split was encoded with; None for a split written without it.
+
+    Raises:
+        DataError: if the file is missing or is not an encoded split.
+    """
+    path = _existing_split(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return str(archive[VOCABULARY_DIGEST]) if VOCABULARY_DIGEST in archive.files else None
+    except (OSError, ValueError) as exc:
+        raise _not_a_split(path, exc) from None
+
+
 def split_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
     """Return the shape of a split's ``x`` from its header alone (no data is read).
 
@@ -130,7 +220,7 @@ def load_embedding_matrix(path: str | os.PathLike[str]) -> np.ndarray:
     """Return the embedding matrix saved as ``.npy``.
 
     Raises:
-        DataError: if the file is missing or not a 2-D float array.
+        DataError: if the file is missing, not a 2-D float array, or holds NaN or inf.
     """
     path = Path(path)
     if not path.is_file():
@@ -141,6 +231,7 @@ def load_embedding_matrix(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"{path}: not a .npy matrix: {exc}") from None
     if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
         raise DataError(f"{path}: expected a 2-D float matrix, got {matrix.dtype} {matrix.shape}")
+    check_finite_matrix(matrix, str(path))
     return matrix.astype(np.float32, copy=False)
 
 
@@ -165,6 +256,74 @@ def load_prepared(
 
     x_train, y_train = load_split(train)
     x_test, y_test = load_split(test)
-    data = PreparedData(x_train, y_train, x_test, y_test, Vocabulary.load(vocab), load_embedding_matrix(embeddings))
+    vocabulary = Vocabulary.load(vocab)
+    sources = {"train": str(train), "test": str(test), "vocab": str(vocab), "embeddings": str(embeddings)}
+    data = PreparedData(x_train, y_train, x_test, y_test, vocabulary, load_embedding_matrix(embeddings), sources)
     data.check()
+    digest = vocabulary_digest(vocabulary.tokens)
+    for split in (train, test):
+        # A vocabulary of the same size passes every check above; its ids would mean other words.
+        encoded_with = split_vocabulary(split)
+        if encoded_with is not None and encoded_with != digest:
+            raise DataError(
+                f"{split}: encoded with another vocabulary than {vocab} (sha256 {encoded_with[:12]}, the file's "
+                f"{digest[:12]}); expected the files of one prepare run"
+            )
     return data
+
+
+def _first_difference(file_tokens: Sequence[str], model_tokens: Sequence[str]) -> str:
+    """Return where two vocabularies first differ, as "line N is 'a' there, 'b' in the model"."""
+    line = next((i for i, (a, b) in enumerate(zip(file_tokens, model_tokens)) if a != b), None)
+    line = min(len(file_tokens), len(model_tokens)) if line is None else line
+
+    def token(tokens: Sequence[str]) -> str:
+        return repr(tokens[line]) if line < len(tokens) else "missing"
+
+    return f"line {line + 1} is {token(file_tokens)} there, {token(model_tokens)} in the model"
+
+
+def check_split_vocabulary(
+    split: str | os.PathLike[str],
+    x: np.ndarray,
+    vocab: str | os.PathLike[str],
+    model_tokens: Sequence[str],
+    model_max_length: int,
+    model: str | os.PathLike[str],
+) -> None:
+    """Check the split ``x`` (read from ``split``) was encoded as the model at ``model`` encodes
+    raw text: with its vocabulary ``model_tokens`` and its length ``model_max_length``.
+
+    The split's own vocabulary digest decides; a split written without one is taken to be encoded
+    with ``vocab`` (prepare writes them together). Scores of a split encoded otherwise look
+    plausible (most ids still mean some word) but are wrong.
+
+    Raises:
+        DataError: naming the split, the model and, where ``vocab`` is the split's vocabulary, its
+            first entry that differs from the model's.
+    """
+    from model_lib.text import Vocabulary  # imports TensorFlow: the model is loaded already
+
+    if x.shape[1] != model_max_length:
+        raise DataError(
+            f"{split}: reviews of {x.shape[1]} tokens, but the model {model} takes {model_max_length}; "
+            f"expected a split prepared with max_length={model_max_length}"
+        )
+    encoded_with, model_digest = split_vocabulary(split), vocabulary_digest(model_tokens)
+    if encoded_with == model_digest:
+        return
+    file_tokens = Vocabulary.load(vocab).tokens if Path(vocab).is_file() else None
+    if file_tokens is not None and encoded_with in (None, vocabulary_digest(file_tokens)):
+        if list(file_tokens) != list(model_tokens):
+            raise DataError(
+                f"{split}: encoded with the vocabulary {vocab}, not the one of the model {model}: "
+                f"{_first_difference(file_tokens, model_tokens)}; expected the split the model was trained with"
+            )
+    elif encoded_with is not None:
+        other = "is missing" if file_tokens is None else "is not it either"
+        raise DataError(
+            f"{split}: encoded with another vocabulary (sha256 {encoded_with[:12]}) than the model {model}'s "
+            f"({model_digest[:12]}), and {vocab} {other}; expected the split the model was trained with"
+        )
+    if x.size and int(x.max()) >= len(model_tokens) + FIRST_TOKEN_ID:
+        raise DataError(f"{split}: token id {int(x.max())} is outside the model {model}'s {len(model_tokens) + 2} ids")

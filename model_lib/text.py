@@ -84,7 +84,8 @@ class Vocabulary:
         Ties are broken by the token itself, so the same texts always give the same vocabulary.
 
         Raises:
-            DataError: if ``texts`` is empty.
+            DataError: if ``texts`` is empty or no token is seen ``min_count`` times (a vocabulary
+                of padding and OOV alone: every review would encode to the same ids).
         """
         texts = list(texts)
         if not texts:
@@ -94,6 +95,11 @@ class Vocabulary:
             ragged = tf.strings.split(glove_standardize(tf.constant(texts[start : start + _BATCH])))
             counts.update(ragged.flat_values.numpy().tolist())
         ranked = sorted((item for item in counts.items() if item[1] >= min_count), key=lambda kv: (-kv[1], kv[0]))
+        if not ranked:
+            raise DataError(
+                f"vocabulary: no token appears at least {min_count} times in the {len(texts)} training texts; "
+                "expected a lower min_count"
+            )
         return cls([token.decode("utf-8") for token, _ in ranked[:max_size]])
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -108,7 +114,7 @@ class Vocabulary:
         Lines are split on "\\n" only: ``str.splitlines`` would also split on U+0085 and U+2028.
 
         Raises:
-            DataError: if the file is missing, not UTF-8, or holds a bad or repeated token.
+            DataError: if the file is missing, not UTF-8, holds no token, or a bad or repeated one.
         """
         path = Path(path)
         if not path.is_file():
@@ -120,6 +126,8 @@ class Vocabulary:
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
+        if not lines:
+            raise DataError(f"{path}: vocabulary: no tokens; expected one token per line")
         try:
             return cls(lines)
         except DataError as exc:

@@ -38,7 +38,7 @@ from model_lib import assemble, checkpoints, distributed, registry
 from model_lib.augment import cropped as _cropped
 from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
-from model_lib.errors import DataError, TrainingInterrupted
+from model_lib.errors import DataError, TrainingDiverged, TrainingInterrupted
 from model_lib.prepared import PreparedData
 
 if TYPE_CHECKING:
@@ -500,12 +500,28 @@ def _train_step(run: _Run, state: TrainingState, order: np.ndarray, metrics: _Ep
     x = _cropped(run.data.x_train[batch], run.hp["crop_share"], np.random.default_rng([seed, state.epoch, state.step]))
     y = run.data.y_train[batch].astype("float32")
     rows, weights = distributed.host_batch(np.arange(len(batch)), run.parallel)  # this host's shard
-    run.model.train_on_batch(x[rows], y[rows], sample_weight=weights)
+    logs = run.model.train_on_batch(x[rows], y[rows], sample_weight=weights, return_dict=True)
+    _check_finite_loss(float(logs["loss"]), f"loss is {{}} at epoch {state.epoch + 1}, step {state.step + 1}")
     # The metric variables are the global batch's, padding included (every host feeds a shard of
     # len(rows) rows, each real row weighted fed/real): scaled to one per real row, the epoch's sums
     # weight every review once, as one process on one device does.
     metrics.add(state.epoch_sums, len(batch) / (len(rows) * run.parallel.process_count))
     state.step += 1
+
+
+def _check_finite_loss(value: float, what: str) -> None:
+    """Stop a run whose loss is NaN or inf (Keras' TerminateOnNaN): it would ship a model predicting NaN.
+
+    ``what`` says which loss and when, with ``{}`` where the value goes.
+
+    Raises:
+        TrainingDiverged: naming the loss, the epoch and step (1-based); checkpoints hold the state before it.
+    """
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"train: {what.format(value)}; expected a finite loss: lower train.learning_rate, or check the scale "
+            "of the prepared data"
+        )
 
 
 def _train_epoch(run: _Run, state: TrainingState) -> dict[str, float]:
@@ -544,6 +560,7 @@ def _end_epoch(run: _Run, state: TrainingState, trained: dict[str, float], began
     )
     epoch = state.epoch
     metrics = {**trained, **{f"val_{k}": float(v) for k, v in validation.items()}}
+    _check_finite_loss(metrics["val_loss"], f"val_loss is {{}} at the end of epoch {epoch + 1}")
     state.history.append({"epoch": epoch + 1, **metrics})
     if state.best_val_loss is None or metrics["val_loss"] < state.best_val_loss:
         state.best_val_loss, state.best_epoch, state.wait = metrics["val_loss"], epoch, 0

@@ -159,8 +159,8 @@ def write_prepared(folder: Path, count: int = 240, max_length: int = 40, seed: i
     ids = vocabulary.encode(texts, max_length)
     folder.mkdir(parents=True, exist_ok=True)
     cut = count * 3 // 4
-    save_split(folder / "train.npz", ids[:cut], labels[:cut])
-    save_split(folder / "test.npz", ids[cut:], labels[cut:])
+    save_split(folder / "train.npz", ids[:cut], labels[:cut], vocabulary=vocabulary)
+    save_split(folder / "test.npz", ids[cut:], labels[cut:], vocabulary=vocabulary)
     vocabulary.save(folder / "vocab.txt")
     np.save(folder / "embeddings.npy", embedding_matrix(glove, vocabulary.tokens).matrix)
     return {

@@ -124,3 +124,72 @@ def test_empty_training_split_is_an_error():
     reviews = Reviews(["a", "b"], np.asarray([0, 1], np.int8), split=["test", "test"])
     with pytest.raises(DataError, match="training split is empty"):
         split_indices(reviews)
+
+
+@pytest.mark.parametrize(
+    "header,message",
+    [
+        ("text,label,label", r"bad\.csv: header: column 'label' appears twice \(columns 2 and 3\); expected each column once"),
+        ("label,text,text", r"bad\.csv: header: column 'text' appears twice \(columns 2 and 3\); expected each column once"),
+        ("text,,label", r"bad\.csv: header: column 2 has no name; expected named columns such as text,label"),
+        ("review,label", r"bad\.csv: header: missing column 'text'; expected columns text,label, got review,label"),
+    ],
+)
+def test_ambiguous_csv_header_is_an_error_naming_the_column(tmp_path, header, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(f"{header}\ngood film,1,0\n", encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        load_reviews(path)
+
+
+def test_csv_row_with_more_fields_than_the_header_is_an_error(tmp_path):
+    # An unquoted comma in a text would shift the label: the row must not be read as text,label.
+    path = tmp_path / "bad.csv"
+    path.write_text("text,label\ngood,1\ngreat, not bad,0\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.csv: line 3: 3 fields, but the header has 2; expected quoted texts"):
+        load_reviews(path)
+
+
+def test_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("text,label\ngood,1\nbad,0\n".encode("utf-8-sig"))
+    assert load_reviews(path).labels.tolist() == [1, 0]
+
+
+def test_jsonl_with_a_repeated_field_is_an_error(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "fine", "label": 1, "label": 0}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.jsonl: line 1: field 'label' appears twice; expected each field once"):
+        load_reviews(path)
+
+
+def test_split_with_one_class_only_is_an_error():
+    reviews = Reviews([f"review {i}" for i in range(20)], np.ones(20, np.int8))
+    with pytest.raises(DataError, match=r"the training split holds only label 1 \(16 reviews\); expected both labels 0 and 1"):
+        split_indices(reviews)
+
+
+def test_source_split_whose_test_side_has_one_class_is_an_error():
+    reviews = Reviews(["a", "b", "c", "d"], np.asarray([0, 1, 1, 1], np.int8), split=["train", "train", "test", "test"])
+    with pytest.raises(DataError, match=r"the test split holds only label 1 \(2 reviews\); expected both labels 0 and 1"):
+        split_indices(reviews)
+
+
+@pytest.mark.parametrize(
+    "lines,message",
+    [
+        (['{"text": "a", "label": 1, "split": "train"}', '{"text": "b", "label": 0, "split": "dev"}'],
+         r"r\.jsonl: line 2: split: expected 'train' or 'test', got 'dev'"),
+        (['{"text": "a", "label": 1, "split": "train"}', '{"text": "b", "label": 0}'],
+         r"r\.jsonl: line 2: missing field 'split'; expected it on every line or on none"),
+        (['{"text": "a", "label": 1}', '{"text": "b", "label": 0, "split": "test"}'],
+         r"r\.jsonl: line 2: field 'split' that earlier lines lack; expected it on every line or on none"),
+        (['{"text": null, "label": 1}'], r"r\.jsonl: line 1: empty text"),
+    ],
+)  # fmt: skip
+def test_reviews_file_whose_split_or_text_is_ambiguous_is_an_error(tmp_path, lines, message):
+    # Rows of another split were dropped, a partial split was ignored, a null text became "None".
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_reviews_jsonl(path)

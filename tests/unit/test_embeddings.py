@@ -62,3 +62,32 @@ def test_matrix_rows_follow_token_ids_and_coverage_counts_found_words():
     assert np.array_equal(result.matrix[2], [3.0, 4.0]) and np.array_equal(result.matrix[4], [1.0, 2.0])
     assert result.found == 2 and result.coverage == pytest.approx(2 / 3)
     assert np.array_equal(result.matrix, embedding_matrix(glove, ["bad", "unknownword", "good"], seed=0).matrix)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_vector_that_is_not_finite_is_an_error_naming_the_word(tmp_path, value):
+    path = tmp_path / "g.txt"
+    path.write_text(f"a 1 2 3\nb 1 {value} 3\n", encoding="utf-8")
+    with pytest.raises(EmbeddingError, match=r"g\.txt: row 2 \(word 'b'\): expected finite numbers, got NaN or inf"):
+        load_glove(path, dim=3)
+
+
+def test_word_that_appears_twice_is_an_error(tmp_path):
+    path = tmp_path / "g.txt"
+    path.write_text("a 1 2 3\nb 1 2 3\na 4 5 6\n", encoding="utf-8")
+    with pytest.raises(EmbeddingError, match=r"g\.txt: word 'a' appears twice \(rows 1 and 3\); expected each word once"):
+        load_glove(path, dim=3)
+
+
+def test_matrix_of_vectors_that_are_not_finite_is_an_error():
+    # The bundled vectors are not scanned at load: the rows the vocabulary takes are checked.
+    glove = Glove(["good", "bad"], np.asarray([[1.0, np.nan], [3.0, 4.0]], np.float32))
+    with pytest.raises(EmbeddingError, match=r"GloVe: word 'good': expected finite numbers, got NaN or inf"):
+        embedding_matrix(glove, ["bad", "good"], seed=0)
+
+
+def test_glove_that_covers_no_vocabulary_token_is_an_error():
+    # Cased words (or another language): every row would be random, and training would "work".
+    glove = Glove(["Good", "Bad"], np.asarray([[1.0, 2.0], [3.0, 4.0]], np.float32), source="cased.txt")
+    with pytest.raises(EmbeddingError, match=r"cased\.txt: none of the vocabulary's 2 tokens has a vector; expected"):
+        embedding_matrix(glove, ["good", "bad"], seed=0)

@@ -37,3 +37,22 @@ def test_report_writes_metrics_plot_data_and_figures(tmp_path):
     assert (tmp_path / "history.csv").read_text().splitlines()[0] == "epoch,loss,val_loss,accuracy,val_accuracy"
     for figure in ("roc.png", "confusion_matrix.png", "training_curves.png"):
         assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predictions_that_are_not_finite_are_an_error():
+    # NaN >= 0.5 is False: NaN predictions would score as "all negative", a plausible 0.5 accuracy.
+    with pytest.raises(DataError, match=r"predictions: 2 of 4 are NaN or inf; expected probabilities"):
+        evaluate([0, 0, 1, 1], [0.1, np.nan, np.nan, 0.9])
+
+
+def test_labels_other_than_0_and_1_are_an_error():
+    with pytest.raises(DataError, match=r"labels: expected 0 or 1, got 2"):
+        evaluate([0, 2, 1], [0.1, 0.6, 0.9])
+
+
+def test_report_of_one_class_has_no_roc_curve_and_no_nan(tmp_path):
+    metrics = write_report(tmp_path, np.asarray([1, 1, 1]), np.asarray([0.2, 0.8, 0.9]))
+    assert metrics["roc_auc"] is None and metrics["accuracy"] == pytest.approx(2 / 3)
+    assert (tmp_path / "roc.csv").read_text() == "fpr,tpr,threshold\n"  # no curve, not a curve of NaN
+    assert json.loads((tmp_path / "metrics.json").read_text())["roc_auc"] is None
+    assert not (tmp_path / "roc.png").exists()

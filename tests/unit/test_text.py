@@ -65,3 +65,12 @@ def test_encoding_pads_and_truncates_at_the_front():
     assert ids.dtype == np.int32
     assert ids[0].tolist() == [0, 0, 2, 3]
     assert ids[1].tolist() == [4, 2, 3, 1]  # last four tokens kept; unknown -> OOV id 1
+
+
+def test_vocabulary_with_no_token_is_an_error(tmp_path):
+    with pytest.raises(DataError, match=r"no token appears at least 5 times in the 2 training texts; expected a lower min_count"):
+        Vocabulary.fit(["a film", "a story"], min_count=5)
+    empty = tmp_path / "vocab.txt"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match=r"vocab\.txt: vocabulary: no tokens; expected one token per line"):
+        Vocabulary.load(empty)

@@ -122,6 +122,12 @@ def test_raw_string_model_reloads_and_predicts_the_same(tiny_training):
     assert before.shape == (3,)
 
 
+def test_prediction_of_an_empty_review_is_an_error(tiny_training):
+    # Padding alone scores as the model's bias: a plausible probability about nothing.
+    with pytest.raises(DataError, match=r"review 2: expected some words, got ' '"):
+        predict(tiny_training.result.raw_model, ["a wonderful film", " "])
+
+
 def test_vocabulary_that_does_not_fit_the_embeddings_is_an_error(tiny_prepared):
     tiny_prepared["vocab"].write_text("only\nthree\nwords\n", encoding="utf-8")
     with pytest.raises(DataError, match="embeddings: .* rows, but the vocabulary has 3 tokens"):
@@ -239,3 +245,14 @@ def test_training_state_round_trips_and_reads_checkpoints_written_before_epoch_s
     again = TrainingState.from_json(written)
     assert [s.tolist() for s in again.epoch_sums] == [[1.5, 2.0], [1e-17]]
     assert dataclasses.replace(again, epoch_sums=[]) == dataclasses.replace(state, epoch_sums=[])
+
+
+@pytest.mark.slow
+def test_loss_that_becomes_nan_stops_the_run_with_a_clear_error(data, tmp_path):
+    from model_lib.errors import ModelLibError
+
+    # Adam's steps are about learning_rate long: after the first one the weights are huge, then inf.
+    diverging = dataclasses.replace(FAST, learning_rate=1e30)
+    with pytest.raises(ModelLibError, match=r"train: loss is nan at epoch 1, step [2-9]\d*; expected a finite loss") as caught:
+        run(diverging, data, checkpoint_dir=tmp_path / "ckpt", verbose=0)
+    assert "learning_rate" in str(caught.value)
