@@ -135,8 +135,9 @@ def train(
 ) -> dict[str, Any]:
     """Train on the prepared files, save the raw-string model and log the run to MLflow.
 
-    An interrupted run (Ctrl-C, SIGTERM, a crash) resumes from ``checkpoints/`` when run again, in
-    the same MLflow run. With ``register_model``, the logged model becomes a new version of that
+    An interrupted run (Ctrl-C, SIGTERM, a crash, the `dvc repro` running it killed) resumes from
+    ``checkpoints/`` when run again, in the same MLflow run; a second training of ``checkpoints/``
+    while one runs is refused. With ``register_model``, the logged model becomes a new version of that
     registered model.
 
     Returns:
@@ -144,22 +145,25 @@ def train(
 
     Raises:
         ConfigError, DataError: for hyperparameters or prepared files that cannot work.
+        FolderLockError: when another process trains with ``checkpoints/`` (it is named).
         TrainingInterrupted: when a stop signal arrived (the state is saved).
     """
     from model_lib.lifecycle import RunPaths, train_and_record
+    from model_lib.parent_watch import stopping_when_parent_goes
 
     run_paths = RunPaths(
         model=paths.model, checkpoints=paths.checkpoints, summary=paths.history, run_reference=paths.run_reference
     )
-    return train_and_record(
-        config,
-        paths.channels,
-        run_paths,
-        track=track,
-        tags={"model_lib.stage": "train"},
-        verbose=verbose,
-        register_model=register_model,
-    )
+    with stopping_when_parent_goes():  # a stage left running by a killed `dvc repro` stops and saves
+        return train_and_record(
+            config,
+            paths.channels,
+            run_paths,
+            track=track,
+            tags={"model_lib.stage": "train"},
+            verbose=verbose,
+            register_model=register_model,
+        )
 
 
 def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = True) -> dict[str, Any]:
