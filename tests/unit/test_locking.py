@@ -104,6 +104,7 @@ def test_sqlite_file_of_a_tracking_uri():
 OPEN_STORE = textwrap.dedent(
     """
     import sys, time
+    import mlflow  # imported before the start, so that the processes meet at the store
     from model_lib.tracking import MlflowTracker
     while time.time() < float(sys.argv[1]):  # every process opens the store at the same moment
         time.sleep(0.005)
@@ -119,7 +120,7 @@ def test_processes_opening_a_fresh_sqlite_store_at_once_all_end_well(tmp_path):
     # half-migrated (alembic: "expected to match one row when updating ..."), and it stays broken.
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri}
-    start = str(time.time() + 8)  # after every interpreter has imported mlflow
+    start = str(time.time() + 6)  # after every interpreter has imported mlflow
     command = [sys.executable, "-c", OPEN_STORE, start]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     processes = [subprocess.Popen(command, env=env, text=True, **pipes) for _ in range(3)]
