@@ -331,6 +331,16 @@ def _sagemaker_local(args: argparse.Namespace) -> int:
 
 
 def _mlflow_sync(args: argparse.Namespace) -> int:
+    from model_lib.locking import hold_training
+
+    if not args.checkpoints.is_dir():
+        return _send_pending(args)  # nothing to send; no folder made for the lock
+    # A training of the folder sends (and rewrites) this pending file itself: not both at once.
+    with hold_training(args.checkpoints, purpose="mlflow-sync"):
+        return _send_pending(args)
+
+
+def _send_pending(args: argparse.Namespace) -> int:
     from model_lib.tracking import PENDING_FILE, MlflowTracker, public_uri
 
     pending = args.checkpoints / PENDING_FILE

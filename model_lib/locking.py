@@ -117,7 +117,7 @@ def _acquire(path: Path, fd: int, purpose: str, wait: float) -> _Held:
             os.close(fd)
             waited = f" after waiting {wait:g} s" if wait > 0 else ""
             raise FolderLockError(
-                f"{path}: expected no other {purpose} of {path.parent}, got {holder(path)} (still running{waited}); "
+                f"{path}: expected no other process using {path.parent}, got {holder(path)} (still running{waited}); "
                 "wait for it to end, or stop it"
             )
         time.sleep(POLL_SECONDS)
@@ -125,16 +125,19 @@ def _acquire(path: Path, fd: int, purpose: str, wait: float) -> _Held:
     return _Held(fd, 1)
 
 
-def hold_training(folder: str | os.PathLike[str] | None, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
-    """Return a context holding the checkpoint ``folder`` for one training (:data:`TRAINING_LOCK`
-    in it); a no-op for None (no checkpoints). ``wait`` as in :func:`hold`.
+def hold_training(
+    folder: str | os.PathLike[str] | None, wait: float = 0.0, purpose: str = "training"
+) -> contextlib.AbstractContextManager[None]:
+    """Return a context holding the checkpoint ``folder`` (:data:`TRAINING_LOCK` in it) for one
+    training, or for another process that writes there (``purpose``: what it does, shown to whoever
+    finds it held); a no-op for None (no checkpoints). ``wait`` as in :func:`hold`.
 
     Raises:
-        FolderLockError: when entered while another process trains with ``folder`` (see :func:`hold`).
+        FolderLockError: when entered while another process holds ``folder`` (see :func:`hold`).
     """
     if folder is None:
         return contextlib.nullcontext()
-    return hold(Path(folder) / TRAINING_LOCK, "training", wait=wait)
+    return hold(Path(folder) / TRAINING_LOCK, purpose, wait=wait)
 
 
 def sqlite_file(uri: str) -> Path | None:

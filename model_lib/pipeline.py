@@ -172,11 +172,13 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
 
     Raises:
         DataError: if the model, the history or the test split is missing or malformed.
+        FolderLockError: with tracking, while another process trains with ``checkpoints/``.
     """
     import json
 
     from model_lib.inference import load_model
     from model_lib.lifecycle import evaluate_model
+    from model_lib.locking import hold_training
     from model_lib.prepared import load_split
     from model_lib.tracking import PENDING_FILE, MlflowTracker, read_run_reference
 
@@ -185,8 +187,10 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     history = json.loads(paths.history.read_text(encoding="utf-8"))["history"] if paths.history.is_file() else None
     run_id = read_run_reference(paths.run_reference) if track else None
     # The pending file is the train stage's: if MLflow was down then, the run is created from it first.
+    # Not while a training writes it (the folder's lock, held first).
     pending = paths.checkpoints / PENDING_FILE
-    with MlflowTracker(run_id=run_id, pending_file=pending) if track else contextlib.nullcontext() as tracker:
+    held = hold_training(paths.checkpoints if track and paths.checkpoints.is_dir() else None, purpose="evaluate")
+    with held, MlflowTracker(run_id=run_id, pending_file=pending) if track else contextlib.nullcontext() as tracker:
         metrics = evaluate_model(model, x_test, y_test, paths.reports, config, history=history, tracker=tracker)
         if tracker is not None:
             tracker.log_artifacts([paths.prepare_report], artifact_path="reports")

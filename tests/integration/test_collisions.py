@@ -31,7 +31,7 @@ def test_a_second_train_of_one_folder_is_refused_naming_the_first(tmp_path):
     winner, refusal = both[codes.index(0)], outputs[codes.index(2)][1].strip()
     lock = Path("checkpoints") / locking.TRAINING_LOCK
     assert refusal.startswith(
-        f"model-lib train: error: {lock}: expected no other training of checkpoints, got pid {winner.pid} on host "
+        f"model-lib train: error: {lock}: expected no other process using checkpoints, got pid {winner.pid} on host "
     )
     assert "\n" not in refusal and ", training since 20" in refusal
     # The survivor ran as a single run does: from epoch 1 to the end, no generation lost or skipped,

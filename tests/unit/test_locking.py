@@ -15,7 +15,7 @@ import pytest
 
 from model_lib import locking
 from model_lib.errors import FolderLockError
-from tests.conftest import REPO
+from tests.conftest import BIN, REPO
 
 HOLDER = textwrap.dedent(
     """
@@ -48,8 +48,27 @@ def test_a_second_holder_is_refused_with_the_first_named(tmp_path):
         first.kill()
         first.wait()
     message = str(refused.value)
-    assert message.startswith(f"{lock}: expected no other training of {lock.parent}, got pid {first.pid}")
+    assert message.startswith(f"{lock}: expected no other process using {lock.parent}, got pid {first.pid}")
     assert f"on host {socket.gethostname()}, training since 20" in message
+
+
+def test_mlflow_sync_refuses_a_checkpoint_folder_a_training_holds(tmp_path):
+    # The training sends and rewrites the folder's pending file itself: two senders would interleave.
+    lock = tmp_path / "checkpoints" / locking.TRAINING_LOCK
+    training = start_holder(lock)
+    try:
+        sync = subprocess.run(
+            [str(BIN / "model-lib"), "mlflow-sync", "--checkpoints", str(lock.parent)],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        training.kill()
+        training.wait()
+    assert sync.returncode == 2, sync.stdout + sync.stderr
+    assert f"{lock}: expected no other process using {lock.parent}, got pid {training.pid} " in sync.stderr
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
