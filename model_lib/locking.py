@@ -7,8 +7,8 @@ up. The file keeps its last holder's pid, host and start time, for the message a
 it is never deleted (deleting a lock file lets two processes each lock a file of their own).
 
 A process that already holds a lock may take it again (nested doors: the run lifecycle, then the
-training loop inside it); it is released when the outermost holder lets go. Threads of one process
-share its locks.
+training loop inside it); it is released when the outermost holder lets go. The lock keeps other
+processes out, not other threads of the holder.
 """
 
 from __future__ import annotations
