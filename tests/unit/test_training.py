@@ -13,13 +13,14 @@ import keras
 import numpy as np
 import pytest
 
-from model_lib import checkpoints
+from model_lib import checkpoints, locking
 from model_lib.config import TrainConfig
-from model_lib.errors import ConfigError, DataError, TrainingInterrupted
+from model_lib.errors import ConfigError, DataError, FolderLockError, TrainingInterrupted
 from model_lib.inference import load_model, predict
 from model_lib.prepared import load_prepared
 from model_lib.training import TrainingState, effective_hyperparameters, run
 from tests.conftest import TINY_TRAINING
+from tests.unit.test_locking import start_holder
 
 FAST = TrainConfig(**TINY_TRAINING)  # what the shared tiny_training ran
 
@@ -146,6 +147,18 @@ def test_truncated_best_weights_of_the_newest_checkpoint_leave_the_one_before_wh
     assert f"checkpoint {newest} skipped: {checkpoints.BEST} has" in caplog.text and "truncated" in caplog.text
     assert resumed.resumed_from == (1, kept[0]["step"])  # the generation before, not a fresh start
     assert weights_equal(tiny_training.result.model.get_weights(), resumed.model.get_weights())
+
+
+def test_the_library_door_refuses_a_checkpoint_folder_another_process_trains_with(data, tmp_path):
+    lock = tmp_path / "ckpt" / locking.TRAINING_LOCK
+    other = start_holder(lock)  # a real process, as a second `model_lib.train` of the folder would be
+    try:
+        with pytest.raises(FolderLockError, match=f"got pid {other.pid} on host "):
+            run(FAST, data, checkpoint_dir=tmp_path / "ckpt", verbose=0)
+    finally:
+        other.kill()
+        other.wait()
+    assert checkpoints.generation_numbers(tmp_path / "ckpt") == []  # refused before training
 
 
 @pytest.mark.slow
