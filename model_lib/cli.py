@@ -247,7 +247,11 @@ def _run_stage(args: argparse.Namespace) -> int:
     elif args.command == "train":
         # Keras' progress bar on a terminal; one line per epoch in logs (DVC, CI).
         if train_on() == "sagemaker":
-            summary = _train_on_sagemaker(config, args)
+            from model_lib.parent_watch import stopping_when_parent_goes
+
+            # Left by a killed `dvc repro`, the follower stops following (the job goes on) as on SIGTERM.
+            with stopping_when_parent_goes():
+                summary = _train_on_sagemaker(config, args)
         else:
             from model_lib.tracking import REGISTER_MODEL_ENV  # the train stage imports tracking anyway
 
