@@ -1,13 +1,13 @@
 """Training state on disk, for runs that are stopped at any moment (spot reclaim, Ctrl-C, SIGKILL).
 
 Each save is one *generation*: a folder ``gen-<n>`` holding ``arrays.npz`` (every model, optimizer
-and metric variable), ``best.npz`` (the best weights so far: a hard link to the previous
-generation's file when they did not change) and ``state.json`` (position in the run, history,
-early-stopping state, the sizes and CRC-32 of the array files). It is written under a temporary name
-and renamed into place, so a generation either exists whole or not at all; ``state.json`` is written
-last inside it and names what it verifies. The newest :data:`KEEP` generations are kept; on start the
-newest one that verifies is used, and one that does not (truncated, corrupt) is skipped with a
-warning, never a crash.
+and metric variable), ``best.npz`` (the best weights so far, written by each generation itself:
+generations share no file, so one damaged file never takes two with it) and ``state.json``
+(position in the run, history, early-stopping state, the sizes and CRC-32 of the array files). It
+is written under a temporary name and renamed into place, so a generation either exists whole or
+not at all; ``state.json`` is written last inside it and names what it verifies. The newest
+:data:`KEEP` generations are kept; on start the newest one that verifies is used, and one that does
+not (truncated, corrupt) is skipped with a warning naming the file, never a crash.
 
 ``run.json`` beside the generations names the MLflow run of this training, so a restarted job
 reopens the same run even when it was killed before its first generation.
@@ -57,11 +57,6 @@ class Generation:
     def number(self) -> int:
         return int(self.state["generation"])
 
-    @property
-    def best_file(self) -> Path | None:
-        """Return this generation's best.npz, or None if it has none."""
-        return self.path / BEST if (self.path / BEST).is_file() else None
-
 
 def _crc32(path: Path) -> int:
     crc = 0
@@ -103,14 +98,13 @@ def save(
     directory: Path,
     state: Mapping[str, Any],
     arrays: Mapping[str, Sequence[np.ndarray]],
-    best: Sequence[np.ndarray] | Path | None = None,
+    best: Sequence[np.ndarray] | None = None,
 ) -> Path:
     """Write one generation atomically and prune older ones; return its folder.
 
     ``state`` must be JSON-serialisable; ``arrays`` maps each group (model, optimizer, metrics) to
-    its list of arrays. ``best`` is the best weights so far, or the ``best.npz`` of an earlier
-    generation to link when they have not changed. The generation number is one above the newest
-    folder present.
+    its list of arrays. ``best`` is the best weights so far (None before there are any). The
+    generation number is one above the newest folder present.
     """
     directory.mkdir(parents=True, exist_ok=True)
     # A write that was killed leaves its temporary folder; only the writer removes them (readers
@@ -124,12 +118,7 @@ def save(
         flat = {f"{group}/{i:05d}": np.asarray(a) for group in _GROUPS for i, a in enumerate(arrays.get(group, ()))}
         files = {ARRAYS: _write_npz(tmp / ARRAYS, flat)}
         counts = {group: len(arrays.get(group, ())) for group in _GROUPS}
-        if isinstance(best, Path):
-            os.link(best, tmp / BEST)
-            previous = json.loads((best.parent / STATE).read_text(encoding="utf-8"))
-            files[BEST] = previous["files"][BEST]
-            counts["best"] = previous["array_counts"]["best"]
-        elif best is not None:
+        if best is not None:
             files[BEST] = _write_npz(tmp / BEST, {f"best/{i:05d}": np.asarray(a) for i, a in enumerate(best)})
             counts["best"] = len(best)
         full = {**state, "format": FORMAT, "generation": number, "files": files, "array_counts": counts}

@@ -251,7 +251,11 @@ def _run_stage(args: argparse.Namespace) -> int:
     elif args.command == "train":
         # Keras' progress bar on a terminal; one line per epoch in logs (DVC, CI).
         if train_on() == "sagemaker":
-            summary = _train_on_sagemaker(config, args)
+            from model_lib.parent_watch import stopping_when_parent_goes
+
+            # Left by a killed `dvc repro`, the follower stops following (the job goes on) as on SIGTERM.
+            with stopping_when_parent_goes():
+                summary = _train_on_sagemaker(config, args)
         else:
             from model_lib.tracking import REGISTER_MODEL_ENV  # the train stage imports tracking anyway
 
@@ -367,10 +371,20 @@ def _sagemaker_local(args: argparse.Namespace) -> int:
 
 def _mlflow_sync(args: argparse.Namespace) -> int:
     from model_lib.environ import check_seconds
+    from model_lib.locking import hold_training
+
+    check_seconds(args.wait, "--wait")
+    if not args.checkpoints.is_dir():
+        return _send_pending(args)  # nothing to send; no folder made for the lock
+    # A training of the folder sends (and rewrites) this pending file itself: not both at once.
+    with hold_training(args.checkpoints, purpose="mlflow-sync"):
+        return _send_pending(args)
+
+
+def _send_pending(args: argparse.Namespace) -> int:
     from model_lib.tracking import PENDING_FILE, MlflowTracker, public_uri
     from model_lib.tracking.queue import check_pending
 
-    check_seconds(args.wait, "--wait")
     pending = args.checkpoints / PENDING_FILE
     if not pending.is_file():
         print(f"mlflow-sync: nothing to send ({pending} does not exist)")

@@ -33,6 +33,11 @@ class SageMakerEnvironmentError(ModelLibError):
     """The SageMaker container contract (SM_* variables, channels, hyperparameters) is not met."""
 
 
+class FolderLockError(ModelLibError):
+    """A folder this process must have to itself (a training's checkpoint folder) is held by
+    another process, which the message names, or cannot hold its lock file."""
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on a signal (SIGTERM from a spot reclaim, Ctrl-C) after saving its state.
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from model_lib._io import write_json
 from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data, effective_hyperparameters
+from model_lib.locking import hold_training
 from model_lib.prepared import PreparedData, load_prepared, split_shape
 from model_lib.tracking import (
     PENDING_FILE,
@@ -109,6 +110,7 @@ def train_and_record(
     verbose: int | str = "auto",
     register_model: str | None = None,
     cluster: Cluster | None = None,
+    lock_wait: float = 0.0,
 ) -> dict[str, Any]:
     """Train on the prepared ``files`` (by channel name) and record the run; return the summary.
 
@@ -121,15 +123,40 @@ def train_and_record(
     metrics. With ``register_model`` (and tracking), the logged model becomes a new version of that
     registered model.
 
+    One training of a checkpoint folder at a time: another process training it (a second
+    `model-lib train`, an orphan of a stopped `dvc repro`, a stopped job still saving) is waited for
+    up to ``lock_wait`` seconds, then refused.
+
     Raises:
         ConfigError, DataError: for hyperparameters or data that cannot work (before training starts).
+        FolderLockError: when another process trains with the same checkpoint folder (it is named).
         TrainingInterrupted: when a stop signal arrived; the state is saved and the run ends KILLED.
     """
+    if cluster is not None and not cluster.is_coordinator:
+        return train_as_worker(config, files, cluster, verbose=verbose)
+    with hold_training(paths.checkpoints, wait=lock_wait):
+        return _train_and_record_holding_the_folder(
+            config, files, paths, track=track, tags=tags, evaluate_config=evaluate_config, verbose=verbose,
+            register_model=register_model, cluster=cluster,
+        )  # fmt: skip
+
+
+def _train_and_record_holding_the_folder(
+    config: TrainConfig,
+    files: Mapping[str, str | os.PathLike[str]],
+    paths: RunPaths,
+    *,
+    track: bool,
+    tags: Mapping[str, str] | None,
+    evaluate_config: EvaluateConfig,
+    verbose: int | str,
+    register_model: str | None,
+    cluster: Cluster | None,
+) -> dict[str, Any]:
+    """:func:`train_and_record` once this process holds the checkpoint folder; return the summary."""
     from model_lib import checkpoints, training
     from model_lib.export import save_model, save_raw_string_model
 
-    if cluster is not None and not cluster.is_coordinator:
-        return train_as_worker(config, files, cluster, verbose=verbose)
     if register_model:
         _check_registration(register_model, track)
     data = load_checked(config, files)

@@ -135,8 +135,9 @@ def train(
 ) -> dict[str, Any]:
     """Train on the prepared files, save the raw-string model and log the run to MLflow.
 
-    An interrupted run (Ctrl-C, SIGTERM, a crash) resumes from ``checkpoints/`` when run again, in
-    the same MLflow run. With ``register_model``, the logged model becomes a new version of that
+    An interrupted run (Ctrl-C, SIGTERM, a crash, the `dvc repro` running it killed) resumes from
+    ``checkpoints/`` when run again, in the same MLflow run; a second training of ``checkpoints/``
+    while one runs is refused. With ``register_model``, the logged model becomes a new version of that
     registered model.
 
     Returns:
@@ -144,22 +145,25 @@ def train(
 
     Raises:
         ConfigError, DataError: for hyperparameters or prepared files that cannot work.
+        FolderLockError: when another process trains with ``checkpoints/`` (it is named).
         TrainingInterrupted: when a stop signal arrived (the state is saved).
     """
     from model_lib.lifecycle import RunPaths, train_and_record
+    from model_lib.parent_watch import stopping_when_parent_goes
 
     run_paths = RunPaths(
         model=paths.model, checkpoints=paths.checkpoints, summary=paths.history, run_reference=paths.run_reference
     )
-    return train_and_record(
-        config,
-        paths.channels,
-        run_paths,
-        track=track,
-        tags={"model_lib.stage": "train"},
-        verbose=verbose,
-        register_model=register_model,
-    )
+    with stopping_when_parent_goes():  # a stage left running by a killed `dvc repro` stops and saves
+        return train_and_record(
+            config,
+            paths.channels,
+            run_paths,
+            track=track,
+            tags={"model_lib.stage": "train"},
+            verbose=verbose,
+            register_model=register_model,
+        )
 
 
 def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = True) -> dict[str, Any]:
@@ -169,9 +173,11 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     Raises:
         DataError: if the model, the history or the test split is missing or malformed, or the split
             was not encoded with the model's vocabulary and length (its scores would look plausible).
+        FolderLockError: with tracking, while another process trains with ``checkpoints/``.
     """
     from model_lib.inference import load_model, model_encoding
     from model_lib.lifecycle import evaluate_model
+    from model_lib.locking import hold_training
     from model_lib.prepared import check_split_values, check_split_vocabulary, load_split
     from model_lib.tracking import PENDING_FILE, MlflowTracker, read_run_reference
 
@@ -184,8 +190,10 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     history = read_history(paths.history)
     run_id = read_run_reference(paths.run_reference) if track else None
     # The pending file is the train stage's: if MLflow was down then, the run is created from it first.
+    # Not while a training writes it (the folder's lock, held first).
     pending = paths.checkpoints / PENDING_FILE
-    with MlflowTracker(run_id=run_id, pending_file=pending) if track else contextlib.nullcontext() as tracker:
+    held = hold_training(paths.checkpoints if track and paths.checkpoints.is_dir() else None, purpose="evaluate")
+    with held, MlflowTracker(run_id=run_id, pending_file=pending) if track else contextlib.nullcontext() as tracker:
         metrics = evaluate_model(model, x_test, y_test, paths.reports, config, history=history, tracker=tracker)
         if tracker is not None:
             tracker.log_artifacts([paths.prepare_report], artifact_path="reports")

@@ -39,6 +39,7 @@ from model_lib.augment import cropped as _cropped
 from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
 from model_lib.errors import DataError, TrainingDiverged, TrainingInterrupted
+from model_lib.locking import hold_training
 from model_lib.prepared import PreparedData
 
 if TYPE_CHECKING:
@@ -168,25 +169,22 @@ class _CheckpointWriter:
     variables (tens of milliseconds), not for the file writes (hundreds).
 
     One write at a time, in order: a save waits for the one before it, which also passes its error
-    on. ``best`` unchanged since the last write is linked, not written again.
+    on. Each generation writes its own copy of the best weights (see :mod:`model_lib.checkpoints`).
     """
 
-    def __init__(self, directory: Path, best_file: Path | None) -> None:
+    def __init__(self, directory: Path) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.directory = directory
-        self._best_file = best_file
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._pending: Any = None
 
     def _write(self, state: dict[str, Any], arrays: dict[str, list[np.ndarray]], best: list[np.ndarray] | None) -> None:
         # No best weights yet (before the first epoch ends): the generation has no best.npz.
-        folder = checkpoints.save(self.directory, state, arrays, best if best is not None else self._best_file)
-        if best is not None or self._best_file is not None:
-            self._best_file = folder / checkpoints.BEST
+        checkpoints.save(self.directory, state, arrays, best)
 
     def submit(self, state: dict[str, Any], arrays: dict[str, list[np.ndarray]], best: list[np.ndarray] | None) -> None:
-        """Queue one generation; ``best`` is None when the best weights did not change since the last one."""
+        """Queue one generation; ``best`` is None before the first epoch ends (no best weights yet)."""
         self.wait()
         self._pending = self._executor.submit(self._write, state, arrays, best)
 
@@ -281,20 +279,23 @@ def run(
         DataError: if the data do not fit together or are too few to hold out a validation slice.
         ConfigError: if ``cluster`` has several hosts and the backend is not JAX.
         ClusterError: if another host of the cluster died or stopped answering.
+        FolderLockError: if another process trains with ``checkpoint_dir`` (it is named).
         TrainingInterrupted: after saving the state, when SIGTERM or SIGINT arrived during training.
     """
     _set_threads(config)
     parallel = distributed.start(cluster)
+    directory = checkpoint_dir if parallel.is_coordinator else None
     try:
-        return _run(
-            config,
-            data,
-            checkpoint_dir=checkpoint_dir if parallel.is_coordinator else None,
-            tracker=tracker if parallel.is_coordinator else None,
-            verbose=verbose,
-            run_id=run_id,
-            parallel=parallel,
-        )
+        with hold_training(directory):  # held already when called by the run lifecycle
+            return _run(
+                config,
+                data,
+                checkpoint_dir=directory,
+                tracker=tracker if parallel.is_coordinator else None,
+                verbose=verbose,
+                run_id=run_id,
+                parallel=parallel,
+            )
     except Exception as exc:
         lost = distributed.lost_host(exc, parallel, "training")
         if lost is not None:
@@ -390,9 +391,8 @@ class _Checkpoints:
     part of it spent at the end waiting for the last write to land.
     """
 
-    def __init__(self, writer: _CheckpointWriter, context: dict[str, Any], every: int, best: list[np.ndarray] | None) -> None:
+    def __init__(self, writer: _CheckpointWriter, context: dict[str, Any], every: int) -> None:
         self._writer, self._context, self._every = writer, json.loads(json.dumps(context)), every
-        self._sent_best = best  # the best weights the newest generation holds (resumed: those on disk)
         self.count, self.seconds, self.final_seconds = 0, 0.0, 0.0
 
     def due(self, step: int) -> bool:
@@ -400,13 +400,12 @@ class _Checkpoints:
         return bool(self._every) and step % self._every == 0
 
     def save(self, state: TrainingState, model: keras.Model, best: list[np.ndarray] | None) -> None:
-        """Queue one generation of ``state``, every variable of ``model`` and ``best`` (linked if unchanged)."""
+        """Queue one generation of ``state``, every variable of ``model`` and ``best`` (the best weights so far)."""
         began = time.perf_counter()
         snapshot = {**state.to_json(), **self._context}
         # .numpy() of a variable is already a snapshot (a read, then a copy): one copy, no second one.
         arrays = {group: [np.asarray(v.numpy()) for v in variables] for group, variables in _variable_groups(model).items()}
-        self._writer.submit(snapshot, arrays, best if best is not self._sent_best else None)
-        self._sent_best = best
+        self._writer.submit(snapshot, arrays, best)
         self.count += 1
         self.seconds += time.perf_counter() - began
 
@@ -478,8 +477,8 @@ def _set_threads(config: TrainConfig) -> None:
 
 def _resumed(
     model: keras.Model, generation: checkpoints.Generation | None, identity: dict[str, Any], probe: tuple[np.ndarray, np.ndarray]
-) -> tuple[TrainingState, list[np.ndarray] | None, Path | None] | None:
-    """Load ``generation`` into ``model`` and return its state, best weights and best.npz; None when
+) -> tuple[TrainingState, list[np.ndarray] | None] | None:
+    """Load ``generation`` into ``model`` and return its state and best weights; None when
     there is none, or it is from another training (a warning names what differs)."""
     if generation is None:
         return None
@@ -488,7 +487,7 @@ def _resumed(
         logger.warning("checkpoint %s is from another training (%s differ); starting afresh", generation.path, ", ".join(changed))
         return None
     _restore(model, generation, probe)
-    return TrainingState.from_json(generation.state), generation.arrays.get("best") or None, generation.best_file
+    return TrainingState.from_json(generation.state), generation.arrays.get("best") or None
 
 
 def _train_step(run: _Run, state: TrainingState, order: np.ndarray, metrics: _EpochMetrics) -> None:
@@ -620,7 +619,7 @@ def _run(
     rows = np.zeros(parallel.local_devices, dtype=int)  # one probe row per local device (data parallelism splits it)
     generation = _shared_generation(checkpoints.latest(directory), identity, parallel)
     resumed = _resumed(model, generation, identity, (x_val[rows], y_val[rows]))
-    state, best, best_file = resumed or (TrainingState(), None, None)
+    state, best = resumed or (TrainingState(), None)
     resumed_from = (state.epoch, state.step) if resumed is not None else None
     run = _Run(
         config, hp, data, model, parallel, fit_idx,
@@ -633,7 +632,7 @@ def _run(
             tracker.log_history(list(state.history))
     if directory is not None:
         context = {"fingerprint": identity, "run_id": run_id, "steps_per_epoch": run.steps}
-        run.saver = _Checkpoints(_CheckpointWriter(directory, best_file), context, config.checkpoint_steps, best)
+        run.saver = _Checkpoints(_CheckpointWriter(directory), context, config.checkpoint_steps)
 
     started = time.perf_counter()
     _train_epochs(run, state)

@@ -17,6 +17,10 @@ from model_lib.errors import SageMakerEnvironmentError, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
+# A job started while its predecessor (stopped, restarted in the same checkpoint folder) still
+# saves its state waits this long for it to let go of the folder, then fails naming it.
+PREDECESSOR_WAIT_SECONDS = 120.0
+
 
 def _check_writable(folder: Path, variable: str) -> None:
     try:
@@ -38,6 +42,8 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
 
     Raises:
         SageMakerEnvironmentError, ConfigError, DataError: for a bad contract, hyperparameter or channel.
+        FolderLockError: if another process still trains with the checkpoint folder after
+            :data:`PREDECESSOR_WAIT_SECONDS`.
         TrainingInterrupted: when SIGTERM arrived (the state is saved for the restarted job).
     """
     from model_lib.config import TrainConfig, from_mapping
@@ -78,6 +84,7 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
         verbose=2,
         register_model=env.register_model,
         cluster=cluster if cluster.multi_host else None,
+        lock_wait=PREDECESSOR_WAIT_SECONDS,
     )
 
 

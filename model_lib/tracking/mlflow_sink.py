@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from model_lib.locking import store_creation
 from model_lib.tracking import records
 from model_lib.tracking.credentials import check_not_refused, load_secret_credentials
 from model_lib.tracking.logged_model import log_raw_text_model, register
@@ -117,7 +118,14 @@ class MlflowSink:
     def _start(self, record: records.Start) -> str:
         experiment = self.client.get_experiment_by_name(record.experiment)
         if experiment is None:
-            experiment_id = self.client.create_experiment(record.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            try:
+                experiment_id = self.client.create_experiment(record.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except Exception:
+                # Another first run created it since we looked (two at once): use theirs.
+                experiment = self.client.get_experiment_by_name(record.experiment)
+                if experiment is None:
+                    raise
+                experiment_id = experiment.experiment_id
         else:
             experiment_id = experiment.experiment_id
             if EXPERIMENT_KIND_TAG not in experiment.tags:
@@ -207,8 +215,10 @@ class MlflowTracker(Tracker):
         check_tracking_uri(self.uri)
         configure_mlflow_process(self.uri)
         load_secret_credentials()
-        self._sink = MlflowSink(mlflow.MlflowClient(), self.uri)
-        check_not_refused(self._sink.client, self.uri, DEFAULT_EXPERIMENT)
+        # A new local sqlite store is created and migrated by its first client: one at a time.
+        with store_creation(self.uri):
+            self._sink = MlflowSink(mlflow.MlflowClient(), self.uri)
+            check_not_refused(self._sink.client, self.uri, DEFAULT_EXPERIMENT)
         super().__init__(
             self._sink,
             experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,

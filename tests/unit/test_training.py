@@ -6,18 +6,21 @@ import json
 import logging
 import os
 import signal
+import threading
+import time
 
 import keras
 import numpy as np
 import pytest
 
-from model_lib import checkpoints
+from model_lib import checkpoints, locking
 from model_lib.config import TrainConfig
-from model_lib.errors import ConfigError, DataError, TrainingInterrupted
+from model_lib.errors import ConfigError, DataError, FolderLockError, TrainingInterrupted
 from model_lib.inference import load_model, predict
 from model_lib.prepared import load_prepared
 from model_lib.training import TrainingState, effective_hyperparameters, run
 from tests.conftest import TINY_TRAINING
+from tests.unit.test_locking import start_holder
 
 FAST = TrainConfig(**TINY_TRAINING)  # what the shared tiny_training ran
 
@@ -101,6 +104,61 @@ def test_truncated_newest_checkpoint_is_skipped_with_a_warning(data, tmp_path, c
     assert weights_equal(straight.model.get_weights(), resumed.model.get_weights())
     # Epoch 2's training metrics are over all its 12 steps, the 8 before the resume included.
     assert resumed.history == straight.history
+
+
+class SignalMidEpoch2:
+    """An epoch logger that, once epoch 1 ends, sends this process SIGTERM (from a thread) as soon as
+    a generation of epoch 2 is on disk: the run stops a step or two into epoch 2."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def log_epoch(self, epoch, metrics):
+        if epoch == 0:
+            threading.Thread(target=self._signal_in_epoch_2, daemon=True).start()
+
+    def _signal_in_epoch_2(self):
+        while True:
+            newest = checkpoints.latest(self.directory)
+            if newest is not None and newest.state["epoch"] == 1 and newest.state["step"] >= 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.002)
+
+    def log_history(self, history):
+        pass
+
+
+@pytest.mark.slow
+def test_truncated_best_weights_of_the_newest_checkpoint_leave_the_one_before_whole(data, tmp_path, caplog, tiny_training):
+    # Stopped in epoch 2, saving each step: both generations kept hold epoch 1's best weights, each
+    # in a file of its own (with a hard link between them, one truncation spoils both).
+    config = dataclasses.replace(FAST, checkpoint_steps=1)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(TrainingInterrupted):
+        run(config, data, checkpoint_dir=folder, tracker=SignalMidEpoch2(folder), verbose=0)
+    older, newest = (folder / f"gen-{n:06d}" for n in sorted(checkpoints.generation_numbers(folder)))
+    kept = [json.loads((g / checkpoints.STATE).read_text()) for g in (older, newest)]
+    assert [(s["epoch"], s["step"] > 0) for s in kept] == [(1, True), (1, True)]  # both in epoch 2
+    best = newest / checkpoints.BEST
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING):
+        resumed = run(config, data, checkpoint_dir=folder, verbose=0)
+    assert f"checkpoint {newest} skipped: {checkpoints.BEST} has" in caplog.text and "truncated" in caplog.text
+    assert resumed.resumed_from == (1, kept[0]["step"])  # the generation before, not a fresh start
+    assert weights_equal(tiny_training.result.model.get_weights(), resumed.model.get_weights())
+
+
+def test_the_library_door_refuses_a_checkpoint_folder_another_process_trains_with(data, tmp_path):
+    lock = tmp_path / "ckpt" / locking.TRAINING_LOCK
+    other = start_holder(lock)  # a real process, as a second `model_lib.train` of the folder would be
+    try:
+        with pytest.raises(FolderLockError, match=f"got pid {other.pid} on host "):
+            run(FAST, data, checkpoint_dir=tmp_path / "ckpt", verbose=0)
+    finally:
+        other.kill()
+        other.wait()
+    assert checkpoints.generation_numbers(tmp_path / "ckpt") == []  # refused before training
 
 
 @pytest.mark.slow
