@@ -15,7 +15,7 @@ from tests.conftest import REPO
 DOORS = REPO / "docs" / "doors.md"
 # Environment variable names as the code writes them: ours, SageMaker's, MLflow's and those of the
 # libraries we set or read (a prefix such as "SM_CHANNEL_" counts: the doc names SM_CHANNEL_<NAME>).
-ENV_NAME = re.compile(r"^(?:(?:MODEL_LIB|SM|MLFLOW|SAGEMAKER|AWS|KERAS|TF|CUDA)_[A-Z0-9_]*|TRAINING_JOB_NAME)$")
+ENV_NAME = re.compile(r"^(?:(?:MODEL_LIB|SM|MLFLOW|SAGEMAKER|AWS|KERAS|TF|CUDA|DVC)_[A-Z0-9_]*|TRAINING_JOB_NAME)$")
 
 
 def mentioned(name: str) -> bool:
