@@ -22,6 +22,11 @@ class EmbeddingError(ModelLibError):
     """A GloVe file or embedding matrix is missing, malformed or does not fit the vocabulary."""
 
 
+class OutputError(ModelLibError):
+    """An output cannot be written there: a folder that is a file, a file that is a folder, a folder
+    this process may not write, a full disk. The message names the path and the cause."""
+
+
 class SageMakerEnvironmentError(ModelLibError):
     """The SageMaker container contract (SM_* variables, channels, hyperparameters) is not met."""
 
