@@ -159,6 +159,21 @@ def test_a_full_disk_while_saving_the_model_ends_the_one_run_failed_naming_the_f
     assert "did not take a record" not in result.stderr  # not reported as tracking's
 
 
+def test_a_run_reference_the_disk_refuses_ends_the_one_run_it_opened_failed(workdir):
+    # The run is created, then writing models/mlflow_run.json fails: that is not an MLflow outage to
+    # retry (each retry used to create another run, all left RUNNING), and the run ends FAILED.
+    (workdir / "models").mkdir()
+    fill = "mount -t tmpfs -o size=8k tmpfs models\ndd if=/dev/zero of=models/filler bs=1k count=64 2>/dev/null || true"
+    command = faults.in_mount_namespace(fill, [str(BIN / "model-lib"), "train"])
+    result = subprocess.run(command, cwd=workdir, env=env_for(workdir), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert error_lines(result.stderr) == [
+        "model-lib train: error: models/mlflow_run.json: expected a writable file, got ENOSPC (No space left on device)"
+    ]
+    assert [r.info.status for r in runs(f"sqlite:///{workdir}/mlflow.db")] == ["FAILED"]
+    assert "did not take a record" not in result.stderr and "epoch 1/" not in result.stderr
+
+
 def test_mlflow_sync_with_a_pending_folder_that_cannot_be_written_exits_2_before_sending(workdir):
     pending = workdir / "checkpoints" / "mlflow-pending.json"
     pending.parent.mkdir()
