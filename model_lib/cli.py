@@ -474,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cause = os_error_cause(exc)
         if cause is None:
             raise
-        print(f"model-lib {args.command}: error: {exc.filename or 'a file'}: got {cause}", file=sys.stderr)
+        print(f"model-lib {args.command}: error: {exc.filename or 'a file'}: {cause}", file=sys.stderr)
         return 2
     except Exception as exc:
         from model_lib.sagemaker.remote import StillRunning

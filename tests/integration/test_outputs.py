@@ -198,3 +198,13 @@ def test_a_tracking_store_folder_that_cannot_be_written_is_refused_before_traini
     expected = f"model-lib train: error: MLFLOW_TRACKING_URI=sqlite:///{store}/mlflow.db: {store}: expected a folder to write"
     assert line.startswith(expected), line
     assert "epoch 1/" not in result.stderr and not (workdir / "models").exists()
+
+
+def test_a_write_outside_the_atomic_writer_that_the_place_refuses_is_one_line(workdir):
+    # The SageMaker base folder is laid out with plain writes: the CLI names the path, exit 2.
+    (workdir / "locked").mkdir()
+    local = [str(BIN / "model-lib"), "sagemaker-local", "--base-dir", "locked/base", "--source-dir", str(REPO / "entry_point")]
+    result = subprocess.run(faults.read_only(workdir / "locked", local), cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = error_lines(result.stderr)
+    assert line.startswith("model-lib sagemaker-local: error: locked/base: E"), line

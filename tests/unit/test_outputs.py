@@ -86,3 +86,10 @@ def test_the_saved_model_gets_the_mode_a_plain_open_gets(tiny_training: TinyTrai
     umask = os.umask(0o022)
     os.umask(umask)
     assert oct(tiny_training.model_file.stat().st_mode & 0o777) == oct(0o666 & ~umask)
+
+
+def test_train_on_sagemaker_with_models_a_file_exits_2_before_anything_is_pushed(stage_folder, capsys, monkeypatch):
+    monkeypatch.setenv("MODEL_LIB_TRAIN_ON", "sagemaker")
+    (stage_folder / "models").write_text("a file where the models folder goes")
+    assert main(["train"]) == 2
+    assert one_error_line(capsys) == "model-lib train: error: models: expected a folder to write the model in, got a file"
