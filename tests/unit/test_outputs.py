@@ -93,3 +93,27 @@ def test_train_on_sagemaker_with_models_a_file_exits_2_before_anything_is_pushed
     (stage_folder / "models").write_text("a file where the models folder goes")
     assert main(["train"]) == 2
     assert one_error_line(capsys) == "model-lib train: error: models: expected a folder to write the model in, got a file"
+
+
+def test_a_file_tracking_store_under_a_file_is_refused_naming_it(tmp_path):
+    from model_lib.errors import OutputError
+    from model_lib.tracking.uris import check_tracking_store
+
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(OutputError) as raised:
+        check_tracking_store(f"file://{tmp_path}/taken/mlruns")
+    uri = f"file://{tmp_path}/taken/mlruns"
+    expected = f"MLFLOW_TRACKING_URI={uri}: {tmp_path}/taken: expected a folder to write the tracking store in, got a file"
+    assert str(raised.value) == expected
+
+
+def test_a_sqlite_tracking_store_that_is_a_folder_is_refused_naming_it(tmp_path):
+    from model_lib.errors import OutputError
+    from model_lib.tracking.uris import check_tracking_store
+
+    (tmp_path / "mlflow.db").mkdir()
+    with pytest.raises(
+        OutputError,
+        match=f"^MLFLOW_TRACKING_URI=sqlite:///{tmp_path}/mlflow.db: {tmp_path}/mlflow.db: expected a file, got a folder$",
+    ):
+        check_tracking_store(f"sqlite:///{tmp_path}/mlflow.db")
