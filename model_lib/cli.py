@@ -472,9 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from model_lib._io import os_error_cause
 
         cause = os_error_cause(exc)
-        if cause is None:
+        if cause is None or exc.filename is None:  # not about a path the user chose: keep the traceback
             raise
-        print(f"model-lib {args.command}: error: {exc.filename or 'a file'}: {cause}", file=sys.stderr)
+        print(f"model-lib {args.command}: error: {exc.filename}: {cause}", file=sys.stderr)
         return 2
     except Exception as exc:
         from model_lib.sagemaker.remote import StillRunning
