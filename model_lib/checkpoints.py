@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from model_lib._io import write_json
+from model_lib._io import temporary_folder, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ def save(
         shutil.rmtree(leftover, ignore_errors=True)
     numbers = generation_numbers(directory)
     number = (numbers[0] + 1) if numbers else 1
-    tmp = Path(tempfile.mkdtemp(prefix=f".gen-{number:06d}.", suffix=".tmp", dir=directory))
+    tmp = temporary_folder(directory, prefix=f".gen-{number:06d}.", suffix=".tmp")  # the umask's mode, not 0700
     try:
         flat = {f"{group}/{i:05d}": np.asarray(a) for group in _GROUPS for i, a in enumerate(arrays.get(group, ()))}
         files = {ARRAYS: _write_npz(tmp / ARRAYS, flat)}

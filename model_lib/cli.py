@@ -524,6 +524,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         print(f"model-lib {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a write outside our atomic writer that the place refused (full, read-only)
+        from model_lib._io import os_error_cause
+
+        cause = os_error_cause(exc)
+        if cause is None or exc.filename is None:  # not about a path the user chose: keep the traceback
+            raise
+        print(f"model-lib {args.command}: error: {exc.filename}: {cause}", file=sys.stderr)
+        return 2
     except Exception as exc:
         from model_lib.sagemaker.remote import StillRunning
 

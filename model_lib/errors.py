@@ -29,6 +29,11 @@ class TrainingDiverged(ModelLibError):
     """
 
 
+class OutputError(ModelLibError):
+    """An output cannot be written there: a folder that is a file, a file that is a folder, a folder
+    this process may not write, a full disk. The message names the path and the cause."""
+
+
 class SageMakerEnvironmentError(ModelLibError):
     """The SageMaker container contract (SM_* variables, channels, hyperparameters) is not met."""
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model_lib._io import write_json
+from model_lib._io import check_output_file, check_output_folder, write_json
 from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data, effective_hyperparameters
 from model_lib.locking import hold_training
 from model_lib.prepared import PreparedData, load_prepared, split_shape
@@ -53,6 +53,21 @@ class RunPaths:
     run_reference: Path | None = None  # the MLflow run id, for a later stage (DVC's evaluate)
     vocabulary: Path | None = None  # a copy of the vocabulary beside the model
     keep_final_checkpoint: bool = False  # leave the last generation (retired) in the checkpoint folder
+
+
+def check_run_outputs(paths: RunPaths) -> None:
+    """Check every place the run writes can be written, before data load, a run opens or training.
+
+    Raises:
+        OutputError: naming the first path that cannot be written and why.
+    """
+    check_output_file(paths.model, "the model")
+    for path in (paths.summary, paths.run_reference, paths.vocabulary):
+        if path is not None:
+            check_output_file(path, "the model")
+    check_output_folder(paths.checkpoints, "the checkpoints")
+    if paths.reports is not None:
+        check_output_folder(paths.reports, "the reports")
 
 
 def load_checked(config: TrainConfig, files: Mapping[str, str | os.PathLike[str]]) -> PreparedData:
@@ -129,11 +144,13 @@ def train_and_record(
 
     Raises:
         ConfigError, DataError: for hyperparameters or data that cannot work (before training starts).
+        OutputError: for an output that cannot be written (checked first; a full disk later names the file).
         FolderLockError: when another process trains with the same checkpoint folder (it is named).
         TrainingInterrupted: when a stop signal arrived; the state is saved and the run ends KILLED.
     """
     if cluster is not None and not cluster.is_coordinator:
         return train_as_worker(config, files, cluster, verbose=verbose)
+    check_run_outputs(paths)  # before TensorFlow loads: a save that fails after the training costs it all
     with hold_training(paths.checkpoints, wait=lock_wait):
         return _train_and_record_holding_the_folder(
             config, files, paths, track=track, tags=tags, evaluate_config=evaluate_config, verbose=verbose,

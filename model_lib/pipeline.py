@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from model_lib._io import write_json
+from model_lib._io import check_output_file, check_output_folder, write_json
 from model_lib.config import EvaluateConfig, IngestConfig, PrepareConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -72,9 +72,11 @@ def ingest(config: IngestConfig, paths: Paths = Paths()) -> dict[str, Any]:
 
     Raises:
         DataError: if the source is missing or malformed.
+        OutputError: if the reviews file cannot be written (checked before the source is read).
     """
     from model_lib.data import load_reviews, write_reviews_jsonl
 
+    check_output_file(paths.reviews, "the reviews")
     reviews = load_reviews(config.source, on_decode_error=config.on_decode_error).subset(config.limit, config.seed)
     write_reviews_jsonl(reviews, paths.reviews)
     positives = int(reviews.labels.sum())
@@ -96,7 +98,11 @@ def prepare(config: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
 
     Raises:
         DataError, EmbeddingError: for missing or bad inputs, or an empty split.
+        OutputError: if the prepared folder or a file in it cannot be written (checked first).
     """
+    check_output_folder(paths.prepared, "the prepared files")  # before TensorFlow is imported
+    for path in (*paths.channels.values(), paths.prepare_report):
+        check_output_file(path, "the prepared files")
     from model_lib.data import read_reviews_jsonl, split_indices
     from model_lib.embeddings import OOV_ID, PAD_ID, embedding_matrix, load_glove
     from model_lib.prepared import save_embedding_matrix, save_split
@@ -173,6 +179,7 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     Raises:
         DataError: if the model, the history or the test split is missing or malformed, or the split
             was not encoded with the model's vocabulary and length (its scores would look plausible).
+        OutputError: if the reports folder cannot be written (checked before the model loads).
         FolderLockError: with tracking, while another process trains with ``checkpoints/``.
     """
     from model_lib.inference import load_model, model_encoding
@@ -181,6 +188,7 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     from model_lib.prepared import check_split_values, check_split_vocabulary, load_split
     from model_lib.tracking import PENDING_FILE, MlflowTracker, read_run_reference
 
+    check_output_folder(paths.reports, "the reports")
     x_test, y_test = load_split(paths.test)
     check_split_values(x_test, y_test, str(paths.test))
     model = load_model(paths.model)

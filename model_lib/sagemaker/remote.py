@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model_lib._io import atomic_path, write_json
+from model_lib._io import atomic_path, check_output_file, write_json
 from model_lib.config import TrainConfig
 from model_lib.errors import ModelLibError, SageMakerEnvironmentError
 from model_lib.tracking.lineage import TAGS_ENV
@@ -230,12 +230,15 @@ def train(
     """Run the train stage's work as a SageMaker job; return the job's summary.
 
     Raises:
+        OutputError: if the model, history or run reference cannot be written here (before launch).
         SageMakerEnvironmentError: listing every problem found before launch (as `model-lib launch`).
         RemoteJobFailed: if the job ended Failed or Stopped (with its failure reason).
         StillRunning: if following was interrupted; the job keeps running.
     """
     from model_lib.sagemaker import launch
 
+    for path in (model, history, run_reference):  # not after the job has run (and been paid for)
+        check_output_file(path, "the model")
     remote = launch.dvc_s3_remote(options.remote, options.repo)
     targets = stage_data_deps(dvc_yaml)
     report(f"train: dvc push -r {remote} {' '.join(targets)}")

@@ -21,7 +21,7 @@ from model_lib.tracking.credentials import check_not_refused, load_secret_creden
 from model_lib.tracking.logged_model import log_raw_text_model, register
 from model_lib.tracking.queue import Refused, Rejected
 from model_lib.tracking.tracker import Tracker
-from model_lib.tracking.uris import check_tracking_uri, public_uri
+from model_lib.tracking.uris import check_tracking_store, check_tracking_uri, public_uri
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +198,7 @@ class MlflowTracker(Tracker):
     Raises:
         ConfigError: if the tracking URI cannot work (unknown scheme, malformed ARN, plugin missing),
             the credentials secret cannot be read, or the server refuses this process (HTTP 401/403).
+        OutputError: if a local store (sqlite, file) or the pending file's folder cannot be written.
     """
 
     def __init__(
@@ -213,6 +214,7 @@ class MlflowTracker(Tracker):
 
         self.uri = mlflow.get_tracking_uri()
         check_tracking_uri(self.uri)
+        check_tracking_store(self.uri)  # before MLflow creates a database there, or a run
         configure_mlflow_process(self.uri)
         load_secret_credentials()
         # A new local sqlite store is created and migrated by its first client: one at a time.

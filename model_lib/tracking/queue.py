@@ -10,6 +10,7 @@ and the next process with the same pending file sends it first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -17,8 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from model_lib._io import write_json
-from model_lib.errors import DataError
+from model_lib._io import check_output_folder, write_json
+from model_lib.errors import DataError, OutputError
 from model_lib.tracking.records import Record, parse
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,15 @@ class Refused(Exception):
     """The server refused this process (credentials); the message says so for a user."""
 
 
+class _CallerFailed(Exception):
+    """Carries an error of the queue's caller (``on_run_id``) through :meth:`PendingQueue.flush`,
+    which treats every other failure as an outage to retry."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Sink(Protocol):
     """Sends one record of a run."""
 
@@ -111,7 +121,16 @@ class PendingQueue:
     A pending file holds ``{"run_id": ..., "queue": [...records], **header}``. Opened for run
     ``run_id`` (None: whichever run the file holds), a file of another run is left where it is and
     this queue writes beside it (``<stem>-<run id>.json``). ``on_run_id`` is called once a sent
-    record gave the queue a run id. ``target`` names where records go, in log lines.
+    record gave the queue a run id (after the id is kept, so no retry creates a second run; what it
+    raises is the caller's and reaches the caller). ``target`` names where records go, in log lines.
+
+    The pending file is mode 0600 whatever the umask: its records carry whatever a user put in
+    params and tags (MODEL_LIB_MLFLOW_TAGS), and only this user's processes (a restart,
+    ``model-lib mlflow-sync``) read it. A pending file that cannot be written any more (a full disk)
+    is removed, so that it cannot send again what was sent, and the records wait in memory.
+
+    Raises:
+        OutputError: if the pending file's folder cannot be written (checked before anything is sent).
     """
 
     def __init__(
@@ -130,7 +149,10 @@ class PendingQueue:
         self.header = dict(header or {})
         self.target = target
         self.on_run_id = on_run_id
+        if self.path is not None:
+            check_output_folder(self.path.parent, "the pending tracking records")
         self.records: list[Record] = self._load()
+        self._unsaved = False
         self.failures = 0
         self._retry_at = 0.0
 
@@ -167,11 +189,18 @@ class PendingQueue:
         """Write the records to the pending file; remove the file when none is left."""
         if self.path is None:
             return
-        if self.records:
-            queue = [record.to_dict() for record in self.records]
-            write_json(self.path, {"run_id": self.run_id, **self.header, "queue": queue})
-        elif self.path.is_file():
-            self.path.unlink()
+        try:
+            if self.records:
+                queue = [record.to_dict() for record in self.records]
+                write_json(self.path, {"run_id": self.run_id, **self.header, "queue": queue}, private=True)
+            elif self.path.is_file():
+                self.path.unlink()
+        except (OSError, OutputError) as exc:  # tracking never stops training, its mirror neither
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # a stale file would send again what is sent from memory now
+            if not self._unsaved:
+                logger.warning("%s; the tracking records not sent yet wait in memory only", exc)
+            self._unsaved = True
 
     @property
     def pending(self) -> list[str]:
@@ -192,6 +221,7 @@ class PendingQueue:
 
         Raises:
             ConfigError: with ``refused_is_fatal``, if the sink raised :class:`Refused`.
+            Exception: what ``on_run_id`` raised (never retried: it is not the sink's).
         """
         deadline = time.monotonic() + wait
         if not self.records:
@@ -201,6 +231,9 @@ class PendingQueue:
         while True:
             try:
                 self._send_all()
+            except _CallerFailed as failed:
+                error = failed.error
+                break
             except Exception as exc:  # the server or the client failed: never a reason to stop the caller
                 self._failed(exc, refused_is_fatal)
                 if time.monotonic() >= deadline:
@@ -211,6 +244,7 @@ class PendingQueue:
                 logger.info("%s answers again: the records kept meanwhile are sent", self.target)
             self.failures = 0
             return True
+        raise error  # outside the handler: the caller sees its own error, not ours around it
 
     def _send_all(self) -> None:
         while self.records:
@@ -221,13 +255,17 @@ class PendingQueue:
                 # A record the server will never take (a bad value): sending it again would hold
                 # back every record behind it, the run's end included.
                 logger.warning("%s refused the %s record for good (%s); it is dropped", self.target, record.op, str(exc)[:300])
-            else:
-                if run_id != self.run_id and run_id is not None:
-                    self.run_id = run_id
-                    if self.on_run_id is not None:
-                        self.on_run_id(run_id)
+                run_id = None
             self.records.pop(0)
+            created = run_id is not None and run_id != self.run_id
+            if created:
+                self.run_id = run_id
             self.save()
+            if created and self.on_run_id is not None:
+                try:
+                    self.on_run_id(str(run_id))
+                except Exception as exc:  # the caller's own failure (its file could not be written)
+                    raise _CallerFailed(exc) from None
 
     def _failed(self, exc: Exception, refused_is_fatal: bool) -> None:
         from model_lib.errors import ConfigError

@@ -50,6 +50,8 @@ class Tracker:
     Raises:
         ConfigError: if the server refuses this process before training starts, or
             MODEL_LIB_MLFLOW_WAIT_SECONDS is not a number of seconds (checked here, not at the end).
+        OutputError: if the pending file's folder cannot be written; or what ``on_run_id`` raised
+            (the run it was called for is ended FAILED first).
     """
 
     def __init__(
@@ -73,7 +75,12 @@ class Tracker:
                 self._queue.append(records.Status("RUNNING"))
             elif not any(isinstance(record, records.Start) for record in self._queue.records):
                 self._queue.append(records.Start(experiment))
-        self.flush(refused_is_fatal=True)
+        try:
+            self.flush(refused_is_fatal=True)
+        except Exception:
+            if self.run_id is not None and not self.reopened:  # created, then the caller's on_run_id failed
+                self.end("FAILED", wait=STOPPED_WAIT_SECONDS)
+            raise
 
     @property
     def run_id(self) -> str | None:

@@ -4,7 +4,9 @@ name), and the form of a URI that may be shown (no user:password)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+from pathlib import Path
 
 # Registers the logged model under this name (a local train stage and a SageMaker job alike).
 REGISTER_MODEL_ENV = "MODEL_LIB_REGISTER_MODEL"
@@ -54,6 +56,43 @@ def check_tracking_uri(uri: str) -> None:
             )
         if importlib.util.find_spec("sagemaker_mlflow") is None:
             raise ConfigError(f"MLFLOW_TRACKING_URI={uri!r} needs the sagemaker-mlflow plugin: pip install sagemaker-mlflow")
+
+
+def local_store(uri: str) -> tuple[Path, bool] | None:
+    """Return where a local tracking store lives, and whether that is a file (a sqlite database) or
+    a folder (a file store); None for a server or a database elsewhere."""
+    import urllib.parse
+
+    if uri.startswith("sqlite:///"):
+        database = uri[len("sqlite:///") :].split("?", 1)[0]
+        return (Path(database), True) if database not in ("", ":memory:") else None
+    if uri.startswith("file:"):
+        return Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path)), False
+    return (Path(uri), False) if uri and ":" not in uri else None
+
+
+def check_tracking_store(uri: str) -> None:
+    """Check a local tracking store (sqlite database, file store) can be written, before a run opens.
+
+    Raises:
+        OutputError: ``MLFLOW_TRACKING_URI=<uri>: <path>: expected ...``, naming the path that refuses.
+    """
+    from model_lib._io import check_output_file, check_output_folder
+    from model_lib.errors import OutputError
+
+    store = local_store(uri)
+    if store is None:
+        return
+    path, is_file = store
+    try:
+        if not is_file:
+            check_output_folder(path, "the tracking store")
+            return
+        check_output_file(path, "the tracking store")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise OutputError(f"{path}: expected a database this process can write, got mode {path.stat().st_mode & 0o777:o}")
+    except OutputError as exc:
+        raise OutputError(f"MLFLOW_TRACKING_URI={public_uri(uri)}: {exc}") from None
 
 
 def check_model_name(name: str) -> None:
