@@ -370,12 +370,16 @@ def _sagemaker_local(args: argparse.Namespace) -> int:
 
 
 def _mlflow_sync(args: argparse.Namespace) -> int:
+    from model_lib._io import check_output_folder
     from model_lib.environ import check_seconds
     from model_lib.locking import hold_training
+    from model_lib.tracking import PENDING_FILE
 
     check_seconds(args.wait, "--wait")
-    if not args.checkpoints.is_dir():
-        return _send_pending(args)  # nothing to send; no folder made for the lock
+    if not (args.checkpoints / PENDING_FILE).is_file():
+        return _send_pending(args)  # nothing to send; no lock file made for that
+    # Sent records are taken out of the file: a folder it cannot be rewritten in is refused first.
+    check_output_folder(args.checkpoints, "the pending tracking records")
     # A training of the folder sends (and rewrites) this pending file itself: not both at once.
     with hold_training(args.checkpoints, purpose="mlflow-sync"):
         return _send_pending(args)

@@ -2,6 +2,7 @@
 holder leaves no stale lock, a waiter gets the lock once it is let go; and a fresh sqlite MLflow
 store opened by several processes at once ends whole."""
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import pytest
 
 from model_lib import locking
 from model_lib.errors import FolderLockError
+from model_lib.tracking import PENDING_FILE
 from tests.conftest import BIN, REPO
 
 HOLDER = textwrap.dedent(
@@ -56,6 +58,7 @@ def test_mlflow_sync_refuses_a_checkpoint_folder_a_training_holds(tmp_path):
     # The training sends and rewrites the folder's pending file itself: two senders would interleave.
     lock = tmp_path / "checkpoints" / locking.TRAINING_LOCK
     training = start_holder(lock)
+    (lock.parent / PENDING_FILE).write_text(json.dumps({"run_id": None, "queue": [{"op": "start", "experiment": "x"}]}))
     try:
         sync = subprocess.run(
             [str(BIN / "model-lib"), "mlflow-sync", "--checkpoints", str(lock.parent)],
