@@ -266,7 +266,7 @@ def user_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     except ValueError:
         tags = None
     if not isinstance(tags, dict) or not all(isinstance(value, str) for value in tags.values()):
-        raise ConfigError(f"{TAGS_ENV}={redact(raw)[:200]!r}: expected a JSON object of tag names to strings")
+        raise ConfigError(f"{TAGS_ENV}={redact(raw, environ)[:200]!r}: expected a JSON object of tag names to strings")
     return tags
 
 
@@ -277,8 +277,9 @@ def forwarded_secret_problems(config: TrainConfig, options: LaunchOptions, envir
     credential."""
     environ = os.environ if environ is None else environ
     forwarded = [key for key in FORWARDED_ENV if environ.get(key) and key != TAGS_ENV]
-    values = {f"{key}={public_uri(environ[key])!r}": environ[key] for key in forwarded}
-    values.update({f"train.{key}={redact(str(value))!r}": str(value) for key, value in job_hyperparameters(config).items()})
+    values = {f"{key}={redact(environ[key], environ)!r}": environ[key] for key in forwarded}
+    hyperparameters = {key: str(value) for key, value in job_hyperparameters(config).items()}
+    values.update({f"train.{key}={redact(value, environ)!r}": value for key, value in hyperparameters.items()})
     problems = []
     try:
         tags = user_tags(environ)
