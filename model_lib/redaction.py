@@ -38,6 +38,8 @@ _SECRET_QUERY = re.compile(
     r"(?i)([?&][\w.-]*(?:token|password|passwd|secret|api[_-]?key|signature|credential)[\w.-]*=)[^&\s'\"]+"
 )
 _ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
+# An HTTP authorization or AWS session token header as a library logs it at DEBUG.
+_AUTH_HEADER = re.compile(r"(?i)(\b(?:basic|bearer)\s+|x-amz-security-token['\"]?\s*[:=]\s*b?['\"]?)[A-Za-z0-9+/=._~-]{8,}")
 # The words of a name (a tag key) that says it holds a credential: "ci_token", "apiKey", "db-password".
 _SECRET_WORDS = {"password", "passwd", "pwd", "secret", "token", "credential", "credentials", "apikey", "passphrase"}
 _SECRET_PAIRS = {("api", "key"), ("access", "key"), ("secret", "key"), ("private", "key"), ("auth", "key")}
@@ -66,6 +68,8 @@ def find_secret(text: str, environ: Mapping[str, str] | None = None) -> str | No
         return f"a credential in a URI's query ({query.group(1).lstrip('?&').rstrip('=')}=)"
     if _ACCESS_KEY_ID.search(text):
         return "an AWS access key id"
+    if _AUTH_HEADER.search(text):
+        return "an authorization header"
     for name, value in _secret_values(environ):
         if value in text:
             return f"the value of {name}"
@@ -77,6 +81,7 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     text = _USERINFO.sub(f"{MASK}@", text)
     text = _SECRET_QUERY.sub(rf"\1{MASK}", text)
     text = _ACCESS_KEY_ID.sub(MASK, text)
+    text = _AUTH_HEADER.sub(rf"\1{MASK}", text)
     for _, value in _secret_values(environ):
         text = text.replace(value, MASK)
     return text

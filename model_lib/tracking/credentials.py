@@ -5,6 +5,7 @@ whether it accepts this process."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import MutableMapping
 from typing import Any
@@ -66,6 +67,11 @@ def load_secret_credentials(environ: MutableMapping[str, str] | None = None) -> 
     name = environ.get(SECRET_ENV)
     if not name:
         return None
+    # botocore logs every response body at DEBUG (`model-lib -v`): this one is the secret's value, read
+    # before it is in MLFLOW_TRACKING_PASSWORD/TOKEN, where the log masking would find it.
+    parsers = logging.getLogger("botocore.parsers")
+    level = parsers.level
+    parsers.setLevel(max(level, logging.INFO))
     try:
         import boto3
 
@@ -73,6 +79,8 @@ def load_secret_credentials(environ: MutableMapping[str, str] | None = None) -> 
     except Exception as exc:  # botocore: no such secret, access denied, no credentials, unreachable
         code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
         raise ConfigError(f"{SECRET_ENV}={name!r}: the secret could not be read ({code})") from None
+    finally:
+        parsers.setLevel(level)
     try:
         value = json.loads(raw)
     except ValueError:

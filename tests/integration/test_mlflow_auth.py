@@ -289,3 +289,19 @@ def test_a_run_with_the_password_in_its_settings_prints_and_writes_it_nowhere(ml
     (run,) = client.search_runs([found.experiment_id])
     assert run.info.status == "FINISHED"
     logged_model(client, run.info.run_id)
+
+
+def test_reading_the_secret_logs_nothing_of_its_value_even_at_debug(aws_env, caplog):
+    """botocore logs every response body at DEBUG (`model-lib -v`): the secret's is not one of them."""
+    import logging
+
+    import boto3
+
+    from model_lib.tracking import load_secret_credentials
+
+    boto3.client("secretsmanager").create_secret(Name="debugged", SecretString=json.dumps({"token": "debug-t0ken-8e2"}))
+    caplog.set_level(logging.DEBUG)
+    environ = {"MODEL_LIB_MLFLOW_SECRET": "debugged"}
+    assert load_secret_credentials(environ) == "debugged" and environ["MLFLOW_TRACKING_TOKEN"] == "debug-t0ken-8e2"
+    assert "GetSecretValue" in caplog.text  # botocore did log the call at DEBUG
+    assert "debug-t0ken-8e2" not in caplog.text

@@ -132,16 +132,28 @@ def test_launch_options_of_the_forms_sagemaker_takes_pass():
     "environ,where,secret",
     [
         ({"MLFLOW_TRACKING_URI": "https://alice:s3cret-pw@mlflow.example.com"}, "MLFLOW_TRACKING_URI='https://***@", "s3cret-pw"),
-        ({"MLFLOW_TRACKING_URI": "https://ghp_t0kenvalue@mlflow.example.com"}, "MLFLOW_TRACKING_URI='https://***@", "ghp_t0kenvalue"),
+        (
+            {"MLFLOW_TRACKING_URI": "https://ghp_t0kenvalue@mlflow.example.com"},
+            "MLFLOW_TRACKING_URI='https://***@",
+            "ghp_t0kenvalue",
+        ),
         ({"MLFLOW_TRACKING_URI": "https://mlflow.example.com/?access_token=t0kenvalue"}, "query (access_token=)", "t0kenvalue"),
         ({"MODEL_LIB_MLFLOW_TAGS": '{"api_key": "k3yvalue"}'}, "MODEL_LIB_MLFLOW_TAGS: api_key: a tag named like", "k3yvalue"),
-        ({"MODEL_LIB_MLFLOW_TAGS": '{"who": "AKIAABCDEFGHIJKLMNOP"}'}, "MODEL_LIB_MLFLOW_TAGS: who: holds an AWS access key id", "AKIA"),
+        (
+            {"MODEL_LIB_MLFLOW_TAGS": '{"who": "AKIAABCDEFGHIJKLMNOP"}'},
+            "MODEL_LIB_MLFLOW_TAGS: who: holds an AWS access key id",
+            "AKIA",
+        ),
         (
             {"MLFLOW_EXPERIMENT_NAME": "exp-wJalrXUtnFEMI", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI"},
             "holds the value of AWS_SECRET_ACCESS_KEY",
             "wJalrXUtnFEMI",
         ),
-        ({"MODEL_LIB_MLFLOW_TAGS": '["not", "an object"]'}, "MODEL_LIB_MLFLOW_TAGS='[\"not\", \"an object\"]': expected a JSON object", None),
+        (
+            {"MODEL_LIB_MLFLOW_TAGS": '["not", "an object"]'},
+            'MODEL_LIB_MLFLOW_TAGS=\'["not", "an object"]\': expected a JSON object',
+            None,
+        ),
     ],
 )
 def test_a_credential_in_what_launch_forwards_is_refused_and_not_shown(environ, where, secret):

@@ -21,6 +21,11 @@ from model_lib.tracking.credentials import without_userinfo
             "https://b.s3.amazonaws.com/k?X-Amz-Credential=***&X-Amz-Signature=***",
         ),
         ("key AKIAABCDEFGHIJKLMNOP in use", "key *** in use"),
+        (
+            "{'Authorization': 'Basic YWxpY2U6cHc=', 'X-Amz-Security-Token': 'IQoJb3JpZ2lu'}",
+            "{'Authorization': 'Basic ***', 'X-Amz-Security-Token': '***'}",
+        ),
+        ("headers={'authorization': 'Bearer abc.def.ghi'}", "headers={'authorization': 'Bearer ***'}"),
         ("the password is hunter22 (from the secret)", "the password is *** (from the secret)"),
         ("http://127.0.0.1:5000 did not answer", "http://127.0.0.1:5000 did not answer"),
     ],
