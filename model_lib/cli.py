@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from model_lib.errors import ConfigError, ModelLibError, TrainingInterrupted
+from model_lib.redaction import install as install_redaction
+from model_lib.redaction import redact
 
 TRAIN_ON_ENV = "MODEL_LIB_TRAIN_ON"
 TRAIN_PLACES = ("local", "sagemaker")
@@ -510,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    install_redaction()  # no credential in any line we or a library log, nor in a traceback
     if not args.verbose:  # their INFO lines (where credentials and endpoints were found) drown ours
         for noisy in ("botocore", "boto3", "sagemaker", "s3transfer", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -523,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handlers.get(args.command, _run_stage)(args))
     except ModelLibError as exc:
-        print(f"model-lib {args.command}: error: {exc}", file=sys.stderr)
+        print(f"model-lib {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except TrainingInterrupted as exc:
         print(f"model-lib {args.command}: {exc}", file=sys.stderr)
@@ -541,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not isinstance(exc, StillRunning):
             raise
-        print(f"model-lib {args.command}: {exc}", file=sys.stderr)
+        print(f"model-lib {args.command}: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
 
 

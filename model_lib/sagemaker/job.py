@@ -90,10 +90,12 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
 
 def write_failure(exc: BaseException, environ: Mapping[str, str] | None = None) -> Path | None:
     """Write the exception's type and message (then the traceback) to the failure file; return its path."""
+    from model_lib.redaction import redact
     from model_lib.sagemaker.environment import output_dir_for_failure
 
     folder = output_dir_for_failure(environ)
-    reason = f"{type(exc).__name__}: {exc}\n\n{''.join(traceback.format_exception(exc))}"
+    # SageMaker shows the failure file to anyone allowed DescribeTrainingJob (FailureReason).
+    reason = redact(f"{type(exc).__name__}: {exc}\n\n{''.join(traceback.format_exception(exc))}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "failure").write_text(reason, encoding="utf-8")
@@ -111,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     them fail within seconds, each with its own failure file.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from model_lib.redaction import install, redact
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    install()  # the job's log goes to CloudWatch: no credential in it
     try:
         summary = train_job(argv=sys.argv[1:] if argv is None else argv)
     except TrainingInterrupted as exc:
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return _leave(exc.exit_code)
     except Exception as exc:  # every failure must reach the failure file, not only ours
         where = write_failure(exc)
-        print(f"training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(redact(f"training failed: {type(exc).__name__}: {exc}"), file=sys.stderr)
         if where is not None:
             print(f"reason written to {where}", file=sys.stderr)
         return _leave(1)

@@ -26,17 +26,19 @@ from typing import Any
 from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.errors import ConfigError, SageMakerEnvironmentError
 from model_lib.prepared import channel_paths
+from model_lib.redaction import find_secret, named_like_a_secret, redact
 from model_lib.sagemaker import jobs
 from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
 from model_lib.sagemaker.jobs import split_s3_uri
 from model_lib.sagemaker.options import LaunchOptions
 from model_lib.tracking.credentials import SECRET_ENV
 from model_lib.tracking.lineage import TAGS_ENV
-from model_lib.tracking.uris import REGISTER_MODEL_ENV
+from model_lib.tracking.uris import REGISTER_MODEL_ENV, public_uri
 
 logger = logging.getLogger(__name__)
 
-# Passed into the job's environment when set here; never credentials.
+# Passed into the job's environment when set here; never credentials (plan refuses a value holding one:
+# SageMaker shows the Environment, hyperparameters and tags to anyone allowed DescribeTrainingJob).
 # SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT is the sagemaker-mlflow plugin's endpoint override (a VPC endpoint).
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable
 FORWARDED_ENV = (
@@ -51,7 +53,6 @@ FORWARDED_ENV = (
 # see model_lib.distributed): launch sets KERAS_BACKEND in the job's environment and uses the image
 # variant with jax (tag <kind>-jax-<commit>). One instance keeps the TensorFlow backend and image.
 MULTI_INSTANCE_BACKEND = "jax"
-MAX_INSTANCE_COUNT = 20  # SageMaker's default quota per training job; raise it here with the quota
 TERRAFORM_OUTPUTS = ("ecr_repository_url", "sagemaker_role_arn", "bucket_name")
 _MD5_IN_URL = re.compile(r"/files/md5/([0-9a-f]{2})/([0-9a-f]{30})$")
 
@@ -135,7 +136,7 @@ def dvc_s3_remote(name: str | None, repo: Path = Path(".")) -> str:
             raise SageMakerEnvironmentError(f"--remote {name}: no such DVC remote; remotes: {', '.join(remotes) or 'none'}")
         if name not in s3:
             raise SageMakerEnvironmentError(
-                f"--remote {name}: {remotes[name].get('url')} is not in S3; a job reads its data from S3"
+                f"--remote {name}: {public_uri(str(remotes[name].get('url')))} is not in S3; a job reads its data from S3"
             )
         return name
     if not s3:
@@ -246,6 +247,57 @@ def tracking_uri_problem(uri: str | None, allow_local: bool = False) -> str | No
     )
 
 
+_SECRET_ADVICE = (
+    "SageMaker shows a job's Environment, hyperparameters and tags to anyone allowed DescribeTrainingJob: put "
+    f"MLflow's credentials in an AWS Secrets Manager secret and pass its name (--mlflow-secret NAME or {SECRET_ENV}; "
+    "README: MLflow, authentication)"
+)
+
+
+def user_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the tags of MODEL_LIB_MLFLOW_TAGS ({} when unset).
+
+    Raises:
+        ConfigError: unless it is a JSON object of names to strings.
+    """
+    raw = (os.environ if environ is None else environ).get(TAGS_ENV) or "{}"
+    try:
+        tags = json.loads(raw)
+    except ValueError:
+        tags = None
+    if not isinstance(tags, dict) or not all(isinstance(value, str) for value in tags.values()):
+        raise ConfigError(f"{TAGS_ENV}={redact(raw, environ)[:200]!r}: expected a JSON object of tag names to strings")
+    return tags
+
+
+def forwarded_secret_problems(config: TrainConfig, options: LaunchOptions, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Return one line for each credential the job's request would carry: user:password in a forwarded
+    variable (MLFLOW_TRACKING_URI), a hyperparameter or a tag; a tag named like a credential; the value
+    of a credential variable (AWS_SECRET_ACCESS_KEY, MLFLOW_TRACKING_PASSWORD, ...). No line shows the
+    credential."""
+    environ = os.environ if environ is None else environ
+    forwarded = [key for key in FORWARDED_ENV if environ.get(key) and key != TAGS_ENV]
+    values = {f"{key}={redact(environ[key], environ)!r}": environ[key] for key in forwarded}
+    hyperparameters = {key: str(value) for key, value in job_hyperparameters(config).items()}
+    values.update({f"train.{key}={redact(value, environ)!r}": value for key, value in hyperparameters.items()})
+    problems = []
+    try:
+        tags = user_tags(environ)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        tags = {}
+    for name, value in tags.items():
+        if named_like_a_secret(name):
+            problems.append(f"{TAGS_ENV}: {name}: a tag named like a credential; {_SECRET_ADVICE}")
+        else:
+            values[f"{TAGS_ENV}: {name}"] = value
+    for where, value in values.items():
+        found = find_secret(value, environ)
+        if found:
+            problems.append(f"{where}: holds {found}; {_SECRET_ADVICE}")
+    return problems
+
+
 def job_hyperparameters(config: TrainConfig) -> dict[str, Any]:
     """Return the train config as hyperparameters (nulls left out: the job applies the same defaults)."""
     return {key: value for key, value in to_dict(config).items() if value is not None}
@@ -281,16 +333,12 @@ def _check_hyperparameters(draft: _Draft) -> list[str]:
     return []
 
 
-def _check_instances(draft: _Draft) -> list[str]:
-    options = draft.options
-    problems = []
-    if not 1 <= options.instance_count <= MAX_INSTANCE_COUNT:
-        problems.append(f"--instance-count {options.instance_count}: expected 1..{MAX_INSTANCE_COUNT}")
-    if options.spot and options.spot_max_wait < options.max_run:
-        problems.append(
-            f"--max-wait {options.spot_max_wait} is below --max-run {options.max_run}: spot jobs need max-wait >= max-run"
-        )
-    return problems
+def _check_options(draft: _Draft) -> list[str]:
+    return draft.options.problems()
+
+
+def _check_secrets(draft: _Draft) -> list[str]:
+    return forwarded_secret_problems(draft.config, draft.options)
 
 
 def _check_tracking(draft: _Draft) -> list[str]:
@@ -376,8 +424,9 @@ def _check_aws(draft: _Draft) -> list[str]:
 # the AWS checks the image and the channels).
 _CHECKS: tuple[Callable[[_Draft], list[str]], ...] = (
     _check_hyperparameters,
-    _check_instances,
+    _check_options,
     _check_tracking,
+    _check_secrets,
     _check_registered_model,
     _find_terraform_outputs,
     _choose_image,
@@ -395,9 +444,31 @@ def _job_environment(options: LaunchOptions, lineage: Mapping[str, str]) -> dict
         environment[SECRET_ENV] = options.mlflow_secret
     if options.instance_count > 1:
         environment["KERAS_BACKEND"] = MULTI_INSTANCE_BACKEND
-    user_tags = json.loads(environment.get(TAGS_ENV, "{}") or "{}")
-    environment[TAGS_ENV] = json.dumps({**lineage, **user_tags}, sort_keys=True)
+    environment[TAGS_ENV] = json.dumps({**lineage, **user_tags()}, sort_keys=True)
     return environment
+
+
+def _raise_if_any(found: list[str]) -> None:
+    problems = list(dict.fromkeys(found))
+    if problems:
+        # A problem may quote a library's exception text (DVC, botocore): redact what it might hold.
+        listed = "\n".join(f"  - {redact(p)}" for p in problems)
+        raise SageMakerEnvironmentError(f"the job was not started; {len(problems)} problem(s):\n{listed}")
+
+
+# What plan checks that needs nothing but the config, the options and this process's environment.
+_LOCAL_CHECKS = (_check_hyperparameters, _check_options, _check_tracking, _check_secrets, _check_registered_model)
+
+
+def check_before_anything(config: TrainConfig, options: LaunchOptions) -> None:
+    """Run the checks of :func:`plan` that need no AWS, DVC, git or Terraform (options, hyperparameters,
+    tracking URI, credentials in what would be forwarded), so that a stage fails before it pushes data.
+
+    Raises:
+        SageMakerEnvironmentError: listing every problem found.
+    """
+    draft = _Draft(config, options, boto_session=None, git={})
+    _raise_if_any([problem for check in _LOCAL_CHECKS for problem in check(draft)])
 
 
 def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> LaunchPlan:
@@ -409,10 +480,7 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
     from model_lib.tracking import git_state
 
     draft = _Draft(config, options, boto_session, git_state(options.repo))
-    problems = list(dict.fromkeys(problem for check in _CHECKS for problem in check(draft)))
-    if problems:
-        listed = "\n".join(f"  - {p}" for p in problems)
-        raise SageMakerEnvironmentError(f"the job was not started; {len(problems)} problem(s):\n{listed}")
+    _raise_if_any([problem for check in _CHECKS for problem in check(draft)])
     lineage = _lineage(draft.git, draft.channels)
     return LaunchPlan(
         job_name=options.job_name or f"model-lib-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -469,22 +537,13 @@ def build_estimator(job: LaunchPlan, session: Any, source_dir: str | None = None
     )
 
 
-class _NotSent(Exception):
-    def __init__(self, request: dict[str, Any]) -> None:
-        super().__init__("dry run")
-        self.request = request
-
-
 def start(job: LaunchPlan, boto_session: Any, *, dry_run: bool = False) -> dict[str, Any]:
     """Send the CreateTrainingJob request for ``job`` and return it as sent.
 
     With ``dry_run`` nothing is sent or uploaded: the code location in the request is where the
     real launch would upload ``entry_point/`` (as sourcedir.tar.gz).
     """
-    # The SDK's config loader prints INFO lines to stdout from its import on; stdout is for our
-    # output (--dry-run prints the request there).
-    if logging.getLogger("sagemaker.config").level == logging.NOTSET:
-        logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+    _quiet_sdk_config_logger()
     from sagemaker.inputs import TrainingInput
 
     session = _sdk_session(boto_session, job.bucket)
@@ -492,21 +551,41 @@ def start(job: LaunchPlan, boto_session: Any, *, dry_run: bool = False) -> dict[
 
     def capture(params: dict[str, Any], **_: Any) -> None:
         captured.append(json.loads(json.dumps(params, default=str)))
-        if dry_run:
-            raise _NotSent(captured[-1])
 
-    sagemaker_client = session.sagemaker_client
-    sagemaker_client.meta.events.register("provide-client-params.sagemaker.CreateTrainingJob", capture)
+    def not_sent(**_: Any) -> tuple[Any, dict[str, Any]]:
+        # botocore's way to answer a call without sending it (its Stubber's): a response from
+        # before-call. Raising here instead made the SDK log an ERROR line for a dry run that worked.
+        from botocore.awsrequest import AWSResponse
+
+        arn = f"arn:aws:sagemaker:::training-job/{job.job_name} (dry run: not sent)"
+        return AWSResponse(None, 200, {}, None), {"TrainingJobArn": arn, "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    events = session.sagemaker_client.meta.events
+    hooks: list[tuple[str, Callable[..., Any]]] = [("provide-client-params.sagemaker.CreateTrainingJob", capture)]
+    if dry_run:
+        hooks.append(("before-call.sagemaker.CreateTrainingJob", not_sent))
+    for event, hook in hooks:
+        events.register(event, hook)
     planned_code = f"s3://{job.bucket}/code/{job.job_name}/source/sourcedir.tar.gz"
     estimator = build_estimator(job, session, source_dir=planned_code if dry_run else None)
     inputs = {channel: TrainingInput(uri, distribution="FullyReplicated") for channel, uri in job.channels.items()}
     try:
         estimator.fit(inputs=inputs, job_name=job.job_name, wait=False, logs="None")
-    except _NotSent as sent:
-        return sent.request
     finally:
-        sagemaker_client.meta.events.unregister("provide-client-params.sagemaker.CreateTrainingJob", capture)
+        for event, hook in hooks:
+            events.unregister(event, hook)
     return captured[-1]
+
+
+def _quiet_sdk_config_logger() -> None:
+    """Keep the SDK's config loader off stdout (where --dry-run prints the request): from its import on
+    it logs INFO lines through a stdout handler of its own, unless its logger already has a handler.
+    A NullHandler is one: its records (WARNING and above) then go where ours go, to stderr."""
+    config_logger = logging.getLogger("sagemaker.config")
+    if config_logger.level == logging.NOTSET:
+        config_logger.setLevel(logging.WARNING)
+    if not config_logger.handlers:
+        config_logger.addHandler(logging.NullHandler())
 
 
 @dataclasses.dataclass

@@ -8,8 +8,23 @@ SageMaker adapter.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
+
+MAX_INSTANCE_COUNT = 20  # SageMaker's default quota per training job; raise it here with the quota
+MAX_RUN_SECONDS = 28 * 24 * 3600  # SageMaker's limit on MaxRuntimeInSeconds and MaxWaitTimeInSeconds
+# SageMaker's forms of what the string flags name; the SDK passes a malformed one on (or fails with
+# a traceback), so launch checks them first.
+_FORMS = {
+    "instance_type": (re.compile(r"ml\.[a-z][a-z0-9-]*\.[a-z0-9-]+"), "ml.<family>.<size> (e.g. ml.m5.xlarge, ml.g5.xlarge)"),
+    "job_name": (re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"), "1-63 letters, digits and '-', not starting with '-'"),
+    "role_arn": (re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"), "arn:aws:iam::<account>:role/<name>"),
+    "bucket": (re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"), "an S3 bucket name (3-63 lowercase letters, digits, '.', '-')"),
+    "mlflow_secret": (re.compile(r"[A-Za-z0-9/_+=.@:-]{1,2048}"), "a Secrets Manager secret name or ARN"),
+    "image_uri": (re.compile(r"[^\s/]+/[^\s]+"), "<registry>/<repository>:<tag>"),
+}
+_LOCAL_MODE = ("local", "local_gpu")
 
 
 def _option(default: Any, help: str, metavar: str | None = None) -> Any:
@@ -61,5 +76,26 @@ class LaunchOptions:
         """Return the seconds a spot job may wait for capacity and train: ``max_wait``, else 2 x ``max_run``."""
         return self.max_wait if self.max_wait is not None else 2 * self.max_run
 
+    def problems(self) -> list[str]:
+        """Return what is wrong with these options, one line each naming the flag, the value and what
+        was expected (empty when nothing is): a string not of the form SageMaker takes, a number out
+        of SageMaker's bounds, a spot job whose --max-wait is below its --max-run."""
+        problems = []
+        for name, (form, expected) in _FORMS.items():
+            value = getattr(self, name)
+            if value is not None and not form.fullmatch(value):
+                local = "; SageMaker local mode is `model-lib sagemaker-local`" if value in _LOCAL_MODE else ""
+                problems.append(f"--{name.replace('_', '-')} {value!r}: expected {expected}{local}")
+        bounds = {"instance_count": MAX_INSTANCE_COUNT, "max_run": MAX_RUN_SECONDS, "max_wait": MAX_RUN_SECONDS}
+        for name, most in bounds.items():
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= most:
+                problems.append(f"--{name.replace('_', '-')} {value}: expected 1..{most}")
+        if self.spot and self.spot_max_wait < self.max_run:
+            problems.append(
+                f"--max-wait {self.spot_max_wait} is below --max-run {self.max_run}: spot jobs need max-wait >= max-run"
+            )
+        return problems
 
-__all__ = ["LaunchOptions"]
+
+__all__ = ["MAX_INSTANCE_COUNT", "MAX_RUN_SECONDS", "LaunchOptions"]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from model_lib._io import atomic_path, check_output_file, write_json
 from model_lib.config import TrainConfig
 from model_lib.errors import ModelLibError, SageMakerEnvironmentError
+from model_lib.redaction import redact
 from model_lib.tracking.lineage import TAGS_ENV
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def push_inputs(targets: Sequence[str], remote: str, repo: Path = Path(".")) -> 
     command = [str(dvc) if dvc.is_file() else "dvc", "push", "-r", remote, *targets]
     result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
     if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
+        tail = redact("\n".join((result.stdout + result.stderr).strip().splitlines()[-5:]))
         raise SageMakerEnvironmentError(f"`{' '.join(command[1:])}` failed:\n{tail}")
 
 
@@ -164,7 +165,11 @@ def follow(
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         return jobs.follow(
-            job_name, boto_session, poll_seconds=poll_seconds, on_status=report, on_log=lambda line: report(f"  | {line}")
+            job_name,
+            boto_session,
+            poll_seconds=poll_seconds,
+            on_status=report,
+            on_log=lambda line: report(f"  | {redact(line)}"),  # the job's own log, shown here
         )
     except (BotoCoreError, ClientError) as exc:  # throttled past botocore's retries, network down, expired credentials
         raise StillRunning(
@@ -237,6 +242,7 @@ def train(
     """
     from model_lib.sagemaker import launch
 
+    launch.check_before_anything(config, options)  # before any push: a bad option or a credential fails at once
     for path in (model, history, run_reference):  # not after the job has run (and been paid for)
         check_output_file(path, "the model")
     remote = launch.dvc_s3_remote(options.remote, options.repo)

@@ -1,17 +1,51 @@
-"""Credentials for a tracking server: the MLflow credentials held in AWS Secrets Manager, and one
-question to the server, before training, whether it accepts this process."""
+"""Credentials for a tracking server: the MLflow credentials held in AWS Secrets Manager, those
+given in the tracking URI (moved out of it), and one question to the server, before training,
+whether it accepts this process."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import MutableMapping
 from typing import Any
 
+from model_lib.redaction import PASSWORD_ENV, TOKEN_ENV, USERNAME_ENV
 from model_lib.tracking.uris import public_uri
 
 SECRET_ENV = "MODEL_LIB_MLFLOW_SECRET"
-_CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+_CREDENTIAL_ENV = (USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV)
+# MLflow prints "View run <name> at: <url>" on stdout when a run ends (MLflow's own variable to stop it).
+SUPPRESS_RUN_URL_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
+def without_userinfo(uri: str, environ: MutableMapping[str, str] | None = None) -> str:
+    """Return ``uri`` with no user:password in it, having put them in ``environ`` (default: this
+    process's environment) as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, where MLflow's
+    client reads them; unless both are set already: MLflow then signs with those, as it did before.
+
+    Why: MLflow quotes the URI it is given in its exception texts and prints it in its "View run"
+    line, so the password must never be in any URI MLflow sees. A URI with a user but no password
+    (a token as the user name) cannot be given to MLflow any other way: it is kept, and MLflow's
+    "View run" line is turned off (:data:`SUPPRESS_RUN_URL_ENV`).
+    """
+    import urllib.parse
+
+    environ = os.environ if environ is None else environ
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme.lower() not in ("http", "https") or parts.username is None:
+        return uri
+    if parts.password is None:
+        environ.setdefault(SUPPRESS_RUN_URL_ENV, "true")
+        return uri
+    if not (environ.get(USERNAME_ENV) and environ.get(PASSWORD_ENV)):
+        environ[USERNAME_ENV] = urllib.parse.unquote(parts.username)
+        environ[PASSWORD_ENV] = urllib.parse.unquote(parts.password)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def load_secret_credentials(environ: MutableMapping[str, str] | None = None) -> str | None:
@@ -33,6 +67,11 @@ def load_secret_credentials(environ: MutableMapping[str, str] | None = None) -> 
     name = environ.get(SECRET_ENV)
     if not name:
         return None
+    # botocore logs every response body at DEBUG (`model-lib -v`): this one is the secret's value, read
+    # before it is in MLFLOW_TRACKING_PASSWORD/TOKEN, where the log masking would find it.
+    parsers = logging.getLogger("botocore.parsers")
+    level = parsers.level
+    parsers.setLevel(max(level, logging.INFO))
     try:
         import boto3
 
@@ -40,6 +79,8 @@ def load_secret_credentials(environ: MutableMapping[str, str] | None = None) -> 
     except Exception as exc:  # botocore: no such secret, access denied, no credentials, unreachable
         code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
         raise ConfigError(f"{SECRET_ENV}={name!r}: the secret could not be read ({code})") from None
+    finally:
+        parsers.setLevel(level)
     try:
         value = json.loads(raw)
     except ValueError:
@@ -53,10 +94,10 @@ def load_secret_credentials(environ: MutableMapping[str, str] | None = None) -> 
     for stale in _CREDENTIAL_ENV:  # MLflow prefers basic auth: a leftover username would beat the token
         environ.pop(stale, None)
     if isinstance(value, dict) and value.get("username") and value.get("password"):
-        environ["MLFLOW_TRACKING_USERNAME"] = str(value["username"])
-        environ["MLFLOW_TRACKING_PASSWORD"] = str(value["password"])
+        environ[USERNAME_ENV] = str(value["username"])
+        environ[PASSWORD_ENV] = str(value["password"])
     else:
-        environ["MLFLOW_TRACKING_TOKEN"] = str(value["token"])
+        environ[TOKEN_ENV] = str(value["token"])
     return name
 
 

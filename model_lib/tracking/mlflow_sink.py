@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from model_lib import redaction
 from model_lib.locking import store_creation
 from model_lib.tracking import records
-from model_lib.tracking.credentials import check_not_refused, load_secret_credentials
+from model_lib.tracking.credentials import check_not_refused, load_secret_credentials, without_userinfo
 from model_lib.tracking.logged_model import log_raw_text_model, register
 from model_lib.tracking.queue import Refused, Rejected
 from model_lib.tracking.tracker import Tracker
@@ -41,19 +42,28 @@ HTTP_LIMITS = {
 SOURCE_TAGS = {"mlflow.source.name": "model-lib", "mlflow.source.type": "JOB"}
 
 
-def configure_mlflow_process(uri: str) -> None:
+def configure_mlflow_process(uri: str) -> str:
     """Set, for this whole process, what MLflow reads from it: :data:`HTTP_LIMITS` in ``os.environ``
-    (where the user did not set them) and a quieter logger for a plugin's header provider.
+    (where the user did not set them), a quieter logger for a plugin's header provider, credentials
+    masked in every log line (:func:`model_lib.redaction.install`), and the tracking URI without
+    user:password (moved to MLflow's credential variables); return that URI.
 
     Process-wide on purpose: MLflow reads its HTTP settings from the environment on every request
     and has no per-client setting, so each tracker creation calls this once before its client.
     """
+    import mlflow
+
+    redaction.install()
     for name, value in HTTP_LIMITS.items():
         os.environ.setdefault(name, value)
+    bare = without_userinfo(uri)
+    if bare != uri:
+        mlflow.set_tracking_uri(bare)  # also MLFLOW_TRACKING_URI, which subprocesses inherit
     if not uri.startswith("arn:"):
         # sagemaker-mlflow's header provider runs for every URI and fails on any but an ARN: MLflow
         # then warns on each request ("list index out of range"), drowning the job's log.
         logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
+    return bare
 
 
 class MlflowSink:
@@ -212,10 +222,9 @@ class MlflowTracker(Tracker):
     ) -> None:
         import mlflow
 
-        self.uri = mlflow.get_tracking_uri()
-        check_tracking_uri(self.uri)
-        check_tracking_store(self.uri)  # before MLflow creates a database there, or a run
-        configure_mlflow_process(self.uri)
+        check_tracking_uri(mlflow.get_tracking_uri())
+        check_tracking_store(mlflow.get_tracking_uri())  # before MLflow creates a database there, or a run
+        self.uri = configure_mlflow_process(mlflow.get_tracking_uri())
         load_secret_credentials()
         # A new local sqlite store is created and migrated by its first client: one at a time.
         with store_creation(self.uri):

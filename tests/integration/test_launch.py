@@ -102,6 +102,7 @@ def test_missing_aws_credentials_are_reported_as_such(cloud):
 def test_dry_run_prints_the_full_request_and_sends_nothing(cloud):
     result = launch(cloud, "--spot", "--max-run", "3600", "--remote", "s3", "--job-name", "dry-1", "--dry-run")
     request = json.loads(result.stdout)
+    assert [line for line in result.stderr.splitlines() if "ERROR" in line] == [], result.stderr  # a success says none
     bucket, md5s = cloud["bucket"], lock_md5s(cloud["repo"])
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
     assert channels == {name: f"s3://{bucket}/dvc/files/md5/{md5s[name][:2]}/{md5s[name][2:]}" for name in md5s}
@@ -158,6 +159,35 @@ def test_a_local_remote_or_a_local_tracking_uri_is_refused(cloud):
     env = {**cloud["env"], "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
     refused = run(["model-lib", "launch", "--terraform-outputs", "tf-outputs.json", "--dry-run"], cloud["repo"], env, expect=2)
     assert "MLFLOW_TRACKING_URI='http://127.0.0.1:5000' is on this machine" in refused.stderr
+
+
+def test_credentials_and_malformed_options_are_refused_at_once_and_shown_nowhere(cloud):
+    """A password in the tracking URI or a token in the tags would be readable by anyone allowed to call
+    DescribeTrainingJob; an instance type the SDK cannot use would end in its traceback. Each is named
+    (exit 2), every problem at once, and stdout (where --dry-run JSON goes) stays empty."""
+    tags = {"team": "nlp", "ci_token": "tag-token-1f3e", "source": "https://ci:repo-password-9d2a@git.example.com/r.git"}
+    env = {
+        **cloud["env"],
+        "MLFLOW_TRACKING_URI": "https://trainer:uri-password-4b7c@mlflow.example.com",
+        "MODEL_LIB_MLFLOW_TAGS": json.dumps(tags),
+    }
+    command = ["model-lib", "launch", "--terraform-outputs", "tf-outputs.json", "--dry-run", "--instance-type", "m5.xlarge"]
+    result = run([*command, "--max-run", "0", "--job-name", "not_a_job_name"], cloud["repo"], env, expect=2)
+    message = result.stderr
+    assert result.stdout == ""
+    assert "MLFLOW_TRACKING_URI='https://***@mlflow.example.com': holds credentials" in message
+    assert "MODEL_LIB_MLFLOW_SECRET" in message and "--mlflow-secret" in message
+    assert "MODEL_LIB_MLFLOW_TAGS: ci_token: a tag named like a credential" in message
+    assert "MODEL_LIB_MLFLOW_TAGS: source: holds credentials" in message
+    assert "--instance-type 'm5.xlarge': expected ml.<family>.<size>" in message
+    assert "--max-run 0: expected" in message and "--job-name 'not_a_job_name': expected" in message
+    for secret in ("uri-password-4b7c", "tag-token-1f3e", "repo-password-9d2a"):
+        assert secret not in message
+    assert "Traceback" not in message
+
+    local = run([*command[:-1], "local_gpu"], cloud["repo"], cloud["env"], expect=2)
+    assert local.stdout == "" and "--instance-type 'local_gpu': expected ml.<family>.<size>" in local.stderr
+    assert "model-lib sagemaker-local" in local.stderr and "Traceback" not in local.stderr
 
 
 def test_managed_mlflow_arn_a_secret_name_and_a_model_name_reach_the_job_and_nothing_secret_does(cloud):

@@ -6,6 +6,8 @@
   signs every request with SigV4 (verified by the stand-in tests/standins/auth_proxy.py, which
   refuses as AWS does) and artefacts go straight to S3.
 - Refused credentials (HTTP 401 or 403) stop the job before it trains, with a message that says so.
+- Credentials in a run's settings (MLFLOW_TRACKING_URI's user:password, MLFLOW_TRACKING_PASSWORD) are in
+  nothing it prints or writes, MLflow's own lines and the exception texts our warnings quote included.
 """
 
 import json
@@ -15,9 +17,20 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from model_lib.tracking import SECRET_ENV
-from tests.conftest import BIN, MLFLOW_ADMIN, REPO, free_port, logged_model, start_mlflow_server, stop_server, write_prepared
+from tests.conftest import (
+    BIN,
+    MLFLOW_ADMIN,
+    REPO,
+    TINY_TRAINING,
+    free_port,
+    logged_model,
+    start_mlflow_server,
+    stop_server,
+    write_prepared,
+)
 from tests.standins.auth_proxy import Policy, SigV4, auth_proxy
 
 pytestmark = pytest.mark.integration
@@ -26,6 +39,7 @@ ARN = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/model-lib
 HPS = {"epochs": "2", "batch_size": "16", "learning_rate": "0.01", "ngram_buckets": "4099"}
 PASSWORD = "correct-horse-battery"
 STALE = "last-years-password"
+GREPPED = "pw-Grep4Me-7c1d"  # held by nothing else: a file or a line that holds it got it from the run
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +233,75 @@ def test_a_model_upload_that_fails_midway_is_sent_again_into_the_same_logged_mod
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}"))
     assert {"MLmodel", "mlflow_model.py", "requirements.txt"} <= {p.name for p in folder.iterdir()}
     assert not (tmp_path / "checkpoints" / "mlflow-pending.json").exists()
+
+
+def files_holding(folder: Path, secret: str) -> list[str]:
+    """Return the files under ``folder`` whose bytes hold ``secret``."""
+    return [str(path) for path in folder.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_run_with_the_password_in_its_settings_prints_and_writes_it_nowhere(mlflow_server, tmp_path, tmp_path_factory):
+    """`model-lib train` with the password in MLFLOW_TRACKING_URI, to a server behind basic auth that
+    goes away when the run ends (our warning quotes MLflow's exception); `model-lib mlflow-sync` with it
+    in MLFLOW_TRACKING_PASSWORD while the server is still away; then with it in the URI again, the server
+    back (MLflow prints "View run ... at <url>"). stdout, stderr and every file written are grepped."""
+    write_prepared(tmp_path / "data" / "prepared")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": TINY_TRAINING}), encoding="utf-8")
+    experiment = f"secrets-{tmp_path.name}"
+    unset = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+    base = {k: v for k, v in os.environ.items() if k not in unset}
+    # No retries: each failed call fails at once (the outage costs no waiting).
+    base.update(MLFLOW_EXPERIMENT_NAME=experiment, MODEL_LIB_MLFLOW_WAIT_SECONDS="0", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+
+    def model_lib(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        command = [str(BIN / "model-lib"), *args]
+        return subprocess.run(command, cwd=tmp_path, env={**base, **env}, capture_output=True, text=True, timeout=600)
+
+    sync = ["mlflow-sync", "--checkpoints", "checkpoints", "--wait", "0"]
+    policy = Policy(basic=("grepped", GREPPED), down_at="/runs/update")  # away from the run's end (set_terminated) on
+    with auth_proxy(mlflow_server, policy) as proxy:
+        in_uri = f"http://grepped:{GREPPED}@{proxy.removeprefix('http://')}"
+        trained = model_lib("train", MLFLOW_TRACKING_URI=in_uri)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        assert "did not take a record (MlflowException: API request to" in trained.stderr  # MLflow's text, quoted
+        away = model_lib(*sync, MLFLOW_TRACKING_URI=proxy, MLFLOW_TRACKING_USERNAME="grepped", MLFLOW_TRACKING_PASSWORD=GREPPED)
+        assert away.returncode == 1 and "did not answer" in away.stdout, away.stderr[-3000:]
+        policy.down, policy.down_at = False, None
+        synced = model_lib(*sync, MLFLOW_TRACKING_URI=in_uri)
+        assert synced.returncode == 0 and "View run" in synced.stdout, synced.stderr[-3000:]
+    assert policy.refused == []  # the credentials were sent with every request, from the URI or the variables
+
+    printed = {
+        f"{name} {stream}": [line for line in getattr(result, stream).splitlines() if GREPPED in line]
+        for name, result in (("train", trained), ("sync while away", away), ("sync", synced))
+        for stream in ("stdout", "stderr")
+    }
+    assert printed == {name: [] for name in printed}
+    servers = list(tmp_path_factory.getbasetemp().glob("mlflow*"))
+    assert servers and any((root / "artifacts").is_dir() for root in servers)
+    assert [path for folder in [tmp_path, *servers] for path in files_holding(folder, GREPPED)] == []
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    (run,) = client.search_runs([found.experiment_id])
+    assert run.info.status == "FINISHED"
+    logged_model(client, run.info.run_id)
+
+
+def test_reading_the_secret_logs_nothing_of_its_value_even_at_debug(aws_env, caplog):
+    """botocore logs every response body at DEBUG (`model-lib -v`): the secret's is not one of them."""
+    import logging
+
+    import boto3
+
+    from model_lib.tracking import load_secret_credentials
+
+    boto3.client("secretsmanager").create_secret(Name="debugged", SecretString=json.dumps({"token": "debug-t0ken-8e2"}))
+    caplog.set_level(logging.DEBUG)
+    environ = {"MODEL_LIB_MLFLOW_SECRET": "debugged"}
+    assert load_secret_credentials(environ) == "debugged" and environ["MLFLOW_TRACKING_TOKEN"] == "debug-t0ken-8e2"
+    assert "GetSecretValue" in caplog.text  # botocore did log the call at DEBUG
+    assert "debug-t0ken-8e2" not in caplog.text

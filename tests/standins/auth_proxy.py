@@ -4,8 +4,10 @@
   ``sagemaker-mlflow``) and names the tracking server in the ``x-mlflow-sm-tracking-server-arn`` header;
   AWS refuses with ``{"message": ...}`` and no MLflow error code, which MLflow's client reads as a
   server error (HTTP 500), not as a refusal;
-- a server behind a bearer token;
-- a server that refuses the first artifact uploads (HTTP 503).
+- a server behind a bearer token, or behind basic auth checked cheaply (MLflow's basic-auth app hashes
+  the password on every request: seconds per run);
+- a server that refuses the first artifact uploads (HTTP 503);
+- a server gone away mid-run (every request HTTP 503 from a given request on).
 
 :func:`auth_proxy` serves a :class:`Policy` on a free 127.0.0.1 port in a thread of the test; what passes
 goes on to the server through werkzeug's ProxyMiddleware.
@@ -13,6 +15,7 @@ goes on to the server through werkzeug's ProxyMiddleware.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
@@ -49,12 +52,17 @@ class SigV4:
 @dataclass
 class Policy:
     """What the proxy refuses: with ``token``, a request without ``Authorization: Bearer <token>``; with
-    ``sigv4``, one not signed as :class:`SigV4` says; and the first ``fail_uploads`` artifact uploads.
-    ``refused`` and ``failed_uploads`` list those requests as "STATUS METHOD PATH"."""
+    ``basic`` (user, password), one without that user's basic authorization; with
+    ``sigv4``, one not signed as :class:`SigV4` says; the first ``fail_uploads`` artifact uploads; and
+    every request (HTTP 503) while ``down`` is set, which the first request to a path ending with
+    ``down_at`` sets. ``refused`` and ``failed_uploads`` list those requests as "STATUS METHOD PATH"."""
 
     token: str | None = None
+    basic: tuple[str, str] | None = None
     sigv4: SigV4 | None = None
     fail_uploads: int = 0
+    down: bool = False
+    down_at: str | None = None
     refused: list[str] = field(default_factory=list)
     failed_uploads: list[str] = field(default_factory=list)
 
@@ -102,15 +110,24 @@ class AuthProxy:
         """Return the status to refuse this request with (401, 403), or None to let it pass."""
         if self.policy.sigv4 is not None:
             return sigv4_refusal(environ, body, self.policy.sigv4)
-        if self.policy.token is None:
+        if self.policy.token is not None:
+            expected = f"Bearer {self.policy.token}"
+        elif self.policy.basic is not None:
+            expected = "Basic " + base64.b64encode(":".join(self.policy.basic).encode()).decode()
+        else:
             return None
         given = environ.get("HTTP_AUTHORIZATION")
-        return None if given == f"Bearer {self.policy.token}" else 403 if given else 401
+        return None if given == expected else 403 if given else 401
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         body = get_input_stream(environ).read()  # read whole, also when refused: the connection stays usable
         environ["wsgi.input"] = io.BytesIO(body)
         request = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}"
+        if self.policy.down_at is not None and environ["PATH_INFO"].endswith(self.policy.down_at):
+            self.policy.down = True
+        if self.policy.down:
+            answer = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "auth-proxy: down on purpose"}
+            return Response(json.dumps(answer), 503, content_type=JSON)(environ, start_response)
         status = self.refusal(environ, body)
         if status is not None:
             self.policy.refused.append(f"{status} {request}")
