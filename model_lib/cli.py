@@ -542,10 +542,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from model_lib.sagemaker.remote import StillRunning
 
+        unreachable = _aws_unreachable(exc)
+        if unreachable is not None:
+            print(f"model-lib {args.command}: error: {redact(unreachable)}", file=sys.stderr)
+            return 2
         if not isinstance(exc, StillRunning):
             raise
         print(f"model-lib {args.command}: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
+
+
+_AWS_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "NoCredentialsError")
+
+
+def _aws_unreachable(exc: BaseException) -> str | None:
+    """Return one line for an AWS endpoint that does not answer or missing credentials, else None.
+
+    botocore's own text names the endpoint; which variables point it elsewhere is what a user needs.
+    """
+    if type(exc).__module__ != "botocore.exceptions" or type(exc).__name__ not in _AWS_UNREACHABLE:
+        return None
+    return f"AWS: {exc} (expected AWS to answer with credentials: check AWS_ENDPOINT_URL, AWS_PROFILE, the network)"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -242,9 +242,9 @@ def train(
     """
     from model_lib.sagemaker import launch
 
-    launch.check_before_anything(config, options)  # before any push: a bad option or a credential fails at once
     for path in (model, history, run_reference):  # not after the job has run (and been paid for)
         check_output_file(path, "the model")
+    launch.check_before_anything(config, options)  # before any push: a bad option or a credential fails at once
     remote = launch.dvc_s3_remote(options.remote, options.repo)
     targets = stage_data_deps(dvc_yaml)
     report(f"train: dvc push -r {remote} {' '.join(targets)}")

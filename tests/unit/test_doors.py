@@ -305,6 +305,21 @@ def test_sagemaker_local_interrupt_after_must_be_positive_seconds(tmp_path, caps
     assert code == 2 and f"--interrupt-after: expected a number of seconds > 0, got {seconds}" in one_error_line(err)
 
 
+def test_sagemaker_local_with_an_aws_endpoint_that_does_not_answer_is_one_line(tmp_path, capsys, monkeypatch):
+    from tests.conftest import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    code, err = run_cli(capsys, "sagemaker-local", "--job", "j", "--base-dir", str(tmp_path / "base"))
+    line = one_error_line(err)
+    assert code == 2 and line.startswith("model-lib sagemaker-local: error: AWS: Could not connect to the endpoint URL")
+    assert endpoint in line and "AWS_ENDPOINT_URL" in line
+
+
 @pytest.mark.parametrize(
     "content,expected",
     [
