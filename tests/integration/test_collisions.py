@@ -60,6 +60,9 @@ def test_dvc_repro_stopped_by_sigterm_leaves_no_trainer_and_the_next_resumes_in_
     env = git_copy_of_repo(copy, {"train": {**HPS, "checkpoint_steps": 5}})
     write_prepared(copy / "data" / "prepared", count=400, max_length=40)  # 34 steps an epoch
     env["PYTHONUNBUFFERED"] = "1"
+    # DVC runs `$SHELL -c cmd`: dash (Debian's /bin/sh, and CI's when SHELL is unset) does not exec the
+    # command but stays between dvc and the trainer, the case a watch of the parent alone missed.
+    env["SHELL"] = "/bin/sh"
     repro = ["dvc", "repro", "--single-item", "train"]
     dvc = subprocess.Popen(repro, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     trainer = trainer_of(dvc)

@@ -301,6 +301,8 @@ def test_reading_the_secret_logs_nothing_of_its_value_even_at_debug(aws_env, cap
 
     boto3.client("secretsmanager").create_secret(Name="debugged", SecretString=json.dumps({"token": "debug-t0ken-8e2"}))
     caplog.set_level(logging.DEBUG)
+    # `model-lib` without -v sets botocore to WARNING for the process: another test's main() may have.
+    caplog.set_level(logging.DEBUG, logger="botocore")
     environ = {"MODEL_LIB_MLFLOW_SECRET": "debugged"}
     assert load_secret_credentials(environ) == "debugged" and environ["MLFLOW_TRACKING_TOKEN"] == "debug-t0ken-8e2"
     assert "GetSecretValue" in caplog.text  # botocore did log the call at DEBUG

@@ -27,21 +27,32 @@ COMMAND = textwrap.dedent(
 # The launcher starts the stage command and leaves as soon as the command is ready.
 LAUNCHER = textwrap.dedent(
     """
-    import os, subprocess, sys, time
-    subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+    import os, shlex, subprocess, sys, time
+    command = [sys.executable, "-c", sys.argv[1], sys.argv[2]]
+    if sys.argv[3] == "shell":  # as DVC runs it with /bin/sh (dash): the shell stays between, no exec
+        command = ["/bin/sh", "-c", shlex.join(command) + "; :"]
+    subprocess.Popen(command)
     while not os.path.exists(sys.argv[2]):
         time.sleep(0.01)
     """
 )
 
 
-@pytest.mark.parametrize(("under_dvc", "expected"), [(True, "watching=True\nSIGTERM\n"), (False, "watching=False\nlived on\n")])
-def test_a_stage_command_is_stopped_when_its_launcher_dies_only_under_dvc(under_dvc, expected, tmp_path):
+@pytest.mark.parametrize(
+    ("under_dvc", "through", "expected"),
+    [
+        (True, "direct", "watching=True\nSIGTERM\n"),
+        (True, "shell", "watching=True\nSIGTERM\n"),
+        (False, "direct", "watching=False\nlived on\n"),
+        (False, "shell", "watching=False\nlived on\n"),
+    ],
+)
+def test_a_stage_command_is_stopped_when_its_launcher_dies_only_under_dvc(under_dvc, through, expected, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != DVC_STAGE_ENV}
     env["PYTHONPATH"] = str(REPO)
     if under_dvc:
         env[DVC_STAGE_ENV] = "train"
     # The pipe reaches EOF once the stage command (which inherits it) has ended too.
-    command = [sys.executable, "-c", LAUNCHER, COMMAND, str(tmp_path / "ready")]
+    command = [sys.executable, "-c", LAUNCHER, COMMAND, str(tmp_path / "ready"), through]
     launched = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, timeout=60)
     assert launched.stdout == expected
