@@ -11,7 +11,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from model_lib.redaction import PASSWORD_ENV, TOKEN_ENV, USERNAME_ENV
-from model_lib.tracking.uris import public_uri
+from model_lib.tracking.uris import host_and_port, public_uri
 
 SECRET_ENV = "MODEL_LIB_MLFLOW_SECRET"
 _CREDENTIAL_ENV = (USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV)
@@ -41,11 +41,7 @@ def without_userinfo(uri: str, environ: MutableMapping[str, str] | None = None) 
     if not (environ.get(USERNAME_ENV) and environ.get(PASSWORD_ENV)):
         environ[USERNAME_ENV] = urllib.parse.unquote(parts.username)
         environ[PASSWORD_ENV] = urllib.parse.unquote(parts.password)
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return urllib.parse.urlunsplit(parts._replace(netloc=host_and_port(parts)))
 
 
 def load_secret_credentials(environ: MutableMapping[str, str] | None = None) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import urllib.parse
 from pathlib import Path
 
 # Registers the logged model under this name (a local train stage and a SageMaker job alike).
@@ -16,16 +17,20 @@ ALLOW_FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
 KNOWN_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "arn")
 
 
+def host_and_port(parts: urllib.parse.SplitResult) -> str:
+    """Return the netloc of ``parts`` without its user:password (an IPv6 host in brackets)."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
 def public_uri(uri: str) -> str:
     """Return ``uri`` without user:password (for logs and messages)."""
-    import urllib.parse
-
     parts = urllib.parse.urlsplit(uri)
     if parts.username is None and parts.password is None:
         return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{netloc}"))
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host_and_port(parts)}"))
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -61,8 +66,6 @@ def check_tracking_uri(uri: str) -> None:
 def local_store(uri: str) -> tuple[Path, bool] | None:
     """Return where a local tracking store lives, and whether that is a file (a sqlite database) or
     a folder (a file store); None for a server or a database elsewhere."""
-    import urllib.parse
-
     if uri.startswith("sqlite:///"):
         database = uri[len("sqlite:///") :].split("?", 1)[0]
         return (Path(database), True) if database not in ("", ":memory:") else None
