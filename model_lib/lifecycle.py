@@ -31,6 +31,7 @@ from model_lib.tracking import (
     open_tracker,
     write_run_reference,
 )
+from model_lib.tracking.datasets import DataOrigin, describe_inputs
 
 if TYPE_CHECKING:
     from model_lib.distributed import Cluster
@@ -126,6 +127,7 @@ def train_and_record(
     register_model: str | None = None,
     cluster: Cluster | None = None,
     lock_wait: float = 0.0,
+    data_origin: DataOrigin = DataOrigin(),
 ) -> dict[str, Any]:
     """Train on the prepared ``files`` (by channel name) and record the run; return the summary.
 
@@ -136,7 +138,8 @@ def train_and_record(
     The summary (written to ``paths.summary``): epochs run, best epoch, training seconds, the
     effective hyperparameters, the history, the MLflow run id and, with ``paths.reports``, the test
     metrics. With ``register_model`` (and tracking), the logged model becomes a new version of that
-    registered model.
+    registered model. Each file becomes an MLflow dataset of the run, its source found through
+    ``data_origin`` (default: the file's path).
 
     One training of a checkpoint folder at a time: another process training it (a second
     `model-lib train`, an orphan of a stopped `dvc repro`, a stopped job still saving) is waited for
@@ -154,7 +157,7 @@ def train_and_record(
     with hold_training(paths.checkpoints, wait=lock_wait):
         return _train_and_record_holding_the_folder(
             config, files, paths, track=track, tags=tags, evaluate_config=evaluate_config, verbose=verbose,
-            register_model=register_model, cluster=cluster,
+            register_model=register_model, cluster=cluster, data_origin=data_origin,
         )  # fmt: skip
 
 
@@ -169,6 +172,7 @@ def _train_and_record_holding_the_folder(
     verbose: int | str,
     register_model: str | None,
     cluster: Cluster | None,
+    data_origin: DataOrigin,
 ) -> dict[str, Any]:
     """:func:`train_and_record` once this process holds the checkpoint folder; return the summary."""
     from model_lib import checkpoints, training
@@ -185,6 +189,8 @@ def _train_and_record_holding_the_folder(
         else:
             tracker.log_params(training.effective_hyperparameters(config))
             tracker.set_tags(lineage)
+            if track:
+                tracker.log_datasets(describe_inputs(files, data_origin))
         result = training.run(
             config,
             data,

@@ -156,6 +156,7 @@ def train(
     """
     from model_lib.lifecycle import RunPaths, train_and_record
     from model_lib.parent_watch import stopping_when_parent_goes
+    from model_lib.tracking.datasets import DataOrigin
 
     run_paths = RunPaths(
         model=paths.model, checkpoints=paths.checkpoints, summary=paths.history, run_reference=paths.run_reference
@@ -169,6 +170,7 @@ def train(
             tags={"model_lib.stage": "train"},
             verbose=verbose,
             register_model=register_model,
+            data_origin=DataOrigin.from_dvc_config(),  # the DVC stage runs at the repo root
         )
 
 
@@ -187,6 +189,7 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     from model_lib.locking import hold_training
     from model_lib.prepared import check_split_values, check_split_vocabulary, load_split
     from model_lib.tracking import PENDING_FILE, MlflowTracker, read_run_reference
+    from model_lib.tracking.datasets import EVALUATION, DataOrigin, describe_inputs
 
     check_output_folder(paths.reports, "the reports")
     x_test, y_test = load_split(paths.test)
@@ -205,6 +208,8 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
         metrics = evaluate_model(model, x_test, y_test, paths.reports, config, history=history, tracker=tracker)
         if tracker is not None:
             tracker.log_artifacts([paths.prepare_report], artifact_path="reports")
+            inputs = {"test": paths.test, "vocab": paths.vocab}
+            tracker.log_datasets(describe_inputs(inputs, DataOrigin.from_dvc_config(), context=EVALUATION))
     logger.info("evaluate: accuracy %.4f, ROC AUC %s", metrics["accuracy"], metrics["roc_auc"])
     return metrics
 

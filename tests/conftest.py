@@ -299,6 +299,23 @@ def logged_model(client: Any, run_id: str) -> Any:
     return model
 
 
+def logged_datasets(client: Any, run_id: str) -> dict[str, dict[str, Any]]:
+    """Return the datasets of run ``run_id`` as its page shows them: by name, the digest, source type,
+    source URI, rows (profile ``num_rows``; None without a profile) and ``mlflow.data.context``."""
+    found = {}
+    for entry in client.get_run(run_id).inputs.dataset_inputs:
+        dataset, tags = entry.dataset, {tag.key: tag.value for tag in entry.tags}
+        assert dataset.name not in found, f"run {run_id}: dataset {dataset.name!r} logged twice"
+        found[dataset.name] = {
+            "digest": dataset.digest,
+            "source_type": dataset.source_type,
+            "source": json.loads(dataset.source)["uri"],
+            "rows": json.loads(dataset.profile)["num_rows"] if dataset.profile else None,
+            "context": tags.get("mlflow.data.context"),
+        }
+    return found
+
+
 def stop_server(process: subprocess.Popen[bytes]) -> None:
     """Stop a server started in its own session, workers included (by its process group)."""
     _stop(process)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from model_lib.distributed import DEFAULT_COORDINATOR_PORT, DEFAULT_HEARTBEAT_SECONDS, Cluster
 from model_lib.errors import ConfigError, SageMakerEnvironmentError
+from model_lib.tracking.datasets import DATA_REMOTE_ENV
 from model_lib.tracking.uris import REGISTER_MODEL_ENV
 
 DEFAULT_BASE_DIR = Path("/opt/ml")
@@ -111,6 +112,7 @@ class SageMakerEnvironment:
     register_model: str | None = None  # MODEL_LIB_REGISTER_MODEL, set at launch (--register-model)
     coordinator_port: int = DEFAULT_COORDINATOR_PORT  # MODEL_LIB_COORDINATOR_PORT
     heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS  # MODEL_LIB_HEARTBEAT_SECONDS
+    data_remote: str | None = None  # MODEL_LIB_DATA_REMOTE, set at launch: the DVC remote the channels came from
 
     @property
     def cluster(self) -> Cluster:
@@ -184,6 +186,7 @@ class SageMakerEnvironment:
             register_model=environ.get(REGISTER_MODEL_ENV) or None,
             coordinator_port=_int_env(environ, COORDINATOR_PORT_ENV, DEFAULT_COORDINATOR_PORT),
             heartbeat_seconds=_int_env(environ, HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS),
+            data_remote=environ.get(DATA_REMOTE_ENV) or None,
         )
 
 

@@ -59,6 +59,7 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
     _check_writable(env.output_data_dir, "SM_OUTPUT_DATA_DIR")
 
     from model_lib.lifecycle import RunPaths, train_and_record
+    from model_lib.tracking.datasets import DataOrigin
 
     paths = RunPaths(
         model=env.model_dir / MODEL_FILE,
@@ -85,6 +86,8 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
         register_model=env.register_model,
         cluster=cluster if cluster.multi_host else None,
         lock_wait=PREDECESSOR_WAIT_SECONDS,
+        # Each channel was downloaded from its DVC object: the run's datasets name those objects.
+        data_origin=DataOrigin(env.data_remote, known_present=True),
     )
 
 

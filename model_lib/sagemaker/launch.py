@@ -32,6 +32,7 @@ from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
 from model_lib.sagemaker.jobs import split_s3_uri
 from model_lib.sagemaker.options import LaunchOptions
 from model_lib.tracking.credentials import SECRET_ENV
+from model_lib.tracking.datasets import DATA_REMOTE_ENV, remote_of_object
 from model_lib.tracking.lineage import TAGS_ENV
 from model_lib.tracking.uris import REGISTER_MODEL_ENV, public_uri
 
@@ -435,8 +436,9 @@ _CHECKS: tuple[Callable[[_Draft], list[str]], ...] = (
 )
 
 
-def _job_environment(options: LaunchOptions, lineage: Mapping[str, str]) -> dict[str, str]:
-    """Return the job's environment: the forwarded variables, the flags that set one, the lineage tags."""
+def _job_environment(options: LaunchOptions, lineage: Mapping[str, str], channels: Mapping[str, str]) -> dict[str, str]:
+    """Return the job's environment: the forwarded variables, the flags that set one, the lineage
+    tags, and the DVC remote the channels are objects of (the run's datasets name them)."""
     environment = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
     if options.register_model:
         environment[REGISTER_MODEL_ENV] = options.register_model
@@ -445,6 +447,9 @@ def _job_environment(options: LaunchOptions, lineage: Mapping[str, str]) -> dict
     if options.instance_count > 1:
         environment["KERAS_BACKEND"] = MULTI_INSTANCE_BACKEND
     environment[TAGS_ENV] = json.dumps({**lineage, **user_tags()}, sort_keys=True)
+    remotes = {remote_of_object(uri) for uri in channels.values()}
+    if len(remotes) == 1 and None not in remotes:  # one URL, not four: a value holds at most 512 characters
+        environment[DATA_REMOTE_ENV] = str(remotes.pop())
     return environment
 
 
@@ -489,7 +494,7 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
         bucket=options.bucket or draft.outputs["bucket_name"],
         channels=draft.channels,
         hyperparameters=job_hyperparameters(config),
-        environment=_job_environment(options, lineage),
+        environment=_job_environment(options, lineage, draft.channels),
         tags=lineage,
         options=options,
     )

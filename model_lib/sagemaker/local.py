@@ -13,6 +13,7 @@ and an N-host resourceconfig.json whose host names are the loopback addresses 12
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -26,6 +27,8 @@ from model_lib.sagemaker.basedir import LocalJobResult, encode_hyperparameters, 
 from model_lib.sagemaker.environment import COORDINATOR_PORT_ENV
 from model_lib.sagemaker.launch import MULTI_INSTANCE_BACKEND
 from model_lib.sagemaker.supervise import DEFAULT_JOB_NAME, job_exit_code, start_toolkit, wait_for_jobs
+from model_lib.tracking.datasets import DATA_REMOTE_ENV, DataOrigin, object_exists, object_uri
+from model_lib.tracking.lineage import file_md5
 
 
 def default_source_dir() -> Path:
@@ -44,6 +47,16 @@ def cluster_env(hosts: list[str], extra_env: Mapping[str, str] | None = None) ->
                 sock.bind((hosts[0], 0))
                 env[COORDINATOR_PORT_ENV] = str(sock.getsockname()[1])
     return env
+
+
+def data_remote_env(files: Mapping[str, Path], repo: Path = Path(".")) -> dict[str, str]:
+    """Return ``{MODEL_LIB_DATA_REMOTE: url}`` when ``repo``'s DVC default remote holds every file of
+    ``files`` (as a launched job's channels are its objects), else {}: the job's datasets then name
+    those objects, not the folders the files were copied to."""
+    remote = DataOrigin.from_dvc_config(repo).remote
+    if remote and all(object_exists(object_uri(remote, file_md5(path))) for path in files.values()):
+        return {DATA_REMOTE_ENV: remote}
+    return {}
 
 
 def start_hosts(
@@ -86,6 +99,8 @@ def run_local(
     hyperparameters = encode_hyperparameters(to_dict(config))
     for host, folder in folders.items():
         lay_out(folder, hyperparameters, files, source, reuse=reuse, hosts=hosts, current_host=host)
+    tracked = {**os.environ, **(extra_env or {})}.get("MLFLOW_TRACKING_URI")  # a job logs only then
+    env = {**(data_remote_env(files) if tracked else {}), **(extra_env or {})}
     started = time.perf_counter()
-    codes = wait_for_jobs(start_hosts(folders, extra_env), timeout)
+    codes = wait_for_jobs(start_hosts(folders, env), timeout)
     return LocalJobResult(job_exit_code(codes), base_dir, time.perf_counter() - started)

@@ -87,6 +87,7 @@ class MlflowSink:
             records.Epoch: self._epoch,
             records.Artifacts: self._artifacts,
             records.End: self._end,
+            records.Dataset: self._dataset,
         }
 
     @property
@@ -178,8 +179,32 @@ class MlflowSink:
             if Path(path).is_file():
                 self.client.log_artifact(run_id, path, record.artifact_path)
 
+    def _dataset(self, record: records.Dataset, run_id: str) -> None:
+        self.client.log_inputs(run_id, [mlflow_dataset_input(record)])
+
     def _end(self, record: records.End, run_id: str) -> None:
         self.client.set_terminated(run_id, record.status)
+
+
+def mlflow_dataset_input(record: records.Dataset) -> Any:
+    """Return the ``mlflow.entities.DatasetInput`` of ``record``: a dataset whose source is the URI
+    (type "s3", "local", ...: MLflow's artifact dataset sources), with a ``num_rows`` profile, and the
+    ``mlflow.data.context`` input tag."""
+    import json
+    from urllib.parse import urlparse
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    scheme = urlparse(record.source).scheme
+    dataset = Dataset(
+        name=record.name,
+        digest=record.digest,
+        source_type=scheme if len(scheme) > 1 and scheme != "file" else "local",
+        source=json.dumps({"uri": record.source}),
+        profile=json.dumps({"num_rows": record.rows}) if record.rows is not None else None,
+    )
+    return DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, record.context)])
 
 
 def _classify(exc: BaseException, target: str) -> None:

@@ -118,6 +118,19 @@ class Register(Record):
 
 
 @dataclasses.dataclass
+class Dataset(Record):
+    """Log one input of the run as an MLflow dataset (see :mod:`model_lib.tracking.datasets`); MLflow
+    keeps one per name and digest in a run, so a record sent again adds nothing."""
+
+    op: ClassVar[str] = "dataset"
+    name: str
+    digest: str
+    source: str
+    context: str
+    rows: int | None = None
+
+
+@dataclasses.dataclass
 class End(Record):
     """End the run with ``status`` (FINISHED, FAILED or KILLED)."""
 
@@ -126,7 +139,7 @@ class End(Record):
 
 
 KINDS: dict[str, type[Record]] = {
-    kind.op: kind for kind in (Start, Status, Params, Tags, Restart, Metrics, Epoch, Artifacts, Model, Register, End)
+    kind.op: kind for kind in (Start, Status, Params, Tags, Restart, Metrics, Epoch, Artifacts, Model, Register, End, Dataset)
 }
 
 

@@ -5,14 +5,18 @@ the same methods does nothing (tracking off).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_lib.tracking import records
 from model_lib.tracking.queue import PendingQueue, Sink
+
+if TYPE_CHECKING:
+    from model_lib.tracking.datasets import DatasetDescription
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +180,12 @@ class Tracker:
         None); the run's metrics at ``step`` (the best epoch, 0-based) become the model's."""
         self._add(records.Model(str(Path(path).resolve()), list(examples), int(step)))
 
+    def log_datasets(self, datasets: Iterable[DatasetDescription]) -> None:
+        """Log each of the run's inputs as an MLflow dataset (name, digest, source, rows, context)."""
+        for dataset in datasets:
+            self._queue.append(records.Dataset(**dataclasses.asdict(dataset)))
+        self.flush()
+
     def register_model(self, name: str) -> None:
         """Register the run's logged model as a new version of registered model ``name``, tagged
         with the run's lineage (git commit, data MD5s); once per run, even across restarts."""
@@ -232,4 +242,7 @@ class NullTracker:
         """Do nothing."""
 
     def register_model(self, name: str) -> None:
+        """Do nothing."""
+
+    def log_datasets(self, datasets: Iterable[DatasetDescription]) -> None:
         """Do nothing."""

@@ -15,7 +15,8 @@ from model_lib import checkpoints
 from model_lib.prepared import channel_paths
 from model_lib.sagemaker.basedir import encode_hyperparameters, lay_out
 from model_lib.sagemaker.supervise import run_toolkit
-from tests.conftest import BIN, REPO, free_port, logged_model, serving, write_prepared
+from model_lib.tracking.lineage import file_md5
+from tests.conftest import BIN, REPO, free_port, logged_datasets, logged_model, serving, write_prepared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,6 +62,7 @@ def kinds(workdir: Path, run) -> dict[str, set[str]]:
         "tags": {t for t in run.data.tags if not t.startswith("mlflow.")} - per_door,
         "artifacts": artifacts - {"reports/prepare.json"},  # DVC's prepare report: no such file in a job
         "logged model": {logged_model(client, run.info.run_id).name},
+        "datasets": {(n, d["digest"], d["rows"], d["context"]) for n, d in logged_datasets(client, run.info.run_id).items()},
     }
 
 
@@ -73,6 +75,8 @@ def sagemaker_job(workdir: Path, hps: dict) -> Path:
 
 
 def test_dvc_stage_and_sagemaker_job_log_the_same_kinds_of_records(workdir):
+    import mlflow
+
     for stage in ("train", "evaluate"):
         result = model_lib(workdir, stage)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -85,6 +89,18 @@ def test_dvc_stage_and_sagemaker_job_log_the_same_kinds_of_records(workdir):
     assert by_door["train"]["logged model"] == {"model"}
     assert {"test_accuracy", "val_loss", "train_seconds", "best_epoch"} <= by_door["train"]["metrics"]
     assert all(r.info.status == "FINISHED" for r in found)
+    # The DVC stage's run page lists each input as a dataset: name, DVC md5, the repo path (no DVC remote here), rows.
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    (train_run,) = [r for r in found if r.data.tags["model_lib.stage"] == "train"]
+    datasets = logged_datasets(client, train_run.info.run_id)
+    files = channel_paths(workdir / "data" / "prepared")
+    assert {n: d["digest"] for n, d in datasets.items()} == {n: file_md5(p) for n, p in files.items()}
+    assert {n: d["source"] for n, d in datasets.items()} == {n: f"data/prepared/{p.name}" for n, p in files.items()}
+    assert {n: d["rows"] for n, d in datasets.items()} == {"train": 900, "test": 300, "vocab": None, "embeddings": None}
+    assert {n: d["context"] for n, d in datasets.items()} == {
+        "train": "training", "test": "evaluation", "vocab": "training", "embeddings": "training"}  # fmt: skip
+    assert {d["source_type"] for d in datasets.values()} == {"local"}
+    assert train_run.data.tags["dvc_md5.train"] == datasets["train"]["digest"]  # the tags stay
 
 
 def test_a_failure_after_the_run_opened_ends_it_failed_through_either_door(workdir):
