@@ -113,7 +113,12 @@ def test_dry_run_prints_the_full_request_and_sends_nothing(cloud):
     hps = request["HyperParameters"]
     assert hps["epochs"] == "40" and hps["model"] == '"ngram_glove"' and hps["glove_init"] == "true"
     environment = request["Environment"]
-    assert set(environment) == {"MLFLOW_TRACKING_URI", "MODEL_LIB_MLFLOW_TAGS"}  # never the token or AWS keys
+    assert set(environment) == {
+        "MLFLOW_TRACKING_URI",
+        "MODEL_LIB_MLFLOW_TAGS",
+        "MODEL_LIB_DATA_REMOTE",
+    }  # never the token or AWS keys
+    assert environment["MODEL_LIB_DATA_REMOTE"] == f"s3://{bucket}/dvc"  # the run's datasets name its objects
     lineage = json.loads(environment["MODEL_LIB_MLFLOW_TAGS"])
     assert lineage["git_commit"].startswith(cloud["commit"]) and lineage["git_dirty"] == "false"
     assert {lineage[f"dvc_md5.{name}"] for name in md5s} == set(md5s.values())

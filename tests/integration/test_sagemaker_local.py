@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_lib.prepared import CHANNELS
 from model_lib.sagemaker.supervise import run_toolkit
-from tests.conftest import logged_model
+from model_lib.tracking.lineage import file_md5
+from tests.conftest import logged_datasets, logged_model
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +113,8 @@ def test_job_logs_to_the_mlflow_server_named_at_launch(sagemaker_base_dir, mlflo
     import mlflow
 
     env = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": "sagemaker-local-test",
-           "MODEL_LIB_MLFLOW_TAGS": '{"launched_by": "test"}'}  # fmt: skip
+           "MODEL_LIB_MLFLOW_TAGS": '{"launched_by": "test"}',
+           "MODEL_LIB_DATA_REMOTE": "s3://bucket/dvc"}  # as `model-lib launch` sets it  # fmt: skip
     assert run_toolkit(sagemaker_base_dir, extra_env=env, timeout=600) == 0
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("sagemaker-local-test")
@@ -120,3 +123,13 @@ def test_job_logs_to_the_mlflow_server_named_at_launch(sagemaker_base_dir, mlflo
     assert run.data.tags["launched_by"] == "test" and run.data.tags["model_lib.stage"] == "sagemaker"
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # uploaded through the server, no store access
     logged_model(client, run.info.run_id)  # the run's logged model, READY
+    # Each channel is a dataset of the run, its source the DVC remote object the channel came from.
+    md5s = {name: file_md5(next((sagemaker_base_dir / "input" / "data" / name).iterdir())) for name in CHANNELS}
+    datasets = logged_datasets(client, run.info.run_id)
+    assert {n: d["digest"] for n, d in datasets.items()} == md5s
+    assert {n: d["source"] for n, d in datasets.items()} == {
+        n: f"s3://bucket/dvc/files/md5/{m[:2]}/{m[2:]}" for n, m in md5s.items()
+    }
+    assert {d["source_type"] for d in datasets.values()} == {"s3"}
+    assert (datasets["test"]["context"], datasets["train"]["context"]) == ("evaluation", "training")
+    assert datasets["train"]["rows"] > datasets["test"]["rows"] > 0 and datasets["vocab"]["rows"] is None

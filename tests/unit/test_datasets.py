@@ -93,3 +93,14 @@ def test_a_dataset_record_survives_the_pending_file():
     assert records.parse(record.to_dict()) == record
     with pytest.raises(DataError, match="'dataset' record: rows: expected an integer or null"):
         records.parse({**record.to_dict(), "rows": "30"})
+
+
+def test_sagemaker_local_names_the_default_remote_only_when_it_holds_every_channel(repo):
+    from model_lib.sagemaker.local import data_remote_env
+
+    remote = (repo / ".." / "dvc-remote").resolve()
+    for name in ("train", "test", "vocab"):
+        push(files(repo)[name], remote)
+    assert data_remote_env(files(repo), repo) == {}  # embeddings not pushed: the job shows paths
+    push(files(repo)["embeddings"], remote)
+    assert data_remote_env(files(repo), repo) == {"MODEL_LIB_DATA_REMOTE": str(remote)}
