@@ -9,7 +9,8 @@ import pytest
 from model_lib import checkpoints
 from model_lib.sagemaker.supervise import start_toolkit
 from model_lib.tracking import PENDING_FILE
-from tests.conftest import BIN, free_port, logged_model, start_mlflow_server, stop_server, write_prepared
+from model_lib.tracking.lineage import file_md5
+from tests.conftest import BIN, free_port, logged_datasets, logged_model, start_mlflow_server, stop_server, write_prepared
 from tests.integration.test_spot_resume import job_base, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -20,7 +21,7 @@ def prepared(tmp_path_factory):
     return write_prepared(tmp_path_factory.mktemp("outage") / "prepared", count=1200, max_length=40)
 
 
-def one_finished_run_with_everything(uri: str, experiment: str):
+def one_finished_run_with_everything(uri: str, experiment: str, prepared: dict):
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -35,6 +36,8 @@ def one_finished_run_with_everything(uri: str, experiment: str):
     assert {"test_accuracy", "train_seconds"} <= set(run.data.metrics)
     assert run.data.params["epochs"] == "3" and "git_commit" in run.data.tags
     logged_model(client, run.info.run_id)  # exactly one, READY, even with records sent twice
+    datasets = logged_datasets(client, run.info.run_id)  # each once, even with records sent twice
+    assert {n: d["digest"] for n, d in datasets.items()} == {n: file_md5(p) for n, p in prepared.items()}
     return run
 
 
@@ -69,7 +72,7 @@ def test_server_killed_after_epoch_1_and_back_10_s_later(prepared, tmp_path):
     assert time.monotonic() - killed > 10
     server = start_mlflow_server(root, port)
     try:
-        one_finished_run_with_everything(uri, experiment)
+        one_finished_run_with_everything(uri, experiment, prepared)
     finally:
         stop_server(server)
     assert not (base / "checkpoints" / PENDING_FILE).exists()
@@ -89,7 +92,7 @@ def test_server_down_for_the_whole_job_then_mlflow_sync_sends_everything(prepare
     output = job.stdout + job.stderr
     assert job.returncode == 0, output[-4000:]
     assert (base / "model" / "model.keras").is_file()
-    assert "not sent yet: start, 2 params, tags, 3 epoch, 2 metrics, 2 artifacts, model, end" in output
+    assert "not sent yet: start, 2 params, tags, 4 dataset, 3 epoch, 2 metrics, 2 artifacts, model, end" in output
     assert "model-lib mlflow-sync --checkpoints" in output
     assert (base / "checkpoints" / PENDING_FILE).is_file()
 
@@ -104,7 +107,7 @@ def test_server_down_for_the_whole_job_then_mlflow_sync_sends_everything(prepare
         )  # fmt: skip
         assert sync.returncode == 0, sync.stdout + sync.stderr[-3000:]
         assert "sent every record" in sync.stdout
-        one_finished_run_with_everything(uri, experiment)
+        one_finished_run_with_everything(uri, experiment, prepared)
     finally:
         stop_server(server)
     assert not (base / "checkpoints" / PENDING_FILE).exists()
