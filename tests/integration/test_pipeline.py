@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, git_copy_of_repo, logged_model
+from tests.conftest import REPO, git_copy_of_repo, logged_datasets, logged_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -150,6 +150,12 @@ def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipel
     tags = run_info.data.tags
     assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     assert set(tags) >= {"dvc_md5.train", "dvc_md5.test", "dvc_md5.vocab", "dvc_md5.embeddings"}
+    # The run page's "Datasets": each input with the md5 dvc.lock records for it (train and evaluate add to one run).
+    outs = yaml.safe_load((copy / "dvc.lock").read_text())["stages"]["prepare"]["outs"]
+    locked = {Path(out["path"]).stem: out["md5"] for out in outs if out["path"] != "data/prepared/prepare.json"}
+    datasets = logged_datasets(client, reference["run_id"])
+    assert {n: d["digest"] for n, d in datasets.items()} == locked
+    assert datasets["test"]["context"] == "evaluation" and datasets["train"]["source"] == "data/prepared/train.npz"
     model = logged_model(client, reference["run_id"])  # a first-class MLflow 3 logged model
     assert model.source_run_id == reference["run_id"] and model.experiment_id == run_info.info.experiment_id
     experiment = client.get_experiment(run_info.info.experiment_id)
