@@ -10,6 +10,7 @@ The package follows MLflow's own ``async_logging`` shape:
 - :mod:`~model_lib.tracking.tracker`: :class:`Tracker` (calls -> records) and :class:`NullTracker`;
 - :mod:`~model_lib.tracking.mlflow_sink`: the MLflow backend (:class:`MlflowTracker`);
 - :mod:`~model_lib.tracking.logged_model`: the pyfunc packaging of the model and the registry;
+- :mod:`~model_lib.tracking.datasets`: the run's inputs as MLflow datasets (digest, source, rows);
 - :mod:`~model_lib.tracking.lineage`, :mod:`~model_lib.tracking.credentials`,
   :mod:`~model_lib.tracking.uris`, :mod:`~model_lib.tracking.run_reference`.
 
