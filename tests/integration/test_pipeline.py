@@ -139,10 +139,10 @@ def test_dvc_plots_render_to_json(pipeline_repo):
 def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipeline_repo):
     import mlflow
 
-    copy, _, _ = pipeline_repo
+    copy, env, _ = pipeline_repo
     reference = json.loads((copy / "models/mlflow_run.json").read_text())
     assert set(reference) == {"run_id"}  # no machine path, no server address
-    run(["git", "check-ignore", "-q", "models/mlflow_run.json"], copy, _)  # a run of this clone's store only
+    run(["git", "check-ignore", "-q", "models/mlflow_run.json"], copy, env)  # a run of this clone's store only
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{copy}/mlflow.db")
     run_info = client.get_run(reference["run_id"])
     assert run_info.data.params["model"] == "ngram_glove" and run_info.data.params["epochs"] == "1"
