@@ -277,7 +277,7 @@ def _run_stage(args: argparse.Namespace) -> int:
         metrics = pipeline.evaluate(config, track=not args.no_mlflow)
         auc = "undefined (one class)" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
         scores = f"accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, ROC AUC {auc}"
-        print(f"evaluate: {scores} -> {pipeline.Paths().reports}/")
+        print(f"evaluate: {scores}, predicted in {metrics['predict_seconds']:.1f} s -> {pipeline.Paths().reports}/")
     return 0
 
 

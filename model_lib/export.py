@@ -11,11 +11,15 @@ fixes its backend when it is imported, so one process cannot hold both.
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -23,6 +27,13 @@ from model_lib._io import atomic_path
 from model_lib.text import Vocabulary
 
 EXPORT_TIMEOUT_SECONDS = 1800  # a few seconds for the default model: far beyond means something hangs
+# Keras writes the wall clock into a .keras file (metadata.json's date_saved, the weights entry's zip
+# timestamp) and Python's id() of each object layers share (config.json's shared_object_id, a memory
+# address): the same model saved twice would differ, and so would dvc.lock. The dates become this one,
+# the earliest a zip entry can hold (what reproducible-build tools use), the ids 1, 2, ... in order.
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+FIXED_DATE_SAVED = "1980-01-01@00:00:00"  # Keras' own format for date_saved
+ENTRY_MODE = 0o644 << 16  # a zip entry's Unix mode, the same for every entry
 
 
 def raw_string_model(model: keras.Model, vocabulary: Vocabulary, max_length: int) -> keras.Model:
@@ -34,9 +45,49 @@ def raw_string_model(model: keras.Model, vocabulary: Vocabulary, max_length: int
 
 
 def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
-    """Save ``model`` as a ``.keras`` file, atomically."""
+    """Save ``model`` as a ``.keras`` file, atomically; the same model gives the same bytes every time
+    (no date, no memory address inside: see :data:`FIXED_DATE`)."""
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+        _make_reproducible(Path(tmp))
+
+
+def _make_reproducible(path: Path) -> None:
+    """Rewrite the .keras zip at ``path`` with its entries in the same order and compression, each
+    dated :data:`FIXED_DATE`, and its JSON entries through :func:`_stable_json`.
+
+    Built in memory (Keras builds its weights entry in memory too), so that a failed write is one
+    OSError on ``path`` itself: the caller's ``atomic_path`` names the model file.
+    """
+    rewritten = io.BytesIO()
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w") as target:
+        for entry in source.infolist():
+            fixed = zipfile.ZipInfo(entry.filename, date_time=FIXED_DATE)
+            fixed.compress_type, fixed.external_attr = entry.compress_type, ENTRY_MODE
+            data = source.read(entry)
+            target.writestr(fixed, _stable_json(data) if entry.filename.endswith(".json") else data)
+    path.write_bytes(rewritten.getvalue())
+
+
+def _stable_json(raw: bytes) -> str:
+    """Return the Keras JSON ``raw`` with ``date_saved`` :data:`FIXED_DATE_SAVED` and each distinct
+    ``shared_object_id`` renumbered 1, 2, ... in the order the walk meets them (Keras only matches
+    them with each other)."""
+    numbers: dict[Any, int] = {}
+
+    def stable(value: Any) -> Any:
+        if isinstance(value, list):
+            return [stable(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        fixed = {key: stable(item) for key, item in value.items()}
+        if "shared_object_id" in fixed:
+            fixed["shared_object_id"] = numbers.setdefault(fixed["shared_object_id"], len(numbers) + 1)
+        if "date_saved" in fixed:
+            fixed["date_saved"] = FIXED_DATE_SAVED
+        return fixed
+
+    return json.dumps(stable(json.loads(raw)))
 
 
 def _in_tensorflow(*args: str) -> None:

@@ -23,10 +23,12 @@ from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data,
 from model_lib.locking import hold_training
 from model_lib.prepared import PreparedData, load_prepared, split_shape
 from model_lib.tracking import (
+    MODEL_MD5_TAG,
     PENDING_FILE,
     NullTracker,
     Tracker,
     check_model_name,
+    file_md5,
     lineage_tags,
     open_tracker,
     write_run_reference,
@@ -41,6 +43,10 @@ logger = logging.getLogger(__name__)
 # What the logged MLflow model shows as its input example.
 EXAMPLE_REVIEWS = ("A moving, beautifully acted film.", "Dull, predictable and far too long.")
 FIGURES = ("training_curves.png", "roc.png", "confusion_matrix.png")
+# What differs between two trainings of the same params and data: left out of a summary that DVC
+# tracks (a rerun must change nothing there). MLflow and the log lines have them.
+RUN_SPECIFIC = ("train_seconds", "run_id")
+TIMINGS = ("predict_seconds",)  # the same, of the test metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +60,13 @@ class RunPaths:
     run_reference: Path | None = None  # the MLflow run id, for a later stage (DVC's evaluate)
     vocabulary: Path | None = None  # a copy of the vocabulary beside the model
     keep_final_checkpoint: bool = False  # leave the last generation (retired) in the checkpoint folder
+    stable_summary: bool = False  # the summary without RUN_SPECIFIC (a DVC output: the same for the same inputs)
+
+
+def stable_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``summary`` without what differs between two trainings of the same inputs
+    (:data:`RUN_SPECIFIC`: the seconds, the run id)."""
+    return {key: value for key, value in summary.items() if key not in RUN_SPECIFIC}
 
 
 def check_run_outputs(paths: RunPaths) -> None:
@@ -95,7 +108,8 @@ def evaluate_model(
     tracker: Tracker | NullTracker | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on the test split, write metrics, plot data and figures into ``reports``, and
-    add them to the tracker's run (None: tracking off); return the metrics (with ``predict_seconds``)."""
+    add them to the tracker's run (None: tracking off); return the metrics (with ``predict_seconds``,
+    which MLflow gets and metrics.json does not: a DVC metric that changed every run would be noise)."""
     import time
 
     from model_lib import evaluation
@@ -105,8 +119,8 @@ def evaluate_model(
     probabilities = predict_encoded(model, x_test)
     seconds = time.perf_counter() - started
     metrics = evaluation.write_report(reports, y_test, probabilities, threshold=config.threshold, history=history)
+    write_json(reports / "metrics.json", {k: v for k, v in metrics.items() if k not in TIMINGS})
     metrics["predict_seconds"] = round(seconds, 3)
-    write_json(reports / "metrics.json", metrics)
     tracker = tracker if tracker is not None else NullTracker()  # pipeline.evaluate passes None for tracking off
     tracker.log_params({f"evaluate.{k}": v for k, v in dataclasses.asdict(config).items()})
     tracker.log_metrics(metrics, prefix="test_")
@@ -204,6 +218,7 @@ def _train_and_record_holding_the_folder(
             save_model(result.raw_model, paths.model)
         else:  # trained on JAX: the raw-string model is built on the TensorFlow backend
             save_raw_string_model(result.model, data.vocabulary, data.max_length, paths.model)
+        tracker.set_tags({MODEL_MD5_TAG: file_md5(paths.model)})  # dvc.lock's md5 of the model finds its run
         if paths.vocabulary is not None:
             data.vocabulary.save(paths.vocabulary)
         summary: dict[str, Any] = {
@@ -223,7 +238,7 @@ def _train_and_record_holding_the_folder(
             tracker.register_model(register_model)
         if track:
             summary["run_id"] = _record_run_id(tracker, paths)
-        write_json(paths.summary, summary)
+        write_json(paths.summary, stable_summary(summary) if paths.stable_summary else summary)
         checkpoints.clear(paths.checkpoints, keep_last=paths.keep_final_checkpoint)
     return summary
 
@@ -244,9 +259,8 @@ def _check_registration(name: str, track: bool) -> None:
 def _record_run_id(tracker: Tracker | NullTracker, paths: RunPaths) -> str | None:
     """Write the run id to ``paths.run_reference`` (if any); return it."""
     if paths.run_reference is not None:
-        # Again at the end: `remember` wrote it when the run was created, but DVC deletes a stage's
-        # outputs before it reruns the stage (a resumed training), and a run never created (server
-        # down throughout) is recorded as null.
+        # Again at the end: `remember` wrote it when the run was created, but a run never created
+        # (server down throughout) is recorded as null, and an older file may name another run.
         write_run_reference(paths.run_reference, tracker.run_id)
     return tracker.run_id
 

@@ -64,6 +64,8 @@ class Paths:
 
     @property
     def run_reference(self) -> Path:
+        """The train run's id, which evaluate adds to: git-ignored and no DVC output (it names a run
+        in this clone's MLflow store only, and changes every run)."""
         return self.models / "mlflow_run.json"
 
 
@@ -147,7 +149,8 @@ def train(
     registered model.
 
     Returns:
-        a summary: run id, epochs run, best epoch, training seconds, history.
+        a summary: run id, epochs run, best epoch, training seconds, history (models/history.json
+        holds it without the run id and the seconds, which differ between runs of the same inputs).
 
     Raises:
         ConfigError, DataError: for hyperparameters or prepared files that cannot work.
@@ -159,7 +162,11 @@ def train(
     from model_lib.tracking.datasets import DataOrigin
 
     run_paths = RunPaths(
-        model=paths.model, checkpoints=paths.checkpoints, summary=paths.history, run_reference=paths.run_reference
+        model=paths.model,
+        checkpoints=paths.checkpoints,
+        summary=paths.history,
+        run_reference=paths.run_reference,
+        stable_summary=True,  # a DVC output: a rerun of the same inputs writes the same file
     )
     with stopping_when_parent_goes():  # a stage left running by a killed `dvc repro` stops and saves
         return train_and_record(

@@ -203,8 +203,10 @@ def _model_archive(uri: str, boto_session: Any) -> dict[str, bytes]:
 def write_outputs(
     described: dict[str, Any], boto_session: Any, model: Path, history: Path, run_reference: Path
 ) -> dict[str, Any]:
-    """Write the job's model, its summary (the history, without the test metrics evaluate writes)
-    and its MLflow run id where a local train writes them; return the summary."""
+    """Write the job's model, its summary (the history, without the test metrics evaluate writes,
+    the run id and the seconds, as a local train writes it) and its MLflow run id where a local train
+    writes them; return the summary."""
+    from model_lib.lifecycle import stable_summary
     from model_lib.sagemaker import jobs
     from model_lib.tracking import write_run_reference
 
@@ -215,7 +217,7 @@ def write_outputs(
     summary = json.loads(files[jobs.SUMMARY_FILE])
     summary.pop("test", None)
     summary["sagemaker_job"] = described["TrainingJobName"]
-    write_json(history, summary)
+    write_json(history, stable_summary(summary))
     write_run_reference(run_reference, summary.get("run_id"))
     return dict(summary)
 

@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable
 
 from model_lib.tracking.credentials import SECRET_ENV, load_secret_credentials
-from model_lib.tracking.lineage import TAGS_ENV, file_md5, git_state, lineage_tags
+from model_lib.tracking.lineage import MODEL_MD5_TAG, TAGS_ENV, file_md5, git_state, lineage_tags
 from model_lib.tracking.mlflow_sink import MlflowTracker
 from model_lib.tracking.queue import PENDING_FILE
 from model_lib.tracking.run_reference import read_run_reference, write_run_reference
@@ -41,6 +41,7 @@ from model_lib.tracking.uris import (
 __all__ = [
     "DEFAULT_WAIT_SECONDS",
     "KNOWN_SCHEMES",
+    "MODEL_MD5_TAG",
     "MODEL_NAME",
     "PENDING_FILE",
     "REGISTER_MODEL_ENV",

@@ -16,6 +16,9 @@ logger = logging.getLogger(__name__)
 TAGS_ENV = "MODEL_LIB_MLFLOW_TAGS"
 CODE_TAGS = ("git_commit", "git_dirty")
 DATA_TAG_PREFIX = "dvc_md5."  # + the input's name: the MD5 of that file
+# The MD5 of the model file the run wrote (dvc.lock's md5 of models/model.keras): from a commit's
+# dvc.lock to the run that made its model. Not a dvc_md5. tag: those name the inputs.
+MODEL_MD5_TAG = "model_md5"
 
 
 def file_md5(path: str | os.PathLike[str]) -> str:

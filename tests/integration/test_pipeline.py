@@ -125,6 +125,7 @@ def test_dvc_metrics_show_reports_test_accuracy(pipeline_repo):
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], copy, env).stdout)
     metrics = shown[""]["data"]["reports/metrics.json"]["data"]
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n"] == 80
+    assert "predict_seconds" not in metrics  # a timing changes every run: MLflow has it
     prepared = shown[""]["data"]["data/prepared/prepare.json"]["data"]
     assert prepared["train_reviews"] == 320 and prepared["glove_coverage"] > 0.9
 
@@ -138,16 +139,20 @@ def test_dvc_plots_render_to_json(pipeline_repo):
 def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipeline_repo):
     import mlflow
 
-    copy, _, _ = pipeline_repo
+    copy, env, _ = pipeline_repo
     reference = json.loads((copy / "models/mlflow_run.json").read_text())
-    assert set(reference) == {"run_id"}  # committed to git: no machine path, no server address
+    assert set(reference) == {"run_id"}  # no machine path, no server address
+    run(["git", "check-ignore", "-q", "models/mlflow_run.json"], copy, env)  # a run of this clone's store only
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{copy}/mlflow.db")
     run_info = client.get_run(reference["run_id"])
     assert run_info.data.params["model"] == "ngram_glove" and run_info.data.params["epochs"] == "1"
     assert run_info.data.params["evaluate.threshold"] == "0.5"
     assert len(client.get_metric_history(reference["run_id"], "val_loss")) == 1
-    assert "test_accuracy" in run_info.data.metrics and "test_roc_auc" in run_info.data.metrics
+    assert {"test_accuracy", "test_roc_auc", "test_predict_seconds", "train_seconds"} <= set(run_info.data.metrics)
     tags = run_info.data.tags
+    lock = yaml.safe_load((copy / "dvc.lock").read_text())
+    model_out = next(out for out in lock["stages"]["train"]["outs"] if out["path"] == "models/model.keras")
+    assert tags["model_md5"] == model_out["md5"]  # from a commit's dvc.lock to the run that made its model
     assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     assert set(tags) >= {"dvc_md5.train", "dvc_md5.test", "dvc_md5.vocab", "dvc_md5.embeddings"}
     # The run page's "Datasets": each input with the md5 dvc.lock records for it (train and evaluate add to one run).
@@ -195,6 +200,27 @@ def test_second_repro_changes_nothing(pipeline_repo):
     assert "Running stage" not in again.stdout
     status = run(["dvc", "status"], copy, env)
     assert "Data and pipelines are up to date" in status.stdout
+
+
+def output_md5s(copy: Path) -> dict[str, str]:
+    """Return {path: md5} of every stage output dvc.lock records."""
+    stages = yaml.safe_load((copy / "dvc.lock").read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
+
+
+def test_a_forced_rerun_of_the_same_inputs_changes_no_output_and_no_tracked_file(pipeline_repo):
+    copy, env, _ = pipeline_repo
+    history = json.loads((copy / "models/history.json").read_text())
+    assert not {"run_id", "train_seconds"} & set(history)  # they differ every run: MLflow has them
+    run(["git", "add", "-A"], copy, env)
+    run(["git", "commit", "-qm", "the first repro's outputs"], copy, env)
+    lock, model, md5s = (copy / "dvc.lock").read_bytes(), (copy / "models/model.keras").read_bytes(), output_md5s(copy)
+    run(["dvc", "repro", "-f"], copy, env)
+    assert output_md5s(copy) == md5s
+    assert (copy / "dvc.lock").read_bytes() == lock
+    assert (copy / "models/model.keras").read_bytes() == model
+    assert run(["git", "status", "--porcelain"], copy, env).stdout == ""
+    assert json.loads(run(["dvc", "metrics", "diff", "--json"], copy, env).stdout) == {}
 
 
 def test_outputs_push_to_the_local_remote(pipeline_repo):

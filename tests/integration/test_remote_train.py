@@ -8,6 +8,7 @@ output to CloudWatch Logs as it goes and setting how the job ended (its exit cod
 `mlflow server`; DVC is the real `dvc` with an S3 remote on moto.
 """
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -147,6 +148,7 @@ def test_dvc_repro_trains_on_sagemaker_and_everything_downstream_is_as_local(rem
     job = worker.started[0]
     history = json.loads((repo / "models/history.json").read_text())
     assert history["sagemaker_job"] == job and history["epochs_run"] == 2 and len(history["history"]) == 2
+    assert not {"run_id", "train_seconds"} & set(history)  # as a local train's: the same for the same inputs
     assert (repo / "models/model.keras").is_file()
 
     status = run(["dvc", "status"], repo, env)
@@ -170,6 +172,7 @@ def test_dvc_repro_trains_on_sagemaker_and_everything_downstream_is_as_local(rem
     assert len(client.search_runs([experiment])) == 1  # one run: the job's, with evaluate's records added
     found = client.get_run(run_id)
     assert found.data.tags["sagemaker.job_name"] == job and found.data.params["evaluate.threshold"] == "0.5"
+    assert found.data.tags["model_md5"] == hashlib.md5((repo / "models/model.keras").read_bytes()).hexdigest()
     assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1]
     assert "test_accuracy" in found.data.metrics
     assert {a.path for a in client.list_artifacts(run_id, "reports")} >= {"reports/metrics.json", "reports/prepare.json"}

@@ -180,6 +180,21 @@ def test_raw_string_model_reloads_and_predicts_the_same(tiny_training):
     assert before.shape == (3,)
 
 
+def test_saving_the_same_model_twice_gives_the_same_bytes(tiny_training, tmp_path):
+    # Keras writes the clock into the archive (a zip entry's time has 2 s steps): a rerun of the
+    # same training must give dvc.lock the same md5 all the same.
+    from model_lib.export import save_model
+
+    save_model(tiny_training.result.raw_model, tmp_path / "first.keras")
+    time.sleep(2.1)
+    save_model(tiny_training.result.raw_model, tmp_path / "second.keras")
+    assert (tmp_path / "first.keras").read_bytes() == (tmp_path / "second.keras").read_bytes()
+    texts = ["a wonderful , moving film", "a dull , boring film"]
+    np.testing.assert_array_equal(
+        predict(load_model(tmp_path / "second.keras"), texts), predict(tiny_training.result.raw_model, texts)
+    )
+
+
 def test_prediction_of_an_empty_review_is_an_error(tiny_training):
     # Padding alone scores as the model's bias: a plausible probability about nothing.
     with pytest.raises(DataError, match=r"review 2: expected some words, got ' '"):
