@@ -218,7 +218,8 @@ def _train_and_record_holding_the_folder(
             save_model(result.raw_model, paths.model)
         else:  # trained on JAX: the raw-string model is built on the TensorFlow backend
             save_raw_string_model(result.model, data.vocabulary, data.max_length, paths.model)
-        tracker.set_tags({MODEL_MD5_TAG: file_md5(paths.model)})  # dvc.lock's md5 of the model finds its run
+        model_md5 = file_md5(paths.model)
+        tracker.set_tags({MODEL_MD5_TAG: model_md5})  # dvc.lock's md5 of the model finds its run
         if paths.vocabulary is not None:
             data.vocabulary.save(paths.vocabulary)
         summary: dict[str, Any] = {
@@ -237,7 +238,7 @@ def _train_and_record_holding_the_folder(
         if register_model:
             tracker.register_model(register_model)
         if track:
-            summary["run_id"] = _record_run_id(tracker, paths)
+            summary["run_id"] = _record_run_id(tracker, paths, model_md5)
         write_json(paths.summary, stable_summary(summary) if paths.stable_summary else summary)
         checkpoints.clear(paths.checkpoints, keep_last=paths.keep_final_checkpoint)
     return summary
@@ -256,12 +257,12 @@ def _check_registration(name: str, track: bool) -> None:
         raise ConfigError(f"--register-model {name}: registering needs MLflow tracking, which is off")
 
 
-def _record_run_id(tracker: Tracker | NullTracker, paths: RunPaths) -> str | None:
-    """Write the run id to ``paths.run_reference`` (if any); return it."""
+def _record_run_id(tracker: Tracker | NullTracker, paths: RunPaths, model_md5: str) -> str | None:
+    """Write the run id and the model's MD5 to ``paths.run_reference`` (if any); return the run id."""
     if paths.run_reference is not None:
         # Again at the end: `remember` wrote it when the run was created, but a run never created
         # (server down throughout) is recorded as null, and an older file may name another run.
-        write_run_reference(paths.run_reference, tracker.run_id)
+        write_run_reference(paths.run_reference, tracker.run_id, model_md5)
     return tracker.run_id
 
 

@@ -195,7 +195,7 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     from model_lib.lifecycle import evaluate_model
     from model_lib.locking import hold_training
     from model_lib.prepared import check_split_values, check_split_vocabulary, load_split
-    from model_lib.tracking import PENDING_FILE, MlflowTracker, read_run_reference
+    from model_lib.tracking import MODEL_MD5_TAG, PENDING_FILE, MlflowTracker, file_md5, read_run_reference
     from model_lib.tracking.datasets import EVALUATION, DataOrigin, describe_inputs
 
     check_output_folder(paths.reports, "the reports")
@@ -206,7 +206,8 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     if encoding is not None:  # an id-sequence model has no vocabulary to check against
         check_split_vocabulary(paths.test, x_test, paths.vocab, *encoding, paths.model)
     history = read_history(paths.history)
-    run_id = read_run_reference(paths.run_reference) if track else None
+    model_md5 = file_md5(paths.model)
+    run_id = read_run_reference(paths.run_reference, model_md5) if track else None
     # The pending file is the train stage's: if MLflow was down then, the run is created from it first.
     # Not while a training writes it (the folder's lock, held first).
     pending = paths.checkpoints / PENDING_FILE
@@ -214,6 +215,8 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     with held, MlflowTracker(run_id=run_id, pending_file=pending) if track else contextlib.nullcontext() as tracker:
         metrics = evaluate_model(model, x_test, y_test, paths.reports, config, history=history, tracker=tracker)
         if tracker is not None:
+            if run_id is None:  # a run of its own: findable by the model it scored, as train's is
+                tracker.set_tags({MODEL_MD5_TAG: model_md5})
             tracker.log_artifacts([paths.prepare_report], artifact_path="reports")
             inputs = {"test": paths.test, "vocab": paths.vocab}
             tracker.log_datasets(describe_inputs(inputs, DataOrigin.from_dvc_config(), context=EVALUATION))

@@ -208,7 +208,7 @@ def write_outputs(
     writes them; return the summary."""
     from model_lib.lifecycle import stable_summary
     from model_lib.sagemaker import jobs
-    from model_lib.tracking import write_run_reference
+    from model_lib.tracking import file_md5, write_run_reference
 
     uri = described["ModelArtifacts"]["S3ModelArtifacts"]
     files = _model_archive(uri, boto_session)
@@ -218,7 +218,7 @@ def write_outputs(
     summary.pop("test", None)
     summary["sagemaker_job"] = described["TrainingJobName"]
     write_json(history, stable_summary(summary))
-    write_run_reference(run_reference, summary.get("run_id"))
+    write_run_reference(run_reference, summary.get("run_id"), file_md5(model))
     return dict(summary)
 
 

@@ -340,6 +340,18 @@ def test_a_malformed_run_reference_names_the_file(tmp_path, content, expected):
         read_run_reference(path)
 
 
+def test_a_run_reference_of_another_model_is_not_followed(tmp_path, caplog):
+    from model_lib.tracking import read_run_reference, write_run_reference
+
+    path = tmp_path / "mlflow_run.json"
+    write_run_reference(path, "abc123", model_md5="11" * 16)
+    assert read_run_reference(path, model_md5="11" * 16) == "abc123"
+    assert read_run_reference(path) == "abc123"  # no model to compare with: the run as written
+    with caplog.at_level("WARNING"):
+        assert read_run_reference(path, model_md5="22" * 16) is None
+    assert "names MLflow run abc123, which made another model" in caplog.text
+
+
 @pytest.mark.parametrize("content", ["{cut", '{"epochs": []}', '{"history": 3}'])
 def test_a_malformed_history_file_names_the_file(tmp_path, content):
     from model_lib.errors import DataError
