@@ -17,7 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo
-	@echo "Done. Look at: .venv/bin/dvc metrics show | .venv/bin/dvc plots show | reports/*.png"
+	@echo "Done. Look at: .venv/bin/dvc metrics show | .venv/bin/dvc plots show (dvc_plots/index.html, works offline) | reports/*.png"
 	@echo "      .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db | .venv/bin/model-lib predict \"A wonderful film.\""
 
 # Two lanes on the 2 cores, so that `make test` stays within 30 minutes: py311 (every test tier,
