@@ -55,9 +55,10 @@ MLFLOW_BACKEND ?= sqlite:///$(CURDIR)/mlflow-server/mlflow.db
 MLFLOW_ARTIFACTS ?= $(CURDIR)/mlflow-server/artifacts
 MLFLOW_ALLOWED_HOSTS ?=
 
-# The README's picture of the default run's MLflow page (headless Chromium; skipped without one).
+# The README's pictures (docs/*.png): the default run's MLflow pages, runs compared, `dvc plots show`'s page
+# (headless Chromium, no network; skipped without one). After `make run`; trains two short comparison runs once.
 docs-picture: $(STAMP)
-	$(BIN)/python docs/render_mlflow_run.py
+	$(BIN)/python -m docs.render_pictures
 
 mlflow-server: $(STAMP)
 	mkdir -p mlflow-server
