@@ -17,7 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo
-	@echo "Done. Look at: .venv/bin/dvc metrics show | .venv/bin/dvc plots show | reports/*.png"
+	@echo "Done. Look at: .venv/bin/dvc metrics show | .venv/bin/dvc plots show (dvc_plots/index.html, works offline) | reports/*.png"
 	@echo "      .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db | .venv/bin/model-lib predict \"A wonderful film.\""
 
 # Two lanes on the 2 cores, so that `make test` stays within 30 minutes: py311 (every test tier,
@@ -55,9 +55,10 @@ MLFLOW_BACKEND ?= sqlite:///$(CURDIR)/mlflow-server/mlflow.db
 MLFLOW_ARTIFACTS ?= $(CURDIR)/mlflow-server/artifacts
 MLFLOW_ALLOWED_HOSTS ?=
 
-# The README's picture of the default run's MLflow page (headless Chromium; skipped without one).
+# The README's pictures (docs/*.png): the default run's MLflow pages, runs compared, `dvc plots show`'s page
+# (headless Chromium, no network; skipped without one). After `make run`; trains two short comparison runs once.
 docs-picture: $(STAMP)
-	$(BIN)/python docs/render_mlflow_run.py
+	$(BIN)/python -m docs.render_pictures
 
 mlflow-server: $(STAMP)
 	mkdir -p mlflow-server
