@@ -113,5 +113,6 @@ def test_evaluate_command_on_a_split_of_one_class_says_the_auc_is_undefined(tmp_
     (tmp_path / "params.yaml").write_text("evaluate:\n  threshold: 0.5\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--no-mlflow"]) == 0
-    assert "ROC AUC undefined (one class) -> reports/" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ROC AUC undefined (one class), predicted in " in out and out.rstrip().endswith("-> reports/")
     assert (tmp_path / "reports" / "roc.csv").read_text() == "fpr,tpr,threshold\n"
