@@ -141,7 +141,7 @@ def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipel
 
     copy, env, _ = pipeline_repo
     reference = json.loads((copy / "models/mlflow_run.json").read_text())
-    assert set(reference) == {"run_id"}  # no machine path, no server address
+    assert set(reference) == {"run_id", "model_md5"}  # no machine path, no server address
     run(["git", "check-ignore", "-q", "models/mlflow_run.json"], copy, env)  # a run of this clone's store only
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{copy}/mlflow.db")
     run_info = client.get_run(reference["run_id"])
@@ -152,7 +152,7 @@ def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipel
     tags = run_info.data.tags
     lock = yaml.safe_load((copy / "dvc.lock").read_text())
     model_out = next(out for out in lock["stages"]["train"]["outs"] if out["path"] == "models/model.keras")
-    assert tags["model_md5"] == model_out["md5"]  # from a commit's dvc.lock to the run that made its model
+    assert tags["model_md5"] == model_out["md5"] == reference["model_md5"]  # dvc.lock's model -> its run
     assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     assert set(tags) >= {"dvc_md5.train", "dvc_md5.test", "dvc_md5.vocab", "dvc_md5.embeddings"}
     # The run page's "Datasets": each input with the md5 dvc.lock records for it (train and evaluate add to one run).
