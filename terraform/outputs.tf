@@ -28,3 +28,8 @@ output "mlflow_tracking_server_arn" {
   description = "SageMaker managed MLflow tracking server the role may log to (MLFLOW_TRACKING_URI for the jobs); empty when none."
   value       = var.mlflow_tracking_server_arn
 }
+
+output "notification_topic_arn" {
+  description = "SNS topic told when a training job completes, fails or stops (subscribe more endpoints to it); empty when notifications are off."
+  value       = local.notify ? aws_sns_topic.training_jobs[0].arn : ""
+}

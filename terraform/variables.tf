@@ -92,3 +92,29 @@ variable "mlflow_auth_secret_arn" {
     error_message = "mlflow_auth_secret_arn must be empty or arn:aws:secretsmanager:<region>:<account>:secret:<name>-<suffix>."
   }
 }
+
+variable "notifications" {
+  description = "Create an SNS topic (KMS-encrypted) and an EventBridge rule that publishes to it when a training job completes, fails or stops. Off by default; setting notification_email also turns it on."
+  type        = bool
+  default     = false
+}
+
+variable "notification_email" {
+  description = "E-mail address subscribed to the notifications topic (AWS sends a confirmation link first). Empty subscribes nobody; when set, notifications are on."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.notification_email == "" || can(regex("^[^@[:space:]]+@[^@[:space:]]+\\.[^@[:space:]]+$", var.notification_email))
+    error_message = "notification_email must be empty or an e-mail address (name@example.com)."
+  }
+}
+
+variable "notification_job_name_prefix" {
+  description = "Only training jobs whose names start with this are notified. The default matches the names `model-lib launch` and the dvc stage give their jobs (model-lib-<timestamp>, model-lib-train-<digest>-<attempt>); empty notifies every training job in the account and region."
+  type        = string
+  default     = "model-lib-"
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9-]{0,63}$", var.notification_job_name_prefix))
+    error_message = "notification_job_name_prefix must be empty or up to 63 letters, digits and hyphens (as training job names are)."
+  }
+}
