@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import free_port, git_copy_of_repo, start_mlflow_server, stop_server
+from tests.conftest import free_port, git_copy_of_repo, logged_datasets, start_mlflow_server, stop_server
 from tests.conftest import run_checked as run
 from tests.standins.fake_sagemaker import FakeSageMaker, status_for_exit
 
@@ -175,6 +175,14 @@ def test_dvc_repro_trains_on_sagemaker_and_everything_downstream_is_as_local(rem
     assert found.data.tags["model_md5"] == hashlib.md5((repo / "models/model.keras").read_bytes()).hexdigest()
     assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1]
     assert "test_accuracy" in found.data.metrics
+    # The job's datasets are the DVC remote's objects it was given as channels, by dvc.lock's md5.
+    outs = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]["outs"]
+    locked = {Path(out["path"]).stem: out["md5"] for out in outs if out["path"].endswith((".npz", ".txt", ".npy"))}
+    datasets = logged_datasets(client, run_id)
+    assert {name: d["digest"] for name, d in datasets.items()} == locked
+    for d in datasets.values():
+        assert d["source"].startswith(f"s3://{remote['bucket']}/") and d["source_type"] == "s3"
+        assert d["source"].endswith(f"/files/md5/{d['digest'][:2]}/{d['digest'][2:]}")
     assert {a.path for a in client.list_artifacts(run_id, "reports")} >= {"reports/metrics.json", "reports/prepare.json"}
 
     # The stage forced again: the finished job of the same inputs is re-attached, not launched again.

@@ -13,6 +13,8 @@ answers instead:
   status, TrainingTimeInSeconds/BillableTimeInSeconds, TrainingEndTime, FailureReason when Failed, and
   ModelArtifacts only when Completed;
 * ListTrainingJobs and its StatusEquals read that same status (it is the job's own attribute);
+* DescribeTrainingJob returns the job's Environment as it was created (moto 5.2.5 drops it), so a
+  job run from its description gets the variables the launcher set, as on SageMaker;
 * StopTrainingJob is recorded in :attr:`FakeSageMaker.stop_requests` and the job is ``Stopping`` until
   its end; as SageMaker, an unknown job or one that has ended is refused with ValidationException.
 """
@@ -71,10 +73,19 @@ class FakeSageMaker:
         self.jobs: dict[str, FakeTrainingJob] = {}
         self.artifacts: dict[str, dict[str, str]] = {}  # job name -> the ModelArtifacts moto made for it
         self.stop_requests: list[str] = []
+        self.environments: dict[str, dict[str, str]] = {}  # job name -> the Environment it was created with
 
     def install(self, patch: pytest.MonkeyPatch) -> None:
         """Patch moto's SageMaker backend and responses with ``patch`` (undone when it is)."""
         create, describe = SageMakerModelBackend.create_training_job, SageMakerModelBackend.describe_training_job
+        create_response = SageMakerResponse.create_training_job
+
+        def keep_environment(response: SageMakerResponse) -> Any:
+            environment = response._get_param("Environment")
+            if environment:
+                with self.lock:
+                    self.environments[response._get_param("TrainingJobName")] = dict(environment)
+            return create_response(response)
 
         def create_training_job(backend: SageMakerModelBackend, **request: Any) -> FakeTrainingJob:
             definitions = copy.deepcopy(request["algorithm_specification"].get("MetricDefinitions"))
@@ -94,7 +105,9 @@ class FakeSageMaker:
                 job = backend.training_jobs.get(training_job_name)
                 if job is not None and job.training_job_status == "InProgress":
                     self._advance(job)
-                return describe(backend, training_job_name)
+                described = describe(backend, training_job_name)
+                environment = self.environments.get(training_job_name)
+            return {**described, "Environment": environment} if environment else described
 
         def stop_training_job(response: SageMakerResponse) -> EmptyResult:
             self._stop(response.sagemaker_backend, response._get_param("TrainingJobName"))
@@ -103,6 +116,7 @@ class FakeSageMaker:
         patch.setattr(SageMakerModelBackend, "create_training_job", create_training_job)
         patch.setattr(SageMakerModelBackend, "describe_training_job", describe_training_job)
         patch.setattr(SageMakerResponse, "stop_training_job", stop_training_job, raising=False)
+        patch.setattr(SageMakerResponse, "create_training_job", keep_environment)
 
     def _advance(self, job: FakeTrainingJob) -> None:
         """Bring an InProgress job's secondary status up to now."""
