@@ -5,6 +5,7 @@ the same methods does nothing (tracking off).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -66,7 +67,10 @@ class Tracker:
         on_run_id: Callable[[str], None] | None = None,
         open_run: bool = True,
     ) -> None:
+        from model_lib.tracking.system_metrics import SystemMetricsSettings, settings
+
         self._wait = wait_seconds()  # a bad value fails before training, not after it
+        self._system_metrics = settings() if open_run else SystemMetricsSettings(enabled=False)
         path = Path(pending_file) if pending_file is not None else None
         self._queue = PendingQueue(sink, path, run_id=run_id, header=header, target=target, on_run_id=on_run_id)
         self.reopened = run_id is not None
@@ -181,6 +185,18 @@ class Tracker:
         with the run's lineage (git commit, data MD5s); once per run, even across restarts."""
         self._add(records.Register(name))
 
+    def monitor_system(self, node: str | None = None) -> contextlib.AbstractContextManager[Any]:
+        """Return a context that samples this host's system metrics into the run while it is open
+        (``system/...``; ``system/<node>/...`` with ``node``), in a thread with a queue of its own
+        (see :mod:`~model_lib.tracking.system_metrics`); with MODEL_LIB_SYSTEM_METRICS=false, one
+        that does nothing."""
+        from model_lib.tracking.system_metrics import SystemMonitor
+
+        if not self._system_metrics.enabled:
+            return contextlib.nullcontext()
+        chosen = self._system_metrics.interval
+        return SystemMonitor(self._queue.sink, lambda: self.run_id, node=node, interval=chosen, target=self._queue.target)
+
 
 class NullTracker:
     """A tracker for tracking off: the same methods as :class:`Tracker`, and none does anything."""
@@ -233,3 +249,7 @@ class NullTracker:
 
     def register_model(self, name: str) -> None:
         """Do nothing."""
+
+    def monitor_system(self, node: str | None = None) -> contextlib.AbstractContextManager[Any]:
+        """Return a context that does nothing."""
+        return contextlib.nullcontext()

@@ -1,0 +1,170 @@
+"""This host's system metrics in the run: CPU, memory, disk, network and GPU use, sampled every
+``MODEL_LIB_SYSTEM_METRICS_SECONDS`` (default 10 s) while training runs, named ``system/<metric>``
+(MLflow's own names), or ``system/<host>/<metric>`` on a multi-host job (each host its own series).
+``MODEL_LIB_SYSTEM_METRICS=false`` turns them off.
+
+The samples come from MLflow's own collectors (``mlflow.system_metrics.metrics``: psutil, and
+pynvml from ``nvidia-ml-py`` where there is an NVIDIA GPU), but not through MLflow's
+``SystemMetricsMonitor``, which does not keep to "tracking never stops training": its thread asks
+the server for the run before every sample and stops for good at the first failure, its
+``finish()`` joins that thread and flushes with no time bound (an outage holds the exit for
+MLflow's retries), and resuming reads the run from the server in its constructor. Here a thread of
+ours samples and sends each sample as a :class:`~model_lib.tracking.records.SystemMetrics` record
+through a queue of its own (in memory: a sample that could not be sent when the process ends is
+dropped, as a lost sample costs nothing), with the same back-off as the run's own records; the
+training thread never waits on it, and stopping waits a few seconds at most.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from model_lib.tracking import records
+from model_lib.tracking.queue import PendingQueue, Sink
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_METRICS_ENV = "MODEL_LIB_SYSTEM_METRICS"
+INTERVAL_ENV = "MODEL_LIB_SYSTEM_METRICS_SECONDS"
+DEFAULT_INTERVAL_SECONDS = 10.0  # MLflow's own default sampling interval
+PREFIX = "system/"  # MLflow's: the run page shows these in its System metrics section
+# Samples kept while the server does not answer (a day at 10 s); older ones are dropped.
+MAX_WAITING_SAMPLES = 8640
+# How long stopping waits for the last sample to be sent, at most.
+STOP_WAIT_SECONDS = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemMetricsSettings:
+    """Whether system metrics are sampled, and every how many seconds."""
+
+    enabled: bool = True
+    interval: float = DEFAULT_INTERVAL_SECONDS
+
+
+def settings(environ: Mapping[str, str] | None = None) -> SystemMetricsSettings:
+    """Return the settings in MODEL_LIB_SYSTEM_METRICS and MODEL_LIB_SYSTEM_METRICS_SECONDS.
+
+    Raises:
+        ConfigError: naming the variable, for a switch that is not true/false or an interval that
+            is not a number of seconds > 0.
+    """
+    from model_lib.environ import flag_from_env, seconds_from_env
+
+    return SystemMetricsSettings(
+        enabled=flag_from_env(SYSTEM_METRICS_ENV, True, environ=environ),
+        interval=seconds_from_env(INTERVAL_ENV, DEFAULT_INTERVAL_SECONDS, positive=True, environ=environ),
+    )
+
+
+def collectors() -> list[Any]:
+    """Return MLflow's collectors for this host: CPU and memory, disk, network, and the NVIDIA GPUs
+    when pynvml finds any (none is an error: GPU metrics are left out)."""
+    from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+    from mlflow.system_metrics.metrics.disk_monitor import DiskMonitor
+    from mlflow.system_metrics.metrics.network_monitor import NetworkMonitor
+
+    found: list[Any] = [CPUMonitor(), DiskMonitor(), NetworkMonitor()]
+    try:
+        from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor
+
+        found.append(GPUMonitor())
+    except Exception as exc:  # no nvidia-ml-py, no driver, no GPU
+        logger.debug("no GPU metrics: %s", exc)
+    return found
+
+
+class SystemMonitor:
+    """Samples this host's system metrics every ``interval`` seconds into the run ``run_id()`` names
+    (None: not created yet; the samples wait), through ``sink``, in a daemon thread; as a context
+    manager it runs while the context is open. ``node`` (a host name) names a multi-host job's series.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        run_id: Callable[[], str | None],
+        *,
+        node: str | None = None,
+        interval: float = DEFAULT_INTERVAL_SECONDS,
+        target: str = "the tracking server",
+    ) -> None:
+        self.prefix = PREFIX + (f"{node}/" if node else "")
+        self.interval = interval
+        self._run_id = run_id
+        self._queue = PendingQueue(sink, None, target=f"{target} (system metrics)")
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._collectors: list[Any] = []
+        self._step = 0
+
+    def __enter__(self) -> SystemMonitor:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start sampling (a failure to start is logged: training goes on without system metrics)."""
+        try:
+            self._collectors = collectors()
+            self._collect()  # CPU use is measured between two calls: this one is the first
+            for collector in self._collectors:
+                collector.clear_metrics()
+            self._thread = threading.Thread(target=self._loop, name="model-lib-system-metrics", daemon=True)
+            self._thread.start()
+        except Exception as exc:
+            logger.warning("system metrics are not recorded: %s: %s", type(exc).__name__, exc)
+            self._thread = None
+
+    def stop(self, wait: float = STOP_WAIT_SECONDS) -> None:
+        """Take a last sample and send what waits, for up to ``wait`` seconds; then leave the thread
+        (a daemon: it never holds the process's exit)."""
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._thread.join(timeout=wait)
+        if self._thread.is_alive():
+            logger.info("system metrics: %d samples not sent", len(self._queue.records))
+        self._thread = None
+
+    @property
+    def waiting(self) -> int:
+        """Return how many samples wait to be sent."""
+        return len(self._queue.records)
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.interval):
+            self._sample_and_send()
+        self._sample_and_send()
+
+    def _sample_and_send(self) -> None:
+        try:
+            self._collect()
+            self._queue.append(records.SystemMetrics(self._aggregate(), self._step, int(time.time() * 1000)))
+            self._step += 1
+            if len(self._queue.records) > MAX_WAITING_SAMPLES:
+                del self._queue.records[0]
+            if self._queue.run_id is None:
+                self._queue.run_id = self._run_id()
+            if self._queue.run_id is not None:
+                self._queue.flush()
+        except Exception as exc:  # never a reason for anything to stop; the next sample tries again
+            logger.debug("system metrics sample failed: %s: %s", type(exc).__name__, exc)
+
+    def _collect(self) -> None:
+        for collector in self._collectors:
+            collector.collect_metrics()
+
+    def _aggregate(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for collector in self._collectors:
+            metrics.update({self.prefix + k: float(v) for k, v in collector.aggregate_metrics().items()})
+            collector.clear_metrics()
+        return metrics
