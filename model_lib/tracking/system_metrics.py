@@ -35,8 +35,9 @@ DEFAULT_INTERVAL_SECONDS = 10.0  # MLflow's own default sampling interval
 PREFIX = "system/"  # MLflow's: the run page shows these in its System metrics section
 # Samples kept while the server does not answer (a day at 10 s); older ones are dropped.
 MAX_WAITING_SAMPLES = 8640
-# How long stopping waits for the last sample to be sent, at most.
+# How long stopping waits for the last samples to be sent, at most (a stopped job: less).
 STOP_WAIT_SECONDS = 5.0
+STOPPED_WAIT_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,13 +103,15 @@ class SystemMonitor:
         self._thread: threading.Thread | None = None
         self._collectors: list[Any] = []
         self._step = 0
+        self._final_wait = 0.0
 
     def __enter__(self) -> SystemMonitor:
         self.start()
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.stop()
+        # A stopped job (SIGTERM: seconds before the kill) does not wait for its last samples.
+        self.stop(STOP_WAIT_SECONDS if exc_type is None else STOPPED_WAIT_SECONDS)
 
     def start(self) -> None:
         """Start sampling (a failure to start is logged: training goes on without system metrics)."""
@@ -128,6 +131,7 @@ class SystemMonitor:
         (a daemon: it never holds the process's exit)."""
         if self._thread is None:
             return
+        self._final_wait = max(0.0, wait - 1.0)
         self._stopping.set()
         self._thread.join(timeout=wait)
         if self._thread.is_alive():
@@ -142,9 +146,9 @@ class SystemMonitor:
     def _loop(self) -> None:
         while not self._stopping.wait(self.interval):
             self._sample_and_send()
-        self._sample_and_send()
+        self._sample_and_send(wait=self._final_wait)  # the last: tried even during a back-off
 
-    def _sample_and_send(self) -> None:
+    def _sample_and_send(self, wait: float = 0.0) -> None:
         try:
             self._collect()
             self._queue.append(records.SystemMetrics(self._aggregate(), self._step, int(time.time() * 1000)))
@@ -154,7 +158,7 @@ class SystemMonitor:
             if self._queue.run_id is None:
                 self._queue.run_id = self._run_id()
             if self._queue.run_id is not None:
-                self._queue.flush()
+                self._queue.flush(wait)
         except Exception as exc:  # never a reason for anything to stop; the next sample tries again
             logger.debug("system metrics sample failed: %s: %s", type(exc).__name__, exc)
 
