@@ -9,14 +9,16 @@ pynvml from ``nvidia-ml-py`` where there is an NVIDIA GPU), but not through MLfl
 the server for the run before every sample and stops for good at the first failure, its
 ``finish()`` joins that thread and flushes with no time bound (an outage holds the exit for
 MLflow's retries), and resuming reads the run from the server in its constructor. Here a thread of
-ours samples and sends each sample as a :class:`~model_lib.tracking.records.SystemMetrics` record
-through a queue of its own (in memory: a sample that could not be sent when the process ends is
-dropped, as a lost sample costs nothing), with the same back-off as the run's own records; the
-training thread never waits on it, and stopping waits a few seconds at most.
+ours samples, and a second sends each sample as a :class:`~model_lib.tracking.records.SystemMetrics`
+record through a queue of its own (in memory), with the same back-off as the run's own records; the
+training thread never waits on it, and stopping waits a few seconds at most. What was not sent by
+then (the last hour's samples at most) joins the run's own queue before the run's end, so it waits
+in the pending file with the rest (a worker host, which has no run of its own, drops it).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import threading
@@ -35,6 +37,8 @@ DEFAULT_INTERVAL_SECONDS = 10.0  # MLflow's own default sampling interval
 PREFIX = "system/"  # MLflow's: the run page shows these in its System metrics section
 # Samples kept while the server does not answer (a day at 10 s); older ones are dropped.
 MAX_WAITING_SAMPLES = 8640
+# Samples handed to the run's own queue at the end (an hour at 10 s; the pending file stays small).
+MAX_HANDED_OVER = 360
 # How long stopping waits for the last samples to be sent, at most (a stopped job: less).
 STOP_WAIT_SECONDS = 5.0
 STOPPED_WAIT_SECONDS = 1.0
@@ -94,13 +98,18 @@ class SystemMonitor:
         node: str | None = None,
         interval: float = DEFAULT_INTERVAL_SECONDS,
         target: str = "the tracking server",
+        hand_over: Callable[[list[records.SystemMetrics]], None] | None = None,
     ) -> None:
         self.prefix = PREFIX + (f"{node}/" if node else "")
         self.interval = interval
         self._run_id = run_id
-        self._queue = PendingQueue(sink, None, target=f"{target} (system metrics)")
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._hand_over = hand_over
+        self._queue = PendingQueue(sink, None, target=f"{target} (system metrics)")  # the sender's alone
+        self._taken: collections.deque[records.SystemMetrics] = collections.deque(maxlen=MAX_WAITING_SAMPLES)
+        self._stopping = threading.Event()  # set by stop(): the sampler takes its last sample
+        self._sampled = threading.Event()  # set by the sampler after each sample: the sender wakes
+        self._done = threading.Event()  # set by the sampler after its last sample
+        self._threads: list[threading.Thread] = []
         self._collectors: list[Any] = []
         self._step = 0
         self._final_wait = 0.0
@@ -111,56 +120,86 @@ class SystemMonitor:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # A stopped job (SIGTERM: seconds before the kill) does not wait for its last samples.
-        self.stop(STOP_WAIT_SECONDS if exc_type is None else STOPPED_WAIT_SECONDS)
+        left = self.stop(STOP_WAIT_SECONDS if exc_type is None else STOPPED_WAIT_SECONDS)
+        if left and self._hand_over is not None:
+            self._hand_over(left)
+        elif left:
+            logger.info("system metrics: %d samples not sent", len(left))
 
     def start(self) -> None:
-        """Start sampling (a failure to start is logged: training goes on without system metrics)."""
+        """Start sampling, and sending in a second thread (a send that hangs delays no sample); a
+        failure to start is logged: training goes on without system metrics."""
         try:
             self._collectors = collectors()
             self._collect()  # CPU use is measured between two calls: this one is the first
             for collector in self._collectors:
                 collector.clear_metrics()
-            self._thread = threading.Thread(target=self._loop, name="model-lib-system-metrics", daemon=True)
-            self._thread.start()
+            self._threads = [
+                threading.Thread(target=loop, name=f"model-lib-system-metrics-{name}", daemon=True)
+                for name, loop in (("sampler", self._sample_loop), ("sender", self._send_loop))
+            ]
+            for thread in self._threads:
+                thread.start()
         except Exception as exc:
             logger.warning("system metrics are not recorded: %s: %s", type(exc).__name__, exc)
-            self._thread = None
+            self._threads = []
 
-    def stop(self, wait: float = STOP_WAIT_SECONDS) -> None:
-        """Take a last sample and send what waits, for up to ``wait`` seconds; then leave the thread
-        (a daemon: it never holds the process's exit)."""
-        if self._thread is None:
-            return
+    def stop(self, wait: float = STOP_WAIT_SECONDS) -> list[records.SystemMetrics]:
+        """Take a last sample and send what waits, for up to ``wait`` seconds, then leave the threads
+        (daemons: they never hold the process's exit); return the samples not sent (the newest
+        :data:`MAX_HANDED_OVER`), which this monitor no longer sends."""
+        if not self._threads:
+            return []
         self._final_wait = max(0.0, wait - 1.0)
         self._stopping.set()
-        self._thread.join(timeout=wait)
-        if self._thread.is_alive():
-            logger.info("system metrics: %d samples not sent", len(self._queue.records))
-        self._thread = None
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._threads = []
+        left = [record for record in [*self._queue.records, *self._taken] if isinstance(record, records.SystemMetrics)]
+        self._queue.records.clear()  # a sender still inside a send that hangs sends nothing after it
+        self._taken.clear()
+        return left[-MAX_HANDED_OVER:]
 
     @property
     def waiting(self) -> int:
         """Return how many samples wait to be sent."""
-        return len(self._queue.records)
+        return len(self._taken) + len(self._queue.records)
 
-    def _loop(self) -> None:
+    def _sample_loop(self) -> None:
         while not self._stopping.wait(self.interval):
-            self._sample_and_send()
-        self._sample_and_send(wait=self._final_wait)  # the last: tried even during a back-off
+            self._sample()
+        self._sample()
+        self._done.set()
+        self._sampled.set()
 
-    def _sample_and_send(self, wait: float = 0.0) -> None:
+    def _sample(self) -> None:
         try:
             self._collect()
-            self._queue.append(records.SystemMetrics(self._aggregate(), self._step, int(time.time() * 1000)))
+            self._taken.append(records.SystemMetrics(self._aggregate(), self._step, int(time.time() * 1000)))
             self._step += 1
-            if len(self._queue.records) > MAX_WAITING_SAMPLES:
-                del self._queue.records[0]
+        except Exception as exc:  # never a reason for anything to stop; the next sample tries again
+            logger.debug("system metrics sample failed: %s: %s", type(exc).__name__, exc)
+        self._sampled.set()
+
+    def _send_loop(self) -> None:
+        while not self._done.is_set():
+            self._sampled.wait()
+            self._sampled.clear()
+            self._send(0.0)
+        self._send(self._final_wait)  # the last: tried even during a back-off
+
+    def _send(self, wait: float) -> None:
+        try:
+            while self._taken:
+                self._queue.records.append(self._taken.popleft())  # in memory only: nothing to save
+            del self._queue.records[:-MAX_WAITING_SAMPLES]
             if self._queue.run_id is None:
                 self._queue.run_id = self._run_id()
             if self._queue.run_id is not None:
                 self._queue.flush(wait)
         except Exception as exc:  # never a reason for anything to stop; the next sample tries again
-            logger.debug("system metrics sample failed: %s: %s", type(exc).__name__, exc)
+            logger.debug("system metrics not sent: %s: %s", type(exc).__name__, exc)
 
     def _collect(self) -> None:
         for collector in self._collectors:

@@ -188,14 +188,21 @@ class Tracker:
     def monitor_system(self, node: str | None = None) -> contextlib.AbstractContextManager[Any]:
         """Return a context that samples this host's system metrics into the run while it is open
         (``system/...``; ``system/<node>/...`` with ``node``), in a thread with a queue of its own
-        (see :mod:`~model_lib.tracking.system_metrics`); with MODEL_LIB_SYSTEM_METRICS=false, one
-        that does nothing."""
+        (see :mod:`~model_lib.tracking.system_metrics`; what it could not send joins this queue at
+        the end); with MODEL_LIB_SYSTEM_METRICS=false, one that does nothing."""
         from model_lib.tracking.system_metrics import SystemMonitor
 
         if not self._system_metrics.enabled:
             return contextlib.nullcontext()
-        chosen = self._system_metrics.interval
-        return SystemMonitor(self._queue.sink, lambda: self.run_id, node=node, interval=chosen, target=self._queue.target)
+        return SystemMonitor(
+            self._queue.sink, lambda: self.run_id, node=node, interval=self._system_metrics.interval,
+            target=self._queue.target, hand_over=self._keep,
+        )  # fmt: skip
+
+    def _keep(self, left: Sequence[records.Record]) -> None:
+        """Queue ``left`` (system metrics not sent by their own thread) to go with the run's end."""
+        self._queue.records.extend(left)
+        self._queue.save()
 
 
 class NullTracker:

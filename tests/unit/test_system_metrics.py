@@ -3,6 +3,7 @@ monitor names each host's series, waits for the run to exist, and never holds an
 server hangs. (Through a real `mlflow server`: tests/integration/test_pipeline.py,
 test_multi_instance.py and test_tracking_outage.py.)"""
 
+import json
 import threading
 import time
 
@@ -103,11 +104,12 @@ def test_samples_wait_for_the_run_to_exist_and_then_go():
     assert sent[0][0].step == 0 and "system/cpu_utilization_percentage" in sent[0][0].metrics
 
 
-def test_stopping_does_not_wait_for_a_server_that_hangs():
+def test_a_server_that_hangs_delays_no_sample_and_stopping_does_not_wait_for_it():
     sink = HangingSink()
     monitor = SystemMonitor(sink, lambda: "run-1", interval=0.05)
     monitor.start()
-    time.sleep(0.2)  # the thread is inside a send that does not return
+    time.sleep(0.5)  # the sender is inside a send that does not return; the sampler goes on
+    assert monitor.waiting >= 5
     started = time.monotonic()
     monitor.stop(wait=0.5)
     assert time.monotonic() - started < 1.5
@@ -125,3 +127,23 @@ def test_the_switch_turns_a_trackers_system_metrics_off(monkeypatch):
     with Tracker(sink, "exp") as tracker, tracker.monitor_system():
         time.sleep(0.2)
     assert sink.sent and not sink.system()
+
+
+class SystemMetricsAwaySink(RecordingSink):
+    """Takes every record but system metrics (as if the server went away whenever they were sent)."""
+
+    def send(self, record, run_id, save):
+        if isinstance(record, records.SystemMetrics):
+            raise ConnectionError("connection refused")
+        return super().send(record, run_id, save)
+
+
+def test_samples_not_sent_by_the_end_wait_in_the_pending_file_with_the_runs_end(monkeypatch, tmp_path):
+    monkeypatch.setenv(INTERVAL_ENV, "0.05")
+    tracker = Tracker(SystemMetricsAwaySink(), "exp", pending_file=tmp_path / "pending.json")
+    with tracker.monitor_system():
+        time.sleep(0.3)
+    assert tracker.end(wait=0) is False
+    assert tracker.pending[-1] == "end" and tracker.pending.count("system") >= 3
+    saved = json.loads((tmp_path / "pending.json").read_text())["queue"]
+    assert saved[0]["op"] == "system" and "system/cpu_utilization_percentage" in saved[0]["metrics"]
