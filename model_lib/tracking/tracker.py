@@ -50,7 +50,8 @@ class Tracker:
 
     Raises:
         ConfigError: if the server refuses this process before training starts, or
-            MODEL_LIB_MLFLOW_WAIT_SECONDS is not a number of seconds (checked here, not at the end).
+            MODEL_LIB_MLFLOW_WAIT_SECONDS is not a number of seconds (checked here, not at the end),
+            or MODEL_LIB_SYSTEM_METRICS / MODEL_LIB_SYSTEM_METRICS_SECONDS is wrong.
         OutputError: if the pending file's folder cannot be written; or what ``on_run_id`` raised
             (the run it was called for is ended FAILED first).
     """

@@ -72,7 +72,10 @@ def test_a_killed_worker_fails_the_job_with_the_reason_within_seconds_and_a_rest
     folders = host_base_dirs(base, hosts)
     for host, folder in folders.items():
         lay_out(folder, encode_hyperparameters(HPS), prepared, REPO / "entry_point", hosts=hosts, current_host=host)
-    coordinator, worker = start_hosts(folders, {"MODEL_LIB_HEARTBEAT_SECONDS": "10"})
+    experiment = f"multi-{tmp_path.name}"  # the run the killed job opens, and its restart reopens
+    tracking = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": experiment}
+    tracking["MODEL_LIB_SYSTEM_METRICS_SECONDS"] = "1"
+    coordinator, worker = start_hosts(folders, {"MODEL_LIB_HEARTBEAT_SECONDS": "10", **tracking})
     deadline = time.monotonic() + 240
     while not checkpoints.generation_numbers(base / "checkpoints"):
         assert coordinator.poll() is None and time.monotonic() < deadline, "no checkpoint before the job ended"
@@ -88,9 +91,6 @@ def test_a_killed_worker_fails_the_job_with_the_reason_within_seconds_and_a_rest
     newest = checkpoints.latest(base / "checkpoints")
     assert newest is not None and (newest.state["epoch"], newest.state["step"]) < (HPS["epochs"], 0)
 
-    experiment = f"multi-{tmp_path.name}"
-    tracking = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": experiment}
-    tracking["MODEL_LIB_SYSTEM_METRICS_SECONDS"] = "1"
     restarted = model_lib_local(base, prepared, "--keep", env=tracking)
     output = restarted.stdout + restarted.stderr
     assert restarted.returncode == 0, output[-3000:]
