@@ -147,6 +147,7 @@ def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipel
     assert run_info.data.params["evaluate.threshold"] == "0.5"
     assert len(client.get_metric_history(reference["run_id"], "val_loss")) == 1
     assert "test_accuracy" in run_info.data.metrics and "test_roc_auc" in run_info.data.metrics
+    assert "system/cpu_utilization_percentage" in run_info.data.metrics  # on by default (the local sqlite store too)
     tags = run_info.data.tags
     assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     assert set(tags) >= {"dvc_md5.train", "dvc_md5.test", "dvc_md5.vocab", "dvc_md5.embeddings"}
