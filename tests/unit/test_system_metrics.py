@@ -10,7 +10,7 @@ import time
 import pytest
 
 from model_lib.errors import ConfigError
-from model_lib.tracking import Tracker, records
+from model_lib.tracking import Tracker, records, system_metrics
 from model_lib.tracking.system_metrics import (
     DEFAULT_INTERVAL_SECONDS,
     INTERVAL_ENV,
@@ -140,6 +140,7 @@ class SystemMetricsAwaySink(RecordingSink):
 
 def test_samples_not_sent_by_the_end_wait_in_the_pending_file_with_the_runs_end(monkeypatch, tmp_path):
     monkeypatch.setenv(INTERVAL_ENV, "0.05")
+    monkeypatch.setattr(system_metrics, "STOP_WAIT_SECONDS", 1.0)  # the last try for a server away: 5 s otherwise
     tracker = Tracker(SystemMetricsAwaySink(), "exp", pending_file=tmp_path / "pending.json")
     with tracker.monitor_system():
         time.sleep(0.3)
