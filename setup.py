@@ -29,6 +29,8 @@ setup(
         "sagemaker": ["sagemaker==2.257.7", "sagemaker-training==5.1.4"],
         # Keras' JAX backend: multi-device and multi-host data parallel training (model_lib.distributed).
         "jax": ["jax==0.10.2", "jaxlib==0.10.2"],
+        # GPU metrics in the MLflow run (pynvml; the GPU image installs it).
+        "gpu": ["nvidia-ml-py==13.615.71"],
     },
     entry_points={"console_scripts": ["model-lib=model_lib.cli:main"]},
     license="Apache-2.0",

@@ -266,6 +266,13 @@ def any_process(flag: bool, parallel: Parallelism) -> bool:
     return bool(np.asarray(multihost_utils.process_allgather(np.asarray([int(flag)], dtype="int32"))).any())
 
 
+def share_text(text: str | None, parallel: Parallelism) -> str | None:
+    """Return the coordinator's ``text`` (e.g. its MLflow run id; None when it has none) on every
+    process; the others' ``text`` is ignored."""
+    state, _ = share_from_coordinator({"text": text} if parallel.is_coordinator else None, {}, parallel)
+    return None if state is None else state["text"]
+
+
 def share_from_coordinator(
     state: dict[str, Any] | None, arrays: dict[str, list[np.ndarray]] | None, parallel: Parallelism
 ) -> tuple[dict[str, Any] | None, dict[str, list[np.ndarray]] | None]:

@@ -38,3 +38,23 @@ def seconds_from_env(name: str, default: float, *, positive: bool = False, envir
     """
     raw = (os.environ if environ is None else environ).get(name, "").strip()
     return check_seconds(raw, name, positive=positive) if raw else default
+
+
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def flag_from_env(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool:
+    """Return the switch in environment variable ``name`` (``default`` when unset or empty); case and
+    spaces are ignored.
+
+    Raises:
+        ConfigError: ``<name>: expected true or false, got <value>`` for any other word.
+    """
+    raw = (os.environ if environ is None else environ).get(name, "")
+    word = raw.strip().lower()
+    if not word:
+        return default
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise ConfigError(f"{name}: expected true or false ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}), got {raw!r}")

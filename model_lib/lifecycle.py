@@ -196,7 +196,9 @@ def _train_and_record_holding_the_folder(
         _check_registration(register_model, track)
     data = load_checked(config, files)
     tracker, lineage = _open_tracker(track, files, paths, training.fingerprint(config, data), tags)
-    with tracker:
+    # Each host of a multi-host job its own series (system/<host>/...); one host: system/...
+    node = cluster.current_host if cluster is not None and cluster.multi_host else None
+    with tracker, tracker.monitor_system(node):
         if tracker.reopened:
             logger.info("reopening MLflow run %s", tracker.run_id)
             tracker.count_restart()
@@ -303,7 +305,8 @@ def _open_tracker(
 def train_as_worker(
     config: TrainConfig, files: Mapping[str, str | os.PathLike[str]], cluster: Cluster, *, verbose: int | str = "auto"
 ) -> dict[str, Any]:
-    """Train this host's shards in lockstep with the coordinator and write nothing; return
+    """Train this host's shards in lockstep with the coordinator and write nothing but this host's
+    system metrics into the coordinator's MLflow run (``system/<host>/...``); return
     ``{"host": ..., "epochs_run": ...}``.
 
     Raises:
@@ -312,7 +315,12 @@ def train_as_worker(
         TrainingInterrupted: when a stop signal reached any host (the coordinator saved the state).
     """
     from model_lib import training
+    from model_lib.tracking import host_monitor, system_metrics_settings
 
+    system_metrics_settings()  # a bad switch fails here, before training, as on the coordinator
     data = load_checked(config, files)
-    result = training.run(config, data, verbose=verbose, cluster=cluster)
+    result = training.run(
+        config, data, verbose=verbose, cluster=cluster,
+        while_training=lambda run_id: host_monitor(run_id, node=cluster.current_host),
+    )  # fmt: skip
     return {"host": cluster.current_host, "epochs_run": len(result.history)}

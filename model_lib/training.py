@@ -27,7 +27,7 @@ import threading
 import time
 import types
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -260,6 +260,7 @@ def run(
     verbose: int | str = "auto",
     run_id: str | None = None,
     cluster: Cluster | None = None,
+    while_training: Callable[[str | None], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``data`` and return the trained models and history.
 
@@ -274,6 +275,8 @@ def run(
     over every host (see :mod:`model_lib.distributed`): every process calls ``run`` with the same
     arguments, each feeds its shard of each global batch (``batch_size`` stays the global batch),
     and only the coordinator reads and writes ``checkpoint_dir`` and logs to ``tracker``.
+    ``while_training``, given the coordinator's ``run_id`` (sent to every host), returns a context
+    that stays open while this process trains (a worker host's system metrics).
 
     Raises:
         DataError: if the data do not fit together or are too few to hold out a validation slice.
@@ -286,7 +289,9 @@ def run(
     parallel = distributed.start(cluster)
     directory = checkpoint_dir if parallel.is_coordinator else None
     try:
-        with hold_training(directory):  # held already when called by the run lifecycle
+        shared_run_id = distributed.share_text(run_id, parallel)
+        during = while_training(shared_run_id) if while_training is not None else contextlib.nullcontext()
+        with hold_training(directory), during:  # the folder is held already when called by the run lifecycle
             return _run(
                 config,
                 data,

@@ -34,6 +34,7 @@ from model_lib.sagemaker.options import LaunchOptions
 from model_lib.tracking.credentials import SECRET_ENV
 from model_lib.tracking.datasets import DATA_REMOTE_ENV, remote_of_object
 from model_lib.tracking.lineage import TAGS_ENV
+from model_lib.tracking.system_metrics import INTERVAL_ENV, SYSTEM_METRICS_ENV, settings
 from model_lib.tracking.uris import REGISTER_MODEL_ENV, public_uri
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ FORWARDED_ENV = (
     SECRET_ENV,
     REGISTER_MODEL_ENV,
     "SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT",
+    SYSTEM_METRICS_ENV,
+    INTERVAL_ENV,
 )
 # A job on more than one instance trains on the JAX backend (Keras 3's multi-host data parallelism,
 # see model_lib.distributed): launch sets KERAS_BACKEND in the job's environment and uses the image
@@ -344,7 +347,12 @@ def _check_secrets(draft: _Draft) -> list[str]:
 
 def _check_tracking(draft: _Draft) -> list[str]:
     problem = tracking_uri_problem(os.environ.get(TRACKING_URI_ENV), draft.options.allow_local_tracking)
-    return [problem] if problem else []
+    problems = [problem] if problem else []
+    try:
+        settings()  # forwarded to the job: a bad value fails here, not in the job
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def _check_registered_model(draft: _Draft) -> list[str]:

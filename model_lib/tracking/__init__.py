@@ -20,14 +20,18 @@ A second backend is one new module with a sink (and its Tracker) plus one line i
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Callable
+from typing import Any
 
 from model_lib.tracking.credentials import SECRET_ENV, load_secret_credentials
 from model_lib.tracking.lineage import MODEL_MD5_TAG, TAGS_ENV, file_md5, git_state, lineage_tags
 from model_lib.tracking.mlflow_sink import MlflowTracker
 from model_lib.tracking.queue import PENDING_FILE
 from model_lib.tracking.run_reference import read_run_reference, write_run_reference
+from model_lib.tracking.system_metrics import settings as system_metrics_settings
 from model_lib.tracking.tracker import DEFAULT_WAIT_SECONDS, WAIT_ENV, NullTracker, Tracker
 from model_lib.tracking.uris import (
     KNOWN_SCHEMES,
@@ -55,11 +59,13 @@ __all__ = [
     "check_tracking_uri",
     "file_md5",
     "git_state",
+    "host_monitor",
     "lineage_tags",
     "load_secret_credentials",
     "open_tracker",
     "public_uri",
     "read_run_reference",
+    "system_metrics_settings",
     "write_run_reference",
 ]
 
@@ -77,3 +83,24 @@ def open_tracker(
         ConfigError: as :class:`MlflowTracker` does (a URI that cannot work, a refusal).
     """
     return MlflowTracker(run_id=run_id, pending_file=pending_file, on_run_id=on_run_id)
+
+
+def host_monitor(run_id: str | None, *, node: str) -> contextlib.AbstractContextManager[Any]:
+    """Return a context that samples this host's system metrics into run ``run_id`` of the tracking
+    backend as ``system/<node>/...`` while it is open (a worker host of a multi-host job, which opens
+    no run of its own); one that does nothing with no run or MODEL_LIB_SYSTEM_METRICS=false.
+
+    Raises:
+        ConfigError: if MODEL_LIB_SYSTEM_METRICS or MODEL_LIB_SYSTEM_METRICS_SECONDS is wrong (a
+            monitor that cannot be made is logged, not raised).
+    """
+    from model_lib.tracking.mlflow_sink import system_monitor
+
+    chosen = system_metrics_settings()
+    if run_id is None or not chosen.enabled:
+        return contextlib.nullcontext()
+    try:
+        return system_monitor(run_id, node=node, interval=chosen.interval)
+    except Exception as exc:  # tracking never stops training: this host's metrics are left out
+        logging.getLogger(__name__).warning("system metrics of %s are not recorded: %s", node, exc)
+        return contextlib.nullcontext()

@@ -21,6 +21,7 @@ from model_lib.tracking import records
 from model_lib.tracking.credentials import check_not_refused, load_secret_credentials, without_userinfo
 from model_lib.tracking.logged_model import log_raw_text_model, register
 from model_lib.tracking.queue import Refused, Rejected
+from model_lib.tracking.system_metrics import SystemMonitor
 from model_lib.tracking.tracker import Tracker
 from model_lib.tracking.uris import check_tracking_store, check_tracking_uri, public_uri
 
@@ -86,6 +87,7 @@ class MlflowSink:
             records.Metrics: self._metrics,
             records.Epoch: self._epoch,
             records.Artifacts: self._artifacts,
+            records.SystemMetrics: self._system_metrics,
             records.End: self._end,
             records.Dataset: self._dataset,
         }
@@ -182,6 +184,12 @@ class MlflowSink:
     def _dataset(self, record: records.Dataset, run_id: str) -> None:
         self.client.log_inputs(run_id, [mlflow_dataset_input(record)])
 
+    def _system_metrics(self, record: records.SystemMetrics, run_id: str) -> None:
+        from mlflow.entities import Metric
+
+        metrics = [Metric(k, float(v), int(record.timestamp), int(record.step)) for k, v in record.metrics.items()]
+        self.client.log_batch(run_id, metrics=metrics)
+
     def _end(self, record: records.End, run_id: str) -> None:
         self.client.set_terminated(run_id, record.status)
 
@@ -271,3 +279,18 @@ class MlflowTracker(Tracker):
         the run's metrics at ``step`` (the best epoch, 0-based) become the model's."""
         self._sink.models[str(Path(path).resolve())] = model
         super().log_model(model, path, examples, step)
+
+
+def system_monitor(run_id: str, *, node: str | None, interval: float) -> SystemMonitor:
+    """Return a :class:`~model_lib.tracking.system_metrics.SystemMonitor` for run ``run_id`` at the
+    tracking URI MLflow resolves, for a process that opens no run (nothing is sent before it starts).
+
+    Raises:
+        ConfigError: if the credentials secret cannot be read.
+    """
+    import mlflow
+
+    uri = configure_mlflow_process(mlflow.get_tracking_uri())
+    load_secret_credentials()
+    sink = MlflowSink(mlflow.MlflowClient(), uri)
+    return SystemMonitor(sink, lambda: run_id, node=node, interval=interval, target=sink.target)

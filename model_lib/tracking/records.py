@@ -131,6 +131,17 @@ class Dataset(Record):
 
 
 @dataclasses.dataclass
+class SystemMetrics(Record):
+    """Log one sample of a host's system metrics (names ``system/...``) at ``step``, taken at
+    ``timestamp`` (ms since the epoch): the run page plots them against the time they were taken."""
+
+    op: ClassVar[str] = "system"
+    metrics: dict[str, float]
+    step: int
+    timestamp: int
+
+
+@dataclasses.dataclass
 class End(Record):
     """End the run with ``status`` (FINISHED, FAILED or KILLED)."""
 
@@ -139,7 +150,8 @@ class End(Record):
 
 
 KINDS: dict[str, type[Record]] = {
-    kind.op: kind for kind in (Start, Status, Params, Tags, Restart, Metrics, Epoch, Artifacts, Model, Register, End, Dataset)
+    kind.op: kind
+    for kind in (Start, Status, Params, Tags, Restart, Metrics, Epoch, Artifacts, Model, Register, SystemMetrics, End, Dataset)
 }
 
 

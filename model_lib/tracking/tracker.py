@@ -5,6 +5,7 @@ the same methods does nothing (tracking off).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -53,7 +54,8 @@ class Tracker:
 
     Raises:
         ConfigError: if the server refuses this process before training starts, or
-            MODEL_LIB_MLFLOW_WAIT_SECONDS is not a number of seconds (checked here, not at the end).
+            MODEL_LIB_MLFLOW_WAIT_SECONDS is not a number of seconds (checked here, not at the end),
+            or MODEL_LIB_SYSTEM_METRICS / MODEL_LIB_SYSTEM_METRICS_SECONDS is wrong.
         OutputError: if the pending file's folder cannot be written; or what ``on_run_id`` raised
             (the run it was called for is ended FAILED first).
     """
@@ -70,7 +72,10 @@ class Tracker:
         on_run_id: Callable[[str], None] | None = None,
         open_run: bool = True,
     ) -> None:
+        from model_lib.tracking.system_metrics import SystemMetricsSettings, settings
+
         self._wait = wait_seconds()  # a bad value fails before training, not after it
+        self._system_metrics = settings() if open_run else SystemMetricsSettings(enabled=False)
         path = Path(pending_file) if pending_file is not None else None
         self._queue = PendingQueue(sink, path, run_id=run_id, header=header, target=target, on_run_id=on_run_id)
         self.reopened = run_id is not None
@@ -191,6 +196,25 @@ class Tracker:
         with the run's lineage (git commit, data MD5s); once per run, even across restarts."""
         self._add(records.Register(name))
 
+    def monitor_system(self, node: str | None = None) -> contextlib.AbstractContextManager[Any]:
+        """Return a context that samples this host's system metrics into the run while it is open
+        (``system/...``; ``system/<node>/...`` with ``node``), in a thread with a queue of its own
+        (see :mod:`~model_lib.tracking.system_metrics`; what it could not send joins this queue at
+        the end); with MODEL_LIB_SYSTEM_METRICS=false, one that does nothing."""
+        from model_lib.tracking.system_metrics import SystemMonitor
+
+        if not self._system_metrics.enabled:
+            return contextlib.nullcontext()
+        return SystemMonitor(
+            self._queue.sink, lambda: self.run_id, node=node, interval=self._system_metrics.interval,
+            target=self._queue.target, hand_over=self._keep,
+        )  # fmt: skip
+
+    def _keep(self, left: Sequence[records.Record]) -> None:
+        """Queue ``left`` (system metrics not sent by their own thread) to go with the run's end."""
+        self._queue.records.extend(left)
+        self._queue.save()
+
 
 class NullTracker:
     """A tracker for tracking off: the same methods as :class:`Tracker`, and none does anything."""
@@ -246,3 +270,7 @@ class NullTracker:
 
     def log_datasets(self, datasets: Iterable[DatasetDescription]) -> None:
         """Do nothing."""
+
+    def monitor_system(self, node: str | None = None) -> contextlib.AbstractContextManager[Any]:
+        """Return a context that does nothing."""
+        return contextlib.nullcontext()

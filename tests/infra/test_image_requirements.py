@@ -47,3 +47,12 @@ def test_image_bakes_in_nothing_run_specific():
     for secret_or_run_setting in ("AWS_ACCESS_KEY", "AWS_SECRET", "MLFLOW_TRACKING_URI", "SM_HP_", "SAGEMAKER_PROGRAM"):
         assert secret_or_run_setting not in dockerfile
     assert not re.search(r"^COPY .*(/opt/ml/code|entry_point)", dockerfile, re.MULTILINE)
+
+
+def test_both_images_can_record_system_metrics_and_the_gpu_image_its_gpus():
+    """psutil (CPU, memory, disk, network) for every image; nvidia-ml-py (pynvml) for the GPU image."""
+    assert pins(REPO / "requirements.txt")["psutil"] == pins(REPO / "constraints.txt")["psutil"]
+    assert pins(REPO / "constraints.txt")["nvidia-ml-py"]
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    gpu_branch = re.search(r'if \[ "\$\{TF_PACKAGE\}" != "tensorflow-cpu" \]; then (.*?); fi', dockerfile, re.DOTALL)
+    assert gpu_branch and "pip install -c constraints.txt nvidia-ml-py" in gpu_branch.group(1)

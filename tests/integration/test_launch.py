@@ -197,10 +197,13 @@ def test_credentials_and_malformed_options_are_refused_at_once_and_shown_nowhere
 
 def test_managed_mlflow_arn_a_secret_name_and_a_model_name_reach_the_job_and_nothing_secret_does(cloud):
     arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
-    env = {**cloud["env"], "MLFLOW_TRACKING_URI": arn}
+    env = {**cloud["env"], "MLFLOW_TRACKING_URI": arn, "MODEL_LIB_SYSTEM_METRICS": "maybe"}
+    env["MODEL_LIB_SYSTEM_METRICS_SECONDS"] = "30"
     command = ["model-lib", "launch", "--terraform-outputs", "tf-outputs.json", "--job-name", "secret-1", "--dry-run"]
     missing = run([*command, "--mlflow-secret", "mlflow/absent"], cloud["repo"], env, expect=2)
     assert "--mlflow-secret 'mlflow/absent': ResourceNotFoundException" in missing.stderr
+    assert "MODEL_LIB_SYSTEM_METRICS: expected true or false" in missing.stderr  # refused here, not in the job
+    env["MODEL_LIB_SYSTEM_METRICS"] = "false"
 
     secrets = cloud["session"].client("secretsmanager", endpoint_url=env["AWS_ENDPOINT_URL"])
     secrets.create_secret(Name="mlflow/team", SecretString=json.dumps({"username": "u", "password": "do-not-ship"}))
@@ -209,6 +212,7 @@ def test_managed_mlflow_arn_a_secret_name_and_a_model_name_reach_the_job_and_not
     environment = request["Environment"]
     assert environment["MLFLOW_TRACKING_URI"] == arn  # an ARN is not a local URI: accepted
     assert environment["MODEL_LIB_MLFLOW_SECRET"] == "mlflow/team" and environment["MODEL_LIB_REGISTER_MODEL"] == "imdb-sentiment"
+    assert environment["MODEL_LIB_SYSTEM_METRICS"] == "false" and environment["MODEL_LIB_SYSTEM_METRICS_SECONDS"] == "30"
     assert "do-not-ship" not in result.stdout + result.stderr and "never-forwarded" not in result.stdout
 
 

@@ -204,7 +204,8 @@ def test_sagemaker_managed_mlflow_by_arn_signed_with_the_job_credentials(aws_env
 
 def test_a_model_upload_that_fails_midway_is_sent_again_into_the_same_logged_model(mlflow_server, tmp_path):
     """The server takes the run, then refuses the model's first artifact uploads (503, past MLflow's
-    own retries): the queued model record is sent again and the run ends with one complete model."""
+    own retries): the queued model record is sent again and the run ends with one complete model.
+    (Also the local run's system metrics, sampled every 0.5 s through the same proxy.)"""
     import mlflow
     import yaml
 
@@ -220,6 +221,7 @@ def test_a_model_upload_that_fails_midway_is_sent_again_into_the_same_logged_mod
             "MLFLOW_TRACKING_TOKEN": "t0k",
             "MLFLOW_EXPERIMENT_NAME": experiment,
             "MODEL_LIB_MLFLOW_WAIT_SECONDS": "60",
+            "MODEL_LIB_SYSTEM_METRICS_SECONDS": "0.5",
         }
         result = subprocess.run(
             [str(BIN / "model-lib"), "train"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
@@ -228,6 +230,11 @@ def test_a_model_upload_that_fails_midway_is_sent_again_into_the_same_logged_mod
     assert len(policy.failed_uploads) == 3 and policy.refused == []  # the token was sent with every request
     assert "did not take a record" in result.stderr and "answers again" in result.stderr
     client, run = the_run(mlflow_server, experiment, evaluated=False)
+    # A local run holds this host's system metrics (one host: no host in the names), sampled while it trained.
+    system = {name for name in run.data.metrics if name.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes", "system/disk_usage_percentage",
+            "system/network_receive_megabytes"} <= system, sorted(run.data.metrics)  # fmt: skip
+    assert len(client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")) >= 2
     model = logged_model(client, run.info.run_id)
     mlflow.set_tracking_uri(mlflow_server)  # models:/ URIs resolve against the current tracking URI
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}"))

@@ -52,23 +52,30 @@ def one_host(prepared, tmp_path_factory):
     return final_weights(base)
 
 
-def model_lib_local(base, prepared, *extra):
+def model_lib_local(base, prepared, *extra, env=None):
     params = base.parent / "params.yaml"
     params.write_text(json.dumps({"train": HPS}), encoding="utf-8")  # JSON is YAML
     command = [str(BIN / "model-lib"), "sagemaker-local", "--params", str(params), "--prepared", str(prepared["train"].parent),
                "--source-dir", str(REPO / "entry_point"), "--base-dir", str(base), "--instance-count", "2", *extra]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_a_killed_worker_fails_the_job_with_the_reason_within_seconds_and_a_restart_resumes(prepared, one_host, tmp_path):
+def test_a_killed_worker_fails_the_job_with_the_reason_within_seconds_and_a_restart_resumes(
+    prepared, one_host, tmp_path, mlflow_server
+):
     """One test for both behaviours (each two-host job costs about a minute on two cores): the kill,
-    then the restart, which is also the check of a two-host job that runs to the end."""
+    then the restart, which is also the check of a two-host job that runs to the end, tracked in
+    MLflow with each host's system metrics."""
     base = tmp_path / "job"
     hosts = loopback_hosts(2)
     folders = host_base_dirs(base, hosts)
     for host, folder in folders.items():
         lay_out(folder, encode_hyperparameters(HPS), prepared, REPO / "entry_point", hosts=hosts, current_host=host)
-    coordinator, worker = start_hosts(folders, {"MODEL_LIB_HEARTBEAT_SECONDS": "10"})
+    experiment = f"multi-{tmp_path.name}"  # the run the killed job opens, and its restart reopens
+    tracking = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": experiment}
+    tracking["MODEL_LIB_SYSTEM_METRICS_SECONDS"] = "1"
+    coordinator, worker = start_hosts(folders, {"MODEL_LIB_HEARTBEAT_SECONDS": "10", **tracking})
     deadline = time.monotonic() + 240
     while not checkpoints.generation_numbers(base / "checkpoints"):
         assert coordinator.poll() is None and time.monotonic() < deadline, "no checkpoint before the job ended"
@@ -84,7 +91,7 @@ def test_a_killed_worker_fails_the_job_with_the_reason_within_seconds_and_a_rest
     newest = checkpoints.latest(base / "checkpoints")
     assert newest is not None and (newest.state["epoch"], newest.state["step"]) < (HPS["epochs"], 0)
 
-    restarted = model_lib_local(base, prepared, "--keep")
+    restarted = model_lib_local(base, prepared, "--keep", env=tracking)
     output = restarted.stdout + restarted.stderr
     assert restarted.returncode == 0, output[-3000:]
     assert f"resuming at epoch {newest.state['epoch'] + 1}, step {newest.state['step']}" in output
@@ -96,6 +103,15 @@ def test_a_killed_worker_fails_the_job_with_the_reason_within_seconds_and_a_rest
     assert (base / "output" / "data" / "metrics.json").is_file()
     assert not any((worker / "model").iterdir()) and not any((worker / "output" / "data").iterdir())
     assert not any((worker / "checkpoints").iterdir()), "only the coordinator writes checkpoints"
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    system = {name for name in run.data.metrics if name.startswith("system/")}
+    for host in hosts:  # each host its own series, the worker's too
+        assert {f"system/{host}/cpu_utilization_percentage", f"system/{host}/system_memory_usage_megabytes"} <= system, system
+    assert not {"system/cpu_utilization_percentage"} & system
 
     difference = largest_difference(final_weights(base), one_host)
     print(f"largest weight difference, 2 hosts (killed, resumed) vs 1: {difference:.3g}")

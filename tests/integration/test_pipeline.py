@@ -149,6 +149,7 @@ def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipel
     assert run_info.data.params["evaluate.threshold"] == "0.5"
     assert len(client.get_metric_history(reference["run_id"], "val_loss")) == 1
     assert {"test_accuracy", "test_roc_auc", "test_predict_seconds", "train_seconds"} <= set(run_info.data.metrics)
+    assert "system/cpu_utilization_percentage" in run_info.data.metrics  # on by default (the local sqlite store too)
     tags = run_info.data.tags
     lock = yaml.safe_load((copy / "dvc.lock").read_text())
     model_out = next(out for out in lock["stages"]["train"]["outs"] if out["path"] == "models/model.keras")

@@ -120,6 +120,9 @@ def test_job_logs_to_the_mlflow_server_named_at_launch(sagemaker_base_dir, mlflo
     experiment = client.get_experiment_by_name("sagemaker-local-test")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["epochs"] == "1" and "test_accuracy" in run.data.metrics
+    # The job's host's system metrics (one host: no host in the names; the last sample is taken at the end).
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_percentage", "system/disk_usage_megabytes",
+            "system/network_transmit_megabytes"} <= set(run.data.metrics), sorted(run.data.metrics)  # fmt: skip
     assert run.data.tags["launched_by"] == "test" and run.data.tags["model_lib.stage"] == "sagemaker"
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # uploaded through the server, no store access
     logged_model(client, run.info.run_id)  # the run's logged model, READY

@@ -1,6 +1,7 @@
 """Training never dies because of MLflow, proven with a real `mlflow server` process stopped and
 started around a real toolkit job."""
 
+import re
 import subprocess
 import time
 
@@ -42,6 +43,7 @@ def one_finished_run_with_everything(uri: str, experiment: str, prepared: dict):
 
 
 def test_server_killed_after_epoch_1_and_back_10_s_later(prepared, tmp_path):
+    """The job goes on and ends; its run holds everything, the system metrics sampled meanwhile too."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     root = tmp_path / "mlflow"
@@ -52,15 +54,17 @@ def test_server_killed_after_epoch_1_and_back_10_s_later(prepared, tmp_path):
     job = subprocess.Popen(
         [str(BIN / "python"), "-c", "from model_lib.sagemaker.supervise import run_toolkit; import sys; "
          f"sys.exit(run_toolkit(__import__('pathlib').Path({str(base)!r}), "
-         f"{{'MLFLOW_TRACKING_URI': {uri!r}, 'MLFLOW_EXPERIMENT_NAME': {experiment!r}}}))"],
+         f"{{'MLFLOW_TRACKING_URI': {uri!r}, 'MLFLOW_EXPERIMENT_NAME': {experiment!r}, "
+         "'MODEL_LIB_SYSTEM_METRICS_SECONDS': '0.5'}))"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         generation = lambda: checkpoints.latest(base / "checkpoints")  # noqa: E731
         wait_until(lambda: (g := generation()) is not None and g.state["epoch"] >= 1, job)
         stop_server(server)
-        killed = time.monotonic()
+        killed, killed_at = time.monotonic(), time.time()
         time.sleep(10)
+        back_at = time.time()
         server = start_mlflow_server(root, port)
         output = job.communicate(timeout=600)[0]
     finally:
@@ -72,7 +76,13 @@ def test_server_killed_after_epoch_1_and_back_10_s_later(prepared, tmp_path):
     assert time.monotonic() - killed > 10
     server = start_mlflow_server(root, port)
     try:
-        one_finished_run_with_everything(uri, experiment, prepared)
+        run = one_finished_run_with_everything(uri, experiment, prepared)
+        import mlflow
+
+        # The system metrics sampled while the server was away were kept, and sent once it was back.
+        history = mlflow.MlflowClient(tracking_uri=uri).get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+        stamps = sorted(m.timestamp / 1000 for m in history)
+        assert any(killed_at < t < back_at for t in stamps), (killed_at, back_at, stamps)
     finally:
         stop_server(server)
     assert not (base / "checkpoints" / PENDING_FILE).exists()
@@ -92,7 +102,9 @@ def test_server_down_for_the_whole_job_then_mlflow_sync_sends_everything(prepare
     output = job.stdout + job.stderr
     assert job.returncode == 0, output[-4000:]
     assert (base / "model" / "model.keras").is_file()
-    assert "not sent yet: start, 2 params, tags, 4 dataset, 3 epoch, 2 metrics, 2 artifacts, model, end" in output
+    # The system metrics wait with the rest (sampled every 10 s: at least the last one, at the end).
+    pattern = r"not sent yet: start, 2 params, tags, 4 dataset, 3 epoch, 2 metrics, 2 artifacts, model, (\d+ )?system, end"
+    assert re.search(pattern, output)
     assert "model-lib mlflow-sync --checkpoints" in output
     assert (base / "checkpoints" / PENDING_FILE).is_file()
 
@@ -107,7 +119,8 @@ def test_server_down_for_the_whole_job_then_mlflow_sync_sends_everything(prepare
         )  # fmt: skip
         assert sync.returncode == 0, sync.stdout + sync.stderr[-3000:]
         assert "sent every record" in sync.stdout
-        one_finished_run_with_everything(uri, experiment, prepared)
+        run = one_finished_run_with_everything(uri, experiment, prepared)
+        assert "system/cpu_utilization_percentage" in run.data.metrics
     finally:
         stop_server(server)
     assert not (base / "checkpoints" / PENDING_FILE).exists()
