@@ -138,7 +138,8 @@ def test_model_lib_train_stopped_with_ctrl_c_resumes_in_the_same_run(workdir):
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == [0, 1, 2]
-    assert json.loads((workdir / "models" / "mlflow_run.json").read_text()) == {"run_id": run.info.run_id}
+    reference = json.loads((workdir / "models" / "mlflow_run.json").read_text())
+    assert reference == {"run_id": run.info.run_id, "model_md5": file_md5(workdir / "models" / "model.keras")}
     assert checkpoints.generation_numbers(workdir / "checkpoints") == []
 
 
