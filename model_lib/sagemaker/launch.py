@@ -28,6 +28,7 @@ from model_lib.errors import ConfigError, SageMakerEnvironmentError
 from model_lib.prepared import channel_paths
 from model_lib.redaction import find_secret, named_like_a_secret, redact
 from model_lib.sagemaker import jobs
+from model_lib.sagemaker.cost import JobCost, described_job_cost
 from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
 from model_lib.sagemaker.jobs import split_s3_uri
 from model_lib.sagemaker.options import LaunchOptions
@@ -595,7 +596,7 @@ def _quiet_sdk_config_logger() -> None:
 
 @dataclasses.dataclass
 class JobOutcome:
-    """How a job ended: status, model location, billable vs training seconds, test accuracy."""
+    """How a job ended: status, model location, billable vs training seconds, test accuracy, cost."""
 
     status: str
     failure_reason: str | None
@@ -603,6 +604,7 @@ class JobOutcome:
     billable_seconds: int | None
     training_seconds: int | None
     test_accuracy: float | None
+    cost: JobCost | None = None  # None for an instance type no price source knows
 
 
 def _test_accuracy(model_tar_uri: str, boto_session: Any) -> float | None:
@@ -632,4 +634,5 @@ def wait(job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report
         billable_seconds=described.get("BillableTimeInSeconds"),
         training_seconds=described.get("TrainingTimeInSeconds"),
         test_accuracy=_test_accuracy(artifacts, boto_session) if artifacts and completed else None,
+        cost=described_job_cost(described, boto_session),
     )
