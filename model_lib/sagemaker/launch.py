@@ -624,7 +624,7 @@ def _test_accuracy(summary: Mapping[str, Any]) -> float | None:
         return None
 
 
-def _log_cost(run_id: Any, cost: JobCost | None) -> None:
+def log_cost(run_id: Any, cost: JobCost | None) -> None:
     """Add the job's cost to its MLflow run (when this process tracks somewhere); never raises."""
     if not (isinstance(run_id, str) and run_id and cost is not None and os.environ.get(TRACKING_URI_ENV)):
         return
@@ -649,7 +649,7 @@ def wait(job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report
     completed = described["TrainingJobStatus"] == "Completed"
     summary = _summary(artifacts, boto_session) if artifacts and completed else {}
     cost = described_job_cost(described, boto_session)
-    _log_cost(summary.get("run_id"), cost)
+    log_cost(summary.get("run_id"), cost)
     return JobOutcome(
         status=described["TrainingJobStatus"],
         failure_reason=described.get("FailureReason"),
