@@ -74,7 +74,7 @@ def table_price(instance_type: str) -> Price | None:
     usd = table["usd_per_hour"].get(instance_type)
     if usd is None:
         return None
-    return Price(instance_type, float(usd), table["region"], f"table as of {table['as_of']}: {table['source']}")
+    return Price(instance_type, float(usd), table["region"], f"table as of {table['as_of']}")
 
 
 def table_instance_types() -> list[str]:
@@ -102,7 +102,7 @@ def api_price(instance_type: str, region: str, boto_session: Any) -> Price | Non
     lists no single price for the type."""
     from botocore.config import Config
 
-    config = Config(connect_timeout=_API_TIMEOUT_SECONDS, read_timeout=_API_TIMEOUT_SECONDS, retries={"max_attempts": 1})
+    config = Config(connect_timeout=_API_TIMEOUT_SECONDS, read_timeout=_API_TIMEOUT_SECONDS, retries={"total_max_attempts": 1})
     filters = [
         {"Type": "TERM_MATCH", "Field": "regionCode", "Value": region},
         {"Type": "TERM_MATCH", "Field": "instanceName", "Value": instance_type},
@@ -111,7 +111,8 @@ def api_price(instance_type: str, region: str, boto_session: Any) -> Price | Non
         client = boto_session.client("pricing", region_name=PRICING_REGION, config=config)
         answer = client.get_products(ServiceCode="AmazonSageMaker", Filters=filters, MaxResults=100)
     except Exception as exc:  # botocore: unreachable, timed out, no credentials, denied, not implemented
-        logger.info("the Price List API did not answer (%s: %s); using the shipped price table", type(exc).__name__, exc)
+        said = " ".join(str(exc).split())[:160]  # one short line: an endpoint without the service answers a page
+        logger.info("the Price List API did not answer (%s: %s); using the shipped price table", type(exc).__name__, said)
         return None
     prices = {usd for item in answer.get("PriceList", []) if (usd := _api_usd_per_hour(item, instance_type)) is not None}
     if len(prices) != 1:
