@@ -24,6 +24,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["model_lib", "model_lib.*"]),
+    package_data={"model_lib.sagemaker": ["prices.json"]},  # the on-demand price table (sagemaker/cost.py)
     install_requires=REQUIREMENTS,
     extras_require={
         "sagemaker": ["sagemaker==2.257.7", "sagemaker-training==5.1.4"],

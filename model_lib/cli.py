@@ -174,7 +174,7 @@ def _add_launch_command(commands: Any) -> None:
     launch.add_argument(
         "--wait",
         action="store_true",
-        help="follow the job; at its end print the model's S3 URI, billable and training seconds, test accuracy",
+        help="follow the job; at its end print the model's S3 URI, billable and training seconds, test accuracy, cost in USD",
     )
 
 
@@ -467,6 +467,25 @@ def _remote_launch_options() -> Any:
     return _launch_options(args)
 
 
+def outcome_lines(job_name: str, outcome: Any) -> list[str]:
+    """Return what `model-lib launch --wait` prints when the job ends: its status, failure reason,
+    model URI, billable and training seconds, cost in USD (and spot's saving), test accuracy."""
+    lines = [f"launch: {job_name} {outcome.status}"]
+    if outcome.failure_reason:
+        lines.append(f"  failure: {outcome.failure_reason}")
+    if outcome.model_artifacts:
+        lines.append(f"  model:   {outcome.model_artifacts}")
+    if outcome.training_seconds is not None:
+        billable = outcome.billable_seconds if outcome.billable_seconds is not None else outcome.training_seconds
+        saved = 1 - billable / outcome.training_seconds if outcome.training_seconds else 0.0
+        lines.append(f"  seconds: {billable} billable of {outcome.training_seconds} training ({saved:.0%} saved)")
+    if outcome.cost is not None:
+        lines.append(f"  cost:    {outcome.cost.describe()}")
+    if outcome.test_accuracy is not None:
+        lines.append(f"  test accuracy: {outcome.test_accuracy:.4f}")
+    return lines
+
+
 def _launch(args: argparse.Namespace) -> int:
     import boto3
 
@@ -488,17 +507,7 @@ def _launch(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     outcome = launch.wait(job.job_name, session)
-    print(f"launch: {job.job_name} {outcome.status}")
-    if outcome.failure_reason:
-        print(f"  failure: {outcome.failure_reason}")
-    if outcome.model_artifacts:
-        print(f"  model:   {outcome.model_artifacts}")
-    if outcome.training_seconds is not None:
-        billable = outcome.billable_seconds if outcome.billable_seconds is not None else outcome.training_seconds
-        saved = 1 - billable / outcome.training_seconds if outcome.training_seconds else 0.0
-        print(f"  seconds: {billable} billable of {outcome.training_seconds} training ({saved:.0%} saved)")
-    if outcome.test_accuracy is not None:
-        print(f"  test accuracy: {outcome.test_accuracy:.4f}")
+    print("\n".join(outcome_lines(job.job_name, outcome)))
     return 0 if outcome.status == "Completed" else 1
 
 

@@ -28,6 +28,7 @@ from model_lib.errors import ConfigError, SageMakerEnvironmentError
 from model_lib.prepared import channel_paths
 from model_lib.redaction import find_secret, named_like_a_secret, redact
 from model_lib.sagemaker import jobs
+from model_lib.sagemaker.cost import JobCost, described_job_cost
 from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
 from model_lib.sagemaker.jobs import split_s3_uri
 from model_lib.sagemaker.options import LaunchOptions
@@ -603,7 +604,7 @@ def _quiet_sdk_config_logger() -> None:
 
 @dataclasses.dataclass
 class JobOutcome:
-    """How a job ended: status, model location, billable vs training seconds, test accuracy."""
+    """How a job ended: status, model location, billable vs training seconds, test accuracy, cost."""
 
     status: str
     failure_reason: str | None
@@ -611,21 +612,42 @@ class JobOutcome:
     billable_seconds: int | None
     training_seconds: int | None
     test_accuracy: float | None
+    cost: JobCost | None = None  # None for an instance type no price source knows
 
 
-def _test_accuracy(model_tar_uri: str, boto_session: Any) -> float | None:
-    """Return the test accuracy from metrics.json inside model.tar.gz, or None."""
+def _summary(model_tar_uri: str, boto_session: Any) -> dict[str, Any]:
+    """Return metrics.json inside model.tar.gz (the test metrics and the MLflow run id), or {}."""
     try:
         files = jobs.read_archive(model_tar_uri, boto_session, {jobs.SUMMARY_FILE})
-        summary = json.loads(files[jobs.SUMMARY_FILE])
-        return float(summary.get("test", summary)["accuracy"])
+        return dict(json.loads(files[jobs.SUMMARY_FILE]))
     except Exception as exc:  # a missing or odd archive: the outcome is still worth printing
-        logger.warning("could not read the test accuracy from %s: %s", model_tar_uri, exc)
-    return None
+        logger.warning("could not read the job's summary from %s: %s", model_tar_uri, exc)
+    return {}
+
+
+def _test_accuracy(summary: Mapping[str, Any]) -> float | None:
+    try:
+        return float(summary.get("test", summary)["accuracy"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def log_cost(run_id: Any, cost: JobCost | None) -> None:
+    """Add the job's cost to its MLflow run (when this process tracks somewhere); never raises."""
+    if not (isinstance(run_id, str) and run_id and cost is not None and os.environ.get(TRACKING_URI_ENV)):
+        return
+    try:
+        from model_lib.tracking import open_tracker
+
+        with open_tracker(run_id=run_id) as tracker:
+            tracker.log_metrics(cost.metrics())
+    except Exception as exc:  # tracking is never a reason to fail: the report still prints the cost
+        logger.warning("could not add the cost to MLflow run %s: %s", run_id, exc)
 
 
 def wait(job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report: Callable[[str], None] = print) -> JobOutcome:
-    """Follow the job until it ends, reporting each status change; return how it ended.
+    """Follow the job until it ends, reporting each status change; return how it ended, its cost
+    added to the job's MLflow run (named in its model archive) when MLFLOW_TRACKING_URI is set here.
 
     Raises:
         botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError: if SageMaker could not be asked.
@@ -633,11 +655,15 @@ def wait(job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report
     described = jobs.follow(job_name, boto_session, poll_seconds=poll_seconds, on_status=report)
     artifacts = jobs.model_artifacts(described)
     completed = described["TrainingJobStatus"] == "Completed"
+    summary = _summary(artifacts, boto_session) if artifacts and completed else {}
+    cost = described_job_cost(described, boto_session)
+    log_cost(summary.get("run_id"), cost)
     return JobOutcome(
         status=described["TrainingJobStatus"],
         failure_reason=described.get("FailureReason"),
         model_artifacts=artifacts,
         billable_seconds=described.get("BillableTimeInSeconds"),
         training_seconds=described.get("TrainingTimeInSeconds"),
-        test_accuracy=_test_accuracy(artifacts, boto_session) if artifacts and completed else None,
+        test_accuracy=_test_accuracy(summary),
+        cost=cost,
     )

@@ -56,6 +56,12 @@ class LaunchOptions:
     spot: bool = _option(False, "managed spot training: interrupted jobs resume from checkpoints")
     max_run: int = _option(24 * 3600, "seconds of training before the job is stopped (default 86400)")
     max_wait: int | None = _option(None, "spot: seconds including waits for capacity, >= --max-run (default 2x)")
+    max_cost: float | None = _option(
+        None,
+        "refuse a job that could cost more than USD: --max-run x the instance type's on-demand price (the shipped "
+        "table) x --instance-count (spot bills training seconds only, at most --max-run)",
+        metavar="USD",
+    )
     job_name: str | None = _option(None, "training job name (default: model-lib-<timestamp>)")
     allow_local_tracking: bool = _option(False, "accept an MLFLOW_TRACKING_URI on this machine (SageMaker local mode)")
     register_model: str | None = _option(
@@ -79,7 +85,8 @@ class LaunchOptions:
     def problems(self) -> list[str]:
         """Return what is wrong with these options, one line each naming the flag, the value and what
         was expected (empty when nothing is): a string not of the form SageMaker takes, a number out
-        of SageMaker's bounds, a spot job whose --max-wait is below its --max-run."""
+        of SageMaker's bounds, a spot job whose --max-wait is below its --max-run, a job that could cost
+        more than --max-cost."""
         problems = []
         for name, (form, expected) in _FORMS.items():
             value = getattr(self, name)
@@ -95,7 +102,19 @@ class LaunchOptions:
             problems.append(
                 f"--max-wait {self.spot_max_wait} is below --max-run {self.max_run}: spot jobs need max-wait >= max-run"
             )
+        if self.max_cost is not None:
+            problems.extend(self._cost_problems(self.max_cost))
         return problems
+
+    def _cost_problems(self, max_cost: float) -> list[str]:
+        """Return why --max-cost refuses the job: not a positive figure, an unpriced instance type, or
+        a worst case (--max-run billed) above it."""
+        from model_lib.sagemaker.cost import most_cost_problem
+
+        if not 0 < max_cost < float("inf"):  # NaN fails too
+            return [f"--max-cost {max_cost}: expected a positive number of US dollars"]
+        problem = most_cost_problem(max_cost, self.instance_type, self.instance_count, self.max_run)
+        return [problem] if problem else []
 
 
 __all__ = ["MAX_INSTANCE_COUNT", "MAX_RUN_SECONDS", "LaunchOptions"]

@@ -259,4 +259,17 @@ def train(
         raise RemoteJobFailed(
             f"SageMaker job {name} {described['TrainingJobStatus']}: {reason}. Running the stage again starts a new attempt"
         )
-    return write_outputs(described, boto_session, model, history, run_reference)
+    summary = write_outputs(described, boto_session, model, history, run_reference)
+    _report_cost(described, boto_session, summary.get("run_id"), report)
+    return summary
+
+
+def _report_cost(described: dict[str, Any], boto_session: Any, run_id: Any, report: Callable[[str], None]) -> None:
+    """Report what the job cost and add it to the job's MLflow run (see :mod:`model_lib.sagemaker.cost`)."""
+    from model_lib.sagemaker import launch
+    from model_lib.sagemaker.cost import described_job_cost
+
+    cost = described_job_cost(described, boto_session)
+    if cost is not None:
+        report(f"train: SageMaker job {described['TrainingJobName']} cost {cost.describe()}")
+        launch.log_cost(run_id, cost)

@@ -175,6 +175,9 @@ def test_dvc_repro_trains_on_sagemaker_and_everything_downstream_is_as_local(rem
     assert found.data.tags["model_md5"] == hashlib.md5((repo / "models/model.keras").read_bytes()).hexdigest()
     assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1]
     assert "test_accuracy" in found.data.metrics
+    # What the job cost (moto has no Price List API: the shipped table's price), printed and in the run.
+    assert f"train: SageMaker job {job} cost $" in out and "1 x ml.m5.xlarge at $0.23/h, us-east-1, table as of" in out
+    assert found.data.metrics["spot_saving_usd"] == 0 and found.data.metrics["cost_usd"] >= 0
     # The job's datasets are the DVC remote's objects it was given as channels, by dvc.lock's md5.
     outs = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]["outs"]
     locked = {Path(out["path"]).stem: out["md5"] for out in outs if out["path"].endswith((".npz", ".txt", ".npy"))}

@@ -147,10 +147,18 @@ class FakeSageMaker:
             self.stop_requests.append(name)
 
     def end(
-        self, name: str, status: str, *, seconds: float = 0.0, failure: str | None = None, exit_code: int | None = None
+        self,
+        name: str,
+        status: str,
+        *,
+        seconds: float = 0.0,
+        failure: str | None = None,
+        exit_code: int | None = None,
+        billable_seconds: float | None = None,
     ) -> None:
         """End job ``name`` with ``status`` after ``seconds`` of training, as SageMaker reports it;
-        ``failure`` (or, without it, ``exit_code``) gives a Failed job's reason.
+        ``failure`` (or, without it, ``exit_code``) gives a Failed job's reason; ``billable_seconds``
+        (default ``seconds``) is what a spot job is billed.
 
         Raises:
             ValueError: ``status`` is not a terminal status.
@@ -178,5 +186,6 @@ class FakeSageMaker:
             job.training_job_status = job.secondary_status = status
             job.training_start_time = steps[1]["StartTime"]
             job.training_end_time = job.last_modified_time = now
-            job.training_time_in_seconds = job.billable_time_in_seconds = int(seconds)
+            job.training_time_in_seconds = int(seconds)
+            job.billable_time_in_seconds = int(seconds if billable_seconds is None else billable_seconds)
             job.model_artifacts = artifacts if status == "Completed" else None
