@@ -11,6 +11,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from model_lib.parent_watch import DVC_STAGE_ENV
+
 logger = logging.getLogger(__name__)
 
 TAGS_ENV = "MODEL_LIB_MLFLOW_TAGS"
@@ -32,17 +34,43 @@ def file_md5(path: str | os.PathLike[str]) -> str:
 
 def git_state(repo: str | os.PathLike[str] = ".") -> dict[str, str]:
     """Return git_commit, git_short (``--short=7``, the form image tags use) and git_dirty of
-    ``repo``; each is "unknown" outside git (a training container has no git)."""
+    ``repo``; each is "unknown" outside git (a training container has no git).
+
+    Inside a DVC stage the pipeline's own products (dvc.lock and every output dvc.yaml names) do not
+    make the tree dirty: DVC deletes a stage's outputs before it runs it and rewrites dvc.lock after
+    each stage, so a clean clone's `dvc repro` would otherwise call every run dirty.
+    """
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
 
     try:
-        commit, short = git("rev-parse", "HEAD"), git("rev-parse", "--short=7", "HEAD")
-        dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+        commit, short = git("rev-parse", "HEAD").strip(), git("rev-parse", "--short=7", "HEAD").strip()
+        changed = git("status", "--porcelain", "-z", "--untracked-files=no").split("\0")
     except (OSError, subprocess.CalledProcessError):
         return {"git_commit": "unknown", "git_short": "unknown", "git_dirty": "unknown"}
-    return {"git_commit": commit, "git_short": short, "git_dirty": dirty}
+    paths = {entry[3:] for entry in changed if len(entry) > 3}
+    if DVC_STAGE_ENV in os.environ:
+        paths -= pipeline_products(repo)
+    return {"git_commit": commit, "git_short": short, "git_dirty": "true" if paths else "false"}
+
+
+def pipeline_products(repo: str | os.PathLike[str] = ".") -> set[str]:
+    """Return the paths DVC writes in ``repo``: dvc.lock and every stage's outs, metrics and plots in
+    dvc.yaml (only dvc.lock when dvc.yaml cannot be read)."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((Path(repo) / "dvc.yaml").read_text(encoding="utf-8"))
+        stages = spec.get("stages", {}).values()
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return {"dvc.lock"}
+    found = {"dvc.lock"}
+    for stage in stages:
+        for key in ("outs", "metrics", "plots"):
+            for item in (stage.get(key) or []) if isinstance(stage, dict) else []:
+                found.add(str(next(iter(item))) if isinstance(item, dict) else str(item))
+    return found
 
 
 def lineage_tags(inputs: Mapping[str, str | os.PathLike[str]], repo: str | os.PathLike[str] = ".") -> dict[str, str]:
