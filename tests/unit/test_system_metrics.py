@@ -19,17 +19,11 @@ from model_lib.tracking.system_metrics import (
     SystemMonitor,
     settings,
 )
+from tests.unit import test_tracking_queue
 
 
-class RecordingSink:
-    """Takes every record; a Start creates run "run-1"."""
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, record, run_id, save):
-        self.sent.append((record, run_id))
-        return "run-1" if isinstance(record, records.Start) else run_id
+class RecordingSink(test_tracking_queue.RecordingSink):
+    """Takes every record (a Start creates run "run-1"), and names the system samples among them."""
 
     def system(self):
         return [(record, run_id) for record, run_id in self.sent if isinstance(record, records.SystemMetrics)]
