@@ -431,6 +431,7 @@ def _train_on_sagemaker(config: Any, args: argparse.Namespace) -> dict[str, Any]
         model=paths.model,
         history=paths.history,
         run_reference=paths.run_reference,
+        cost=paths.cost,
         poll_seconds=poll,
         report=report,
     )
@@ -464,7 +465,34 @@ def _remote_launch_options() -> Any:
         raise ConfigError(f"{OPTIONS_ENV}={raw!r}: not a `model-lib launch` option: {' '.join(unknown)}")
     if args.job_name:
         raise ConfigError(f"{OPTIONS_ENV}: --job-name is chosen by the stage (one name per inputs and params)")
+    if args.terraform_outputs is not None:
+        args.terraform_outputs = _from_dvc_root(args.terraform_outputs, f"{OPTIONS_ENV}: --terraform-outputs")
     return _launch_options(args)
+
+
+def _from_dvc_root(path: Path, what: str, environ: Mapping[str, str] | None = None) -> Path:
+    """Return ``path``, a relative one found in the repo the stage was started from when it is not here.
+
+    A queued experiment (``dvc queue start``, ``dvc exp run --run-all``) runs in a temporary copy of the
+    repo under .dvc/tmp/exps that holds only what git tracks; DVC sets DVC_ROOT to the repo it came
+    from, where a git-ignored file such as tf-outputs.json is.
+
+    Raises:
+        ConfigError: if the file is in neither place.
+    """
+    from model_lib.errors import ConfigError
+
+    env = os.environ if environ is None else environ
+    if path.is_absolute() or path.is_file():
+        return path
+    root = env.get("DVC_ROOT")
+    if root and (Path(root) / path).is_file():
+        return Path(root) / path
+    where = f"{Path.cwd()}" + (f" or {root} (DVC_ROOT)" if root and Path(root) != Path.cwd() else "")
+    raise ConfigError(
+        f"{what} {path}: no such file in {where}; give an absolute path (a queued experiment runs in a "
+        "temporary copy of the repo that holds only what git tracks)"
+    )
 
 
 def outcome_lines(job_name: str, outcome: Any) -> list[str]:

@@ -16,6 +16,9 @@ from model_lib.config import EvaluateConfig, IngestConfig, PrepareConfig, TrainC
 
 logger = logging.getLogger(__name__)
 
+# models/cost.json of a train on this machine: no SageMaker bill (a remote train stage writes the job's).
+LOCAL_COST = {"cost_usd": 0.0, "spot_saving_usd": 0.0, "trained_on": "local"}
+
 
 @dataclasses.dataclass(frozen=True)
 class Paths:
@@ -61,6 +64,11 @@ class Paths:
     @property
     def history(self) -> Path:
         return self.models / "history.json"
+
+    @property
+    def cost(self) -> Path:
+        """What the training cost in US dollars (a train stage metric, so `dvc exp show` lists it)."""
+        return self.models / "cost.json"
 
     @property
     def run_reference(self) -> Path:
@@ -168,8 +176,9 @@ def train(
         run_reference=paths.run_reference,
         stable_summary=True,  # a DVC output: a rerun of the same inputs writes the same file
     )
+    check_output_file(paths.cost, "the cost")
     with stopping_when_parent_goes():  # a stage left running by a killed `dvc repro` stops and saves
-        return train_and_record(
+        summary = train_and_record(
             config,
             paths.channels,
             run_paths,
@@ -179,6 +188,8 @@ def train(
             register_model=register_model,
             data_origin=DataOrigin.from_dvc_config(),  # the DVC stage runs at the repo root
         )
+    write_json(paths.cost, LOCAL_COST)
+    return summary
 
 
 def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = True) -> dict[str, Any]:

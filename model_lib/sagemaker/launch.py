@@ -34,7 +34,7 @@ from model_lib.sagemaker.jobs import split_s3_uri
 from model_lib.sagemaker.options import LaunchOptions
 from model_lib.tracking.credentials import SECRET_ENV
 from model_lib.tracking.datasets import DATA_REMOTE_ENV, remote_of_object
-from model_lib.tracking.lineage import TAGS_ENV
+from model_lib.tracking.lineage import TAGS_ENV, experiment_tags
 from model_lib.tracking.system_metrics import INTERVAL_ENV, SYSTEM_METRICS_ENV, settings
 from model_lib.tracking.uris import REGISTER_MODEL_ENV, public_uri
 
@@ -455,7 +455,7 @@ def _job_environment(options: LaunchOptions, lineage: Mapping[str, str], channel
         environment[SECRET_ENV] = options.mlflow_secret
     if options.instance_count > 1:
         environment["KERAS_BACKEND"] = MULTI_INSTANCE_BACKEND
-    environment[TAGS_ENV] = json.dumps({**lineage, **user_tags()}, sort_keys=True)
+    environment[TAGS_ENV] = json.dumps({**lineage, **experiment_tags(), **user_tags()}, sort_keys=True)
     remotes = {remote_of_object(uri) for uri in channels.values()}
     if len(remotes) == 1 and None not in remotes:  # one URL, not four: a value holds at most 512 characters
         environment[DATA_REMOTE_ENV] = str(remotes.pop())
@@ -504,7 +504,7 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
         channels=draft.channels,
         hyperparameters=job_hyperparameters(config),
         environment=_job_environment(options, lineage, draft.channels),
-        tags=lineage,
+        tags={**lineage, **experiment_tags()},  # the SageMaker job's tags: a sweep's jobs are found by them too
         options=options,
     )
 

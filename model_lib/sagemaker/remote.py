@@ -230,11 +230,14 @@ def train(
     model: Path,
     history: Path,
     run_reference: Path,
+    cost: Path | None = None,
     dvc_yaml: Path = Path("dvc.yaml"),
     poll_seconds: float = DEFAULT_POLL_SECONDS,
     report: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the train stage's work as a SageMaker job; return the job's summary.
+    """Run the train stage's work as a SageMaker job; return the job's summary. With ``cost``, what the
+    job cost is written there as JSON (``cost_usd``, ``spot_saving_usd``, the price and its source; the
+    figures are null for an instance type no price source knows).
 
     Raises:
         OutputError: if the model, history or run reference cannot be written here (before launch).
@@ -244,8 +247,9 @@ def train(
     """
     from model_lib.sagemaker import launch
 
-    for path in (model, history, run_reference):  # not after the job has run (and been paid for)
-        check_output_file(path, "the model")
+    for path in (model, history, run_reference, cost):  # not after the job has run (and been paid for)
+        if path is not None:
+            check_output_file(path, "the model")
     launch.check_before_anything(config, options)  # before any push: a bad option or a credential fails at once
     remote = launch.dvc_s3_remote(options.remote, options.repo)
     targets = stage_data_deps(dvc_yaml)
@@ -260,16 +264,30 @@ def train(
             f"SageMaker job {name} {described['TrainingJobStatus']}: {reason}. Running the stage again starts a new attempt"
         )
     summary = write_outputs(described, boto_session, model, history, run_reference)
-    _report_cost(described, boto_session, summary.get("run_id"), report)
+    spent = _report_cost(described, boto_session, summary.get("run_id"), report)
+    if cost is not None:
+        write_json(cost, spent)
     return summary
 
 
-def _report_cost(described: dict[str, Any], boto_session: Any, run_id: Any, report: Callable[[str], None]) -> None:
-    """Report what the job cost and add it to the job's MLflow run (see :mod:`model_lib.sagemaker.cost`)."""
+def _report_cost(described: dict[str, Any], boto_session: Any, run_id: Any, report: Callable[[str], None]) -> dict[str, Any]:
+    """Report what the job cost and add it to the job's MLflow run (see :mod:`model_lib.sagemaker.cost`);
+    return it as the stage's cost metrics."""
     from model_lib.sagemaker import launch
     from model_lib.sagemaker.cost import described_job_cost
 
     cost = described_job_cost(described, boto_session)
-    if cost is not None:
-        report(f"train: SageMaker job {described['TrainingJobName']} cost {cost.describe()}")
-        launch.log_cost(run_id, cost)
+    name = described["TrainingJobName"]
+    if cost is None:
+        instance_type = described.get("ResourceConfig", {}).get("InstanceType")
+        report(f"train: SageMaker job {name}: no price known for {instance_type}, cost not reported")
+        return {"cost_usd": None, "spot_saving_usd": None, "trained_on": "sagemaker"}
+    report(f"train: SageMaker job {name} cost {cost.describe()}")
+    launch.log_cost(run_id, cost)
+    return {
+        **cost.metrics(),
+        "trained_on": "sagemaker",
+        "instance": f"{cost.instance_count} x {cost.price.instance_type}",
+        "usd_per_hour": cost.price.usd_per_hour,
+        "price_source": f"{cost.price.source}, {cost.price.region}",
+    }

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,12 @@ from model_lib.parent_watch import DVC_STAGE_ENV
 logger = logging.getLogger(__name__)
 
 TAGS_ENV = "MODEL_LIB_MLFLOW_TAGS"
+SWEEP_ENV = "MODEL_LIB_SWEEP"  # names the sweep a run belongs to (default: the DVC experiments' baseline)
+SWEEP_TAG = "sweep"
+# What `dvc exp run` (and each queued experiment DVC runs) sets in the stage's environment.
+DVC_EXP_NAME_ENV = "DVC_EXP_NAME"
+DVC_EXP_BASELINE_ENV = "DVC_EXP_BASELINE_REV"
+_TAG_VALUE = re.compile(r"[\w.:/=+@ -]{1,128}")  # what both MLflow and SageMaker job tags take
 CODE_TAGS = ("git_commit", "git_dirty")
 DATA_TAG_PREFIX = "dvc_md5."  # + the input's name: the MD5 of that file
 # The MD5 of the model file the run wrote (dvc.lock's md5 of models/model.keras): from a commit's
@@ -82,7 +89,37 @@ def lineage_tags(inputs: Mapping[str, str | os.PathLike[str]], repo: str | os.Pa
     for name, path in inputs.items():
         if Path(path).is_file():
             tags[f"{DATA_TAG_PREFIX}{name}"] = file_md5(path)
+    tags.update(experiment_tags())
     tags.update(user_tags())
+    return tags
+
+
+def experiment_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the DVC experiment a run trains and the sweep it belongs to, as run tags.
+
+    ``dvc_experiment`` is the experiment's name (DVC_EXP_NAME) and ``dvc_baseline`` the commit it
+    branches from. ``sweep`` is MODEL_LIB_SWEEP when set (export it in the shell that runs
+    ``dvc queue start``: that start's experiments share it), else ``dvc-exp-<baseline short commit>``,
+    the experiments ``dvc exp show`` lists together. Outside ``dvc exp run``, with no MODEL_LIB_SWEEP: none.
+
+    Raises:
+        ConfigError: if MODEL_LIB_SWEEP is not 1-128 letters, digits, spaces or ``_.:/=+@-``.
+    """
+    from model_lib.errors import ConfigError
+
+    env = os.environ if environ is None else environ
+    tags = {}
+    name, baseline = env.get(DVC_EXP_NAME_ENV, "").strip(), env.get(DVC_EXP_BASELINE_ENV, "").strip()
+    if name:
+        tags["dvc_experiment"] = name
+    if baseline:
+        tags["dvc_baseline"] = baseline
+        tags[SWEEP_TAG] = f"dvc-exp-{baseline[:7]}"
+    sweep = env.get(SWEEP_ENV, "").strip()
+    if sweep:
+        if not _TAG_VALUE.fullmatch(sweep):
+            raise ConfigError(f"{SWEEP_ENV}={sweep[:80]!r}: expected 1-128 letters, digits, spaces or _.:/=+@-")
+        tags[SWEEP_TAG] = sweep
     return tags
 
 

@@ -214,6 +214,7 @@ def test_a_forced_rerun_of_the_same_inputs_changes_no_output_and_no_tracked_file
     copy, env, _ = pipeline_repo
     history = json.loads((copy / "models/history.json").read_text())
     assert not {"run_id", "train_seconds"} & set(history)  # they differ every run: MLflow has them
+    assert json.loads((copy / "models/cost.json").read_text()) == {"cost_usd": 0.0, "spot_saving_usd": 0.0, "trained_on": "local"}
     run(["git", "add", "-A"], copy, env)
     run(["git", "commit", "-qm", "the first repro's outputs"], copy, env)
     lock, model, md5s = (copy / "dvc.lock").read_bytes(), (copy / "models/model.keras").read_bytes(), output_md5s(copy)

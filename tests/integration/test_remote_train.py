@@ -2,136 +2,36 @@
 
 The cloud is stood in for by a real moto server (S3, ECR, IAM, SageMaker API, CloudWatch Logs) whose
 training jobs live as SageMaker's (tests/standins/fake_sagemaker.py: a job is InProgress until its end is
-set), and a "SageMaker worker" thread here that runs each job once it appears, as SageMaker would, with
-`model-lib sagemaker-local --job NAME` (the real toolkit, the job's S3 channels and code), publishing its
-output to CloudWatch Logs as it goes and setting how the job ended (its exit code, its failure file). MLflow is a real
-`mlflow server`; DVC is the real `dvc` with an S3 remote on moto.
+set), and a "SageMaker worker" (tests/standins/sagemaker_worker.py) that runs each job once it appears,
+as SageMaker would, with `model-lib sagemaker-local --job NAME`. MLflow is a real `mlflow server`; DVC
+is the real `dvc` with an S3 remote on moto.
 """
 
 import hashlib
 import json
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import free_port, git_copy_of_repo, logged_datasets, start_mlflow_server, stop_server
+from tests.conftest import logged_datasets
 from tests.conftest import run_checked as run
-from tests.standins.fake_sagemaker import FakeSageMaker, status_for_exit
+from tests.standins.sagemaker_worker import remote_repo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SMALL = {"ingest": {"limit": 400}, "prepare": {"vocab_size": 3000}}
 TRAIN = {"epochs": 2, "patience": 5, "ngram_buckets": 100003, "batch_size": 16}
-TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-}
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-
-
-class SageMakerWorker(threading.Thread):
-    """Runs each training job that appears in moto, once, as SageMaker would; ``paused`` holds new jobs."""
-
-    def __init__(self, repo: Path, env: dict[str, str], session, fake: FakeSageMaker) -> None:
-        super().__init__(daemon=True)
-        self.repo, self.env, self.session, self.fake = repo, env, session, fake
-        self.sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
-        self.logs = session.client("logs", endpoint_url=env["AWS_ENDPOINT_URL"])
-        self.logs.create_log_group(logGroupName=LOG_GROUP)
-        self.started: list[str] = []
-        self.paused = threading.Event()
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            for summary in self.sagemaker.list_training_jobs()["TrainingJobSummaries"]:
-                name = summary["TrainingJobName"]  # moto is shared: other tests' jobs are not ours
-                if name.startswith("model-lib-train-") and name not in self.started and not self.paused.is_set():
-                    self.started.append(name)
-                    self.execute(name)
-            time.sleep(0.3)
-
-    def execute(self, name: str) -> None:
-        stream = f"{name}/algo-1-{int(time.time())}"
-        self.logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
-        base_dir = self.repo.parent / f"worker-{name}"
-        command = ["model-lib", "sagemaker-local", "--job", name, "--base-dir", str(base_dir)]
-        output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-        started = time.monotonic()
-        process = subprocess.Popen(command, cwd=self.repo, env=self.env, **output)
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.strip():
-                event = {"timestamp": int(time.time() * 1000), "message": line.rstrip()[:1000]}
-                self.logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
-        code = process.wait()
-        failure_file = base_dir / "output" / "failure"
-        failure = failure_file.read_text(encoding="utf-8") if failure_file.is_file() else None
-        seconds = time.monotonic() - started
-        self.fake.end(name, status_for_exit(code), exit_code=code, seconds=seconds, failure=failure)
 
 
 @pytest.fixture(scope="module")
 def remote(moto_server, fake_sagemaker, tmp_path_factory):
-    """A repo copy with an S3 DVC remote, image and role in moto, a real MLflow server and the worker;
-    yields what the tests need."""
-    import boto3
-
-    copy = tmp_path_factory.mktemp("remote") / "repo"
-    copy.mkdir()
-    env = git_copy_of_repo(copy, {**SMALL, "train": TRAIN})
-    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
-    clients = {name: session.client(name, endpoint_url=moto_server) for name in ("s3", "ecr", "iam")}
-    bucket = f"remote-{copy.parent.name.lower().replace('_', '-')[-20:]}"
-    clients["s3"].create_bucket(Bucket=bucket)
-    role = clients["iam"].create_role(RoleName=f"sm-{bucket}", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
-    ecr = clients["ecr"].create_repository(repositoryName=f"train-{bucket}")["repository"]["repositoryUri"]
-    outputs = {"ecr_repository_url": ecr, "sagemaker_role_arn": role, "bucket_name": bucket}
-    (copy / "tf-outputs.json").write_text(json.dumps({k: {"value": v} for k, v in outputs.items()}))
-    (copy / ".gitignore").write_text((copy / ".gitignore").read_text() + "/tf-outputs.json\n")
-    aws = {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    env.update(aws, AWS_DEFAULT_REGION="us-east-1", HOME=str(copy))
-    env.pop("AWS_PROFILE", None)
-    run(["dvc", "remote", "add", "s3", f"s3://{bucket}/dvc"], copy, env)
-    run(["git", "add", "-A"], copy, env)
-    run(["git", "commit", "-qm", "s3 remote"], copy, env)
-    commit = run(["git", "rev-parse", "--short=7", "HEAD"], copy, env).stdout.strip()
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"})
-    clients["ecr"].put_image(repositoryName=f"train-{bucket}", imageManifest=manifest, imageTag=f"cpu-{commit}")
-
-    port = free_port()
-    root = copy.parent / "mlflow"
-    root.mkdir()
-    server = start_mlflow_server(root, port)
-    uri = f"http://127.0.0.1:{port}"
-    env["MLFLOW_TRACKING_URI"] = uri
-    worker = SageMakerWorker(copy, dict(env), session, fake_sagemaker)
-    worker.start()
-    stage_env = {
-        **env,
-        "MODEL_LIB_TRAIN_ON": "sagemaker",
-        "MODEL_LIB_LAUNCH_OPTIONS": "--terraform-outputs tf-outputs.json --allow-local-tracking --max-run 1800",
-        "MODEL_LIB_POLL_SECONDS": "1",
-    }
-    try:
-        yield {
-            "repo": copy,
-            "env": stage_env,
-            "bucket": bucket,
-            "s3": clients["s3"],
-            "worker": worker,
-            "uri": uri,
-            "fake": fake_sagemaker,
-        }
-    finally:
-        worker.stopping.set()
-        worker.join(timeout=600)  # while the fake is still installed for its last end
-        stop_server(server)
+    """A repo copy with an S3 DVC remote, image and role in moto, a real MLflow server and the worker."""
+    with remote_repo(tmp_path_factory.mktemp("remote"), {**SMALL, "train": TRAIN}, moto_server, fake_sagemaker) as found:
+        yield found
 
 
 def test_dvc_repro_trains_on_sagemaker_and_everything_downstream_is_as_local(remote):
@@ -178,6 +78,8 @@ def test_dvc_repro_trains_on_sagemaker_and_everything_downstream_is_as_local(rem
     # What the job cost (moto has no Price List API: the shipped table's price), printed and in the run.
     assert f"train: SageMaker job {job} cost $" in out and "1 x ml.m5.xlarge at $0.23/h, us-east-1, table as of" in out
     assert found.data.metrics["spot_saving_usd"] == 0 and found.data.metrics["cost_usd"] >= 0
+    stage_cost = json.loads((repo / "models/cost.json").read_text())  # a train stage metric, as dvc exp show lists
+    assert stage_cost["cost_usd"] == found.data.metrics["cost_usd"] and stage_cost["instance"] == "1 x ml.m5.xlarge"
     # The job's datasets are the DVC remote's objects it was given as channels, by dvc.lock's md5.
     outs = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]["outs"]
     locked = {Path(out["path"]).stem: out["md5"] for out in outs if out["path"].endswith((".npz", ".txt", ".npy"))}

@@ -118,6 +118,10 @@ print(model.predict(keras.ops.convert_to_tensor([["a wonderful film"]]), verbose
             {"MODEL_LIB_TRAIN_ON": "sagemaker", "MODEL_LIB_LAUNCH_OPTIONS": "--job-name mine"},
             "MODEL_LIB_LAUNCH_OPTIONS: --job-name is chosen by the stage",
         ),
+        (  # a queued experiment's workspace lacks git-ignored files; DVC_ROOT names the repo that has them
+            {"MODEL_LIB_TRAIN_ON": "sagemaker", "MODEL_LIB_LAUNCH_OPTIONS": "--terraform-outputs tf.json", "DVC_ROOT": "/no"},
+            "MODEL_LIB_LAUNCH_OPTIONS: --terraform-outputs tf.json: no such file in ",
+        ),
     ],
 )
 def test_where_train_runs_is_checked_before_anything_happens(tmp_path, env, message):
@@ -142,3 +146,16 @@ def test_launch_flags_are_the_launch_options_fields_with_their_defaults():
         ["launch", "--spot", "--max-run", "60", "--terraform-outputs", "t.json", "--register-model", "m"]
     )
     assert _launch_options(given) == LaunchOptions(spot=True, max_run=60, terraform_outputs=Path("t.json"), register_model="m")
+
+
+def test_a_relative_terraform_outputs_is_found_in_the_repo_a_queued_experiment_came_from(tmp_path, monkeypatch):
+    from model_lib.cli import _from_dvc_root
+
+    repo, workspace = tmp_path / "repo", tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc"
+    workspace.mkdir(parents=True)
+    (repo / "tf-outputs.json").write_text("{}")
+    monkeypatch.chdir(workspace)
+    found = _from_dvc_root(Path("tf-outputs.json"), "--terraform-outputs", {"DVC_ROOT": str(repo)})
+    assert found == repo / "tf-outputs.json"
+    (workspace / "tf-outputs.json").write_text("{}")  # one here wins: a run in the repo itself
+    assert _from_dvc_root(Path("tf-outputs.json"), "--terraform-outputs", {"DVC_ROOT": str(repo)}) == Path("tf-outputs.json")

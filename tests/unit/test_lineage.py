@@ -61,3 +61,16 @@ def test_a_changed_param_makes_a_stage_dirty(committed_repo, monkeypatch):
 
 def test_outside_git_the_state_is_unknown(tmp_path):
     assert git_state(tmp_path) == {"git_commit": "unknown", "git_short": "unknown", "git_dirty": "unknown"}
+
+
+def test_a_dvc_experiment_names_its_run_and_its_sweep():
+    from model_lib.errors import ConfigError
+    from model_lib.tracking.lineage import experiment_tags
+
+    queued = {"DVC_EXP_NAME": "sappy-yarn", "DVC_EXP_BASELINE_REV": "0123456789abcdef"}
+    tags = experiment_tags(queued)
+    assert tags == {"dvc_experiment": "sappy-yarn", "dvc_baseline": "0123456789abcdef", "sweep": "dvc-exp-0123456"}
+    assert experiment_tags({**queued, "MODEL_LIB_SWEEP": "lr sweep 2"})["sweep"] == "lr sweep 2"
+    assert experiment_tags({}) == {}  # a plain `dvc repro` or `model-lib train`
+    with pytest.raises(ConfigError, match=r"MODEL_LIB_SWEEP='a\\nb': expected 1-128 letters"):
+        experiment_tags({"MODEL_LIB_SWEEP": "a\nb"})

@@ -1,0 +1,147 @@
+"""SageMaker's workers, stood in for: a thread that runs each training job that appears in moto, as
+SageMaker would, with `model-lib sagemaker-local --job NAME` (the real toolkit, the job's S3 channels
+and code), publishing the job's output to CloudWatch Logs as it goes and setting how the job ended
+(its exit code, its failure file) on the fake SageMaker (tests/standins/fake_sagemaker.py).
+
+Jobs run side by side, each in a thread of its own, as SageMaker runs each job on its own instances;
+:func:`remote_repo` lays out the repo copy, the AWS resources and the MLflow server they work with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import free_port, git_copy_of_repo, start_mlflow_server, stop_server
+from tests.conftest import run_checked as run
+from tests.standins.fake_sagemaker import FakeSageMaker, status_for_exit
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+
+
+class SageMakerWorker(threading.Thread):
+    """Runs each training job that appears in moto, once, in a thread of its own; ``paused`` holds new
+    jobs. ``started`` lists the jobs in the order they were taken; ``times`` gives each one's
+    (start, end) in ``time.time()`` seconds, the end once its process has exited."""
+
+    def __init__(self, repo: Path, env: dict[str, str], session: Any, fake: FakeSageMaker) -> None:
+        super().__init__(daemon=True)
+        self.repo, self.env, self.session, self.fake = repo, env, session, fake
+        self.sagemaker = session.client("sagemaker", endpoint_url=env["AWS_ENDPOINT_URL"])
+        self.logs = session.client("logs", endpoint_url=env["AWS_ENDPOINT_URL"])
+        with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):  # moto is shared
+            self.logs.create_log_group(logGroupName=LOG_GROUP)
+        self.started: list[str] = []
+        self.times: dict[str, tuple[float, float | None]] = {}
+        self.running: list[threading.Thread] = []
+        self.paused = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            for summary in self.sagemaker.list_training_jobs()["TrainingJobSummaries"]:
+                name = summary["TrainingJobName"]  # moto is shared: other tests' jobs are not ours
+                if name.startswith("model-lib-train-") and name not in self.started and not self.paused.is_set():
+                    self.started.append(name)
+                    thread = threading.Thread(target=self.execute, args=(name,), daemon=True)
+                    self.running.append(thread)
+                    thread.start()
+            time.sleep(0.3)
+        for thread in self.running:
+            thread.join(timeout=600)  # while the fake is still installed for their ends
+
+    def execute(self, name: str) -> None:
+        self.times[name] = (time.time(), None)
+        stream = f"{name}/algo-1-{int(time.time())}"
+        logs = self.session.client("logs", endpoint_url=self.env["AWS_ENDPOINT_URL"])  # clients are per thread
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+        base_dir = self.repo.parent / f"worker-{name}"
+        command = ["model-lib", "sagemaker-local", "--job", name, "--base-dir", str(base_dir)]
+        output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        started = time.monotonic()
+        process = subprocess.Popen(command, cwd=self.repo, env=self.env, **output)
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.strip():
+                event = {"timestamp": int(time.time() * 1000), "message": line.rstrip()[:1000]}
+                logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
+        code = process.wait()
+        self.times[name] = (self.times[name][0], time.time())
+        failure_file = base_dir / "output" / "failure"
+        failure = failure_file.read_text(encoding="utf-8") if failure_file.is_file() else None
+        seconds = time.monotonic() - started
+        self.fake.end(name, status_for_exit(code), exit_code=code, seconds=seconds, failure=failure)
+
+
+@contextlib.contextmanager
+def remote_repo(
+    folder: Path, params: dict[str, dict[str, Any]], moto_server: str, fake: FakeSageMaker
+) -> Iterator[dict[str, Any]]:
+    """Yield a repo copy in ``folder`` (``params`` in params.yaml) with an S3 DVC remote, image and role
+    in moto, a real MLflow server of its own (no experiment yet) and a running :class:`SageMakerWorker`:
+    a dict of repo, env (with the train stage switched to SageMaker), bucket, s3, worker, uri, fake,
+    session (boto3) and repository (the ECR repository: a new commit needs its image tag there)."""
+    import boto3
+
+    copy = folder / "repo"
+    copy.mkdir()
+    env = git_copy_of_repo(copy, params)
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    clients = {name: session.client(name, endpoint_url=moto_server) for name in ("s3", "ecr", "iam")}
+    bucket = f"remote-{folder.name.lower().replace('_', '-')[-20:]}"
+    clients["s3"].create_bucket(Bucket=bucket)
+    role = clients["iam"].create_role(RoleName=f"sm-{bucket}", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
+    ecr = clients["ecr"].create_repository(repositoryName=f"train-{bucket}")["repository"]["repositoryUri"]
+    outputs = {"ecr_repository_url": ecr, "sagemaker_role_arn": role, "bucket_name": bucket}
+    (copy / "tf-outputs.json").write_text(json.dumps({k: {"value": v} for k, v in outputs.items()}))
+    (copy / ".gitignore").write_text((copy / ".gitignore").read_text() + "/tf-outputs.json\n")
+    aws = {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    env.update(aws, AWS_DEFAULT_REGION="us-east-1", HOME=str(copy))
+    env.pop("AWS_PROFILE", None)
+    run(["dvc", "remote", "add", "s3", f"s3://{bucket}/dvc"], copy, env)
+    run(["git", "add", "-A"], copy, env)
+    run(["git", "commit", "-qm", "s3 remote"], copy, env)
+    commit = run(["git", "rev-parse", "--short=7", "HEAD"], copy, env).stdout.strip()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"})
+    clients["ecr"].put_image(repositoryName=f"train-{bucket}", imageManifest=manifest, imageTag=f"cpu-{commit}")
+
+    port = free_port()
+    root = folder / "mlflow"
+    root.mkdir()
+    server = start_mlflow_server(root, port)
+    uri = f"http://127.0.0.1:{port}"
+    env["MLFLOW_TRACKING_URI"] = uri
+    worker = SageMakerWorker(copy, dict(env), session, fake)
+    worker.start()
+    stage_env = {
+        **env,
+        "MODEL_LIB_TRAIN_ON": "sagemaker",
+        "MODEL_LIB_LAUNCH_OPTIONS": "--terraform-outputs tf-outputs.json --allow-local-tracking --max-run 1800",
+        "MODEL_LIB_POLL_SECONDS": "1",
+    }
+    try:
+        yield {
+            "repo": copy,
+            "env": stage_env,
+            "bucket": bucket,
+            "s3": clients["s3"],
+            "worker": worker,
+            "uri": uri,
+            "fake": fake,
+            "session": session,
+            "repository": f"train-{bucket}",
+        }
+    finally:
+        worker.stopping.set()
+        worker.join(timeout=900)
+        stop_server(server)
