@@ -548,6 +548,7 @@ def build_estimator(job: LaunchPlan, session: Any, source_dir: str | None = None
         base_job_name="model-lib",
         use_spot_instances=options.spot,
         max_wait=options.spot_max_wait if options.spot else None,
+        keep_alive_period_in_seconds=options.keep_alive,  # ResourceConfig.KeepAlivePeriodInSeconds when set
     )
 
 

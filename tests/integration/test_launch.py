@@ -289,12 +289,14 @@ def test_two_instance_job_from_launch_to_a_finished_job_in_the_local_stand_in(cl
     ecr = cloud["session"].client("ecr", endpoint_url=cloud["env"]["AWS_ENDPOINT_URL"])
     ecr.put_image(repositoryName=REPOSITORY, imageManifest=image, imageTag=f"cpu-jax-{cloud['commit']}")
     short = ["-S", "train.epochs=1", "-S", "train.batch_size=32", "--remote", "s3"]
-    request = json.loads(launch(cloud, "--instance-count", "2", *short, "--job-name", "multi-dry", "--dry-run").stdout)
+    dry = ["--instance-count", "2", *short, "--job-name", "multi-dry", "--keep-alive", "600", "--dry-run"]
+    request = json.loads(launch(cloud, *dry).stdout)
     assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 600  # a warm pool for the next job
     assert request["AlgorithmSpecification"]["TrainingImage"].endswith(f"{REPOSITORY}:cpu-jax-{cloud['commit']}")
     assert request["Environment"]["KERAS_BACKEND"] == "jax"  # moto does not keep a job's Environment: seen here
-    refused = launch(cloud, "--instance-count", "0", *short, "--dry-run", expect=2)
-    assert "--instance-count 0: expected 1..20" in refused.stderr
+    refused = launch(cloud, "--instance-count", "0", *short, "--keep-alive", "3601", "--dry-run", expect=2)
+    assert "--instance-count 0: expected 1..20" in refused.stderr and "--keep-alive 3601: expected 1..3600" in refused.stderr
 
     launch(cloud, "--instance-count", "2", *short, "--job-name", "multi-1")
     client = cloud["session"].client("sagemaker", endpoint_url=cloud["env"]["AWS_ENDPOINT_URL"])

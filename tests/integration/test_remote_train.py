@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,15 @@ TRUST = {
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+CAPACITY_ERROR = "CapacityError: Unable to provision requested ML compute capacity."
+# What a job's behaviour gets (its running `sagemaker-local` and base dir) and returns: how it ends
+# instead (FakeSageMaker.end's arguments), {} to end as its exit code says.
+Behaviour = Callable[[subprocess.Popen, Path], dict]
 
 
 class SageMakerWorker(threading.Thread):
-    """Runs each training job that appears in moto, once, as SageMaker would; ``paused`` holds new jobs."""
+    """Runs each training job that appears in moto, once, as SageMaker would; ``paused`` holds new jobs.
+    ``behaviours`` maps a job-name suffix to a :data:`Behaviour` run beside that job."""
 
     def __init__(self, repo: Path, env: dict[str, str], session, fake: FakeSageMaker) -> None:
         super().__init__(daemon=True)
@@ -44,6 +50,7 @@ class SageMakerWorker(threading.Thread):
         self.logs = session.client("logs", endpoint_url=env["AWS_ENDPOINT_URL"])
         self.logs.create_log_group(logGroupName=LOG_GROUP)
         self.started: list[str] = []
+        self.behaviours: dict[str, Behaviour] = {}
         self.paused = threading.Event()
         self.stopping = threading.Event()
 
@@ -65,15 +72,23 @@ class SageMakerWorker(threading.Thread):
         started = time.monotonic()
         process = subprocess.Popen(command, cwd=self.repo, env=self.env, **output)
         assert process.stdout is not None
+        behaviour = next((b for suffix, b in self.behaviours.items() if name.endswith(suffix)), None)
+        ending: dict = {}
+        beside = threading.Thread(target=lambda: ending.update(behaviour(process, base_dir)), daemon=True) if behaviour else None
+        if beside is not None:
+            beside.start()
         for line in process.stdout:
             if line.strip():
                 event = {"timestamp": int(time.time() * 1000), "message": line.rstrip()[:1000]}
                 self.logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
         code = process.wait()
+        if beside is not None:
+            beside.join()
         failure_file = base_dir / "output" / "failure"
         failure = failure_file.read_text(encoding="utf-8") if failure_file.is_file() else None
-        seconds = time.monotonic() - started
-        self.fake.end(name, status_for_exit(code), exit_code=code, seconds=seconds, failure=failure)
+        end = {"status": status_for_exit(code), "exit_code": code, "seconds": time.monotonic() - started, "failure": failure}
+        end.update(ending)
+        self.fake.end(name, end.pop("status"), **end)
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +269,58 @@ def test_dvc_exp_run_remotely_is_listed_by_dvc_exp_show(remote):
     assert experiments, text[:3000]
     params = yaml.safe_dump(experiments)
     assert "epochs: 1" in params and "batch_size: 32" in params and "accuracy" in params
+
+
+def test_spot_fallback_resumes_a_spot_attempt_that_failed_for_capacity_on_demand_in_the_same_mlflow_run(remote):
+    import mlflow
+
+    repo, env, worker = remote["repo"], dict(remote["env"]), remote["worker"]
+    env["MODEL_LIB_LAUNCH_OPTIONS"] += " --spot --spot-fallback"
+    run(["dvc", "repro", "prepare"], repo, env)
+    first: dict = {}
+
+    def reclaimed_for_capacity(process: subprocess.Popen, base_dir: Path) -> dict:
+        """Attempt 1 trains until it has checkpointed, is stopped (its state saved to S3), and SageMaker
+        says it failed for capacity."""
+        deadline = time.monotonic() + 300
+        while not list((base_dir / "checkpoints").glob("gen-*")):
+            if process.poll() is not None or time.monotonic() > deadline:
+                return {}  # it ended on its own: the assertions below say so
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        first["exit_code"] = process.wait(timeout=120)
+        first["run_id"] = json.loads((base_dir / "checkpoints" / "run.json").read_text())["run_id"]
+        return {"status": "Failed", "failure": CAPACITY_ERROR}
+
+    client = mlflow.MlflowClient(tracking_uri=remote["uri"])
+    runs_before = {r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    worker.behaviours["-1"] = reclaimed_for_capacity
+    try:
+        command = ["model-lib", "train", "-S", "train.epochs=3", "-S", "train.checkpoint_steps=5", "-S", "train.seed=23"]
+        result = run(command, repo, env)
+    finally:
+        worker.behaviours.pop("-1")
+    out = result.stdout
+    assert first.get("exit_code") == 143, out[-3000:]
+    spot_attempt = out.split("started SageMaker job ", 1)[1].split()[0]
+    base = spot_attempt.removesuffix("-1")
+    second = f"{base}-2"
+    assert f"train: spot attempt {spot_attempt} failed for capacity: {CAPACITY_ERROR}; attempt {second} runs on demand" in out
+    assert "resuming at epoch" in out  # attempt 2's log: it continued from attempt 1's checkpoints
+    assert "Completed / Completed" in out
+    sagemaker = remote["worker"].sagemaker
+    described = {name: sagemaker.describe_training_job(TrainingJobName=name) for name in (spot_attempt, second)}
+    assert described[spot_attempt]["EnableManagedSpotTraining"] is True
+    assert described[second]["EnableManagedSpotTraining"] is False
+    for job in described.values():
+        assert job["CheckpointConfig"]["S3Uri"] == f"s3://{remote['bucket']}/checkpoints/{base}/"
+    history = json.loads((repo / "models/history.json").read_text())
+    assert history["sagemaker_job"] == second and history["epochs_run"] == 3
+    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
+    assert run_id == first["run_id"]  # attempt 2 reopened attempt 1's run
+    runs_after = {r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    assert runs_after - runs_before == {run_id}  # one MLflow run for both attempts
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1, 2]
+
+    again = run(command, repo, env)  # the stage again: the finished on-demand attempt is re-attached
+    assert f"SageMaker job {second} already trains these inputs (Completed): re-attaching" in again.stdout
