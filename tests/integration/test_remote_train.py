@@ -34,9 +34,9 @@ TRUST = {
 }
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 CAPACITY_ERROR = "CapacityError: Unable to provision requested ML compute capacity."
-# What a job's behaviour gets (its running `sagemaker-local` and base dir) and returns: how it ends
-# instead (FakeSageMaker.end's arguments), {} to end as its exit code says.
-Behaviour = Callable[[subprocess.Popen, Path], dict]
+# What a job's behaviour gets (its name, its running `sagemaker-local` and base dir) and returns: how
+# it ends instead (FakeSageMaker.end's arguments), {} to end as its exit code says.
+Behaviour = Callable[[str, subprocess.Popen, Path], dict]
 
 
 class SageMakerWorker(threading.Thread):
@@ -74,8 +74,9 @@ class SageMakerWorker(threading.Thread):
         assert process.stdout is not None
         behaviour = next((b for suffix, b in self.behaviours.items() if name.endswith(suffix)), None)
         ending: dict = {}
-        beside = threading.Thread(target=lambda: ending.update(behaviour(process, base_dir)), daemon=True) if behaviour else None
-        if beside is not None:
+        beside = None
+        if behaviour is not None:
+            beside = threading.Thread(target=lambda: ending.update(behaviour(name, process, base_dir)), daemon=True)
             beside.start()
         for line in process.stdout:
             if line.strip():
@@ -279,7 +280,7 @@ def test_spot_fallback_resumes_a_spot_attempt_that_failed_for_capacity_on_demand
     run(["dvc", "repro", "prepare"], repo, env)
     first: dict = {}
 
-    def reclaimed_for_capacity(process: subprocess.Popen, base_dir: Path) -> dict:
+    def reclaimed_for_capacity(_name: str, process: subprocess.Popen, base_dir: Path) -> dict:
         """Attempt 1 trains until it has checkpointed, is stopped (its state saved to S3), and SageMaker
         says it failed for capacity."""
         deadline = time.monotonic() + 300
@@ -324,3 +325,37 @@ def test_spot_fallback_resumes_a_spot_attempt_that_failed_for_capacity_on_demand
 
     again = run(command, repo, env)  # the stage again: the finished on-demand attempt is re-attached
     assert f"SageMaker job {second} already trains these inputs (Completed): re-attaching" in again.stdout
+
+
+def test_spot_fallback_stops_a_spot_attempt_left_in_starting_and_runs_the_next_on_demand(remote, monkeypatch):
+    from tests.standins import fake_sagemaker
+
+    repo, env, worker, fake = remote["repo"], dict(remote["env"]), remote["worker"], remote["fake"]
+    env["MODEL_LIB_LAUNCH_OPTIONS"] += " --spot --spot-fallback --spot-fallback-after 2"
+    monkeypatch.setattr(fake_sagemaker, "STEP_SECONDS", 8.0)  # every job now waits 8 s in Starting
+
+    def no_capacity(name: str, process: subprocess.Popen, _base_dir: Path) -> dict:
+        """Attempt 1 never gets instances: it ends Stopped once the follower asks for it."""
+        deadline = time.monotonic() + 120
+        while name not in fake.stop_requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+        return {"status": "Stopped"}
+
+    run(["dvc", "repro", "prepare"], repo, env)
+    worker.behaviours["-1"] = no_capacity
+    try:
+        result = run(["model-lib", "train", "-S", "train.epochs=1", "-S", "train.seed=24"], repo, env)
+    finally:
+        worker.behaviours.pop("-1")
+    out = result.stdout
+    spot_attempt = out.split("started SageMaker job ", 1)[1].split()[0]
+    second = f"{spot_attempt.removesuffix('-1')}-2"
+    assert f"train: spot attempt {spot_attempt} waited in Starting over 2 s for capacity: stopping it" in out
+    assert fake.stop_requests.count(spot_attempt) == 1
+    assert f"train: spot attempt {spot_attempt} was stopped after 2 s in Starting; attempt {second} runs on demand" in out
+    described = worker.sagemaker.describe_training_job(TrainingJobName=second)
+    assert described["EnableManagedSpotTraining"] is False and described["TrainingJobStatus"] == "Completed"
+    assert second not in fake.stop_requests  # on demand, Starting is not bounded
+    assert json.loads((repo / "models/history.json").read_text())["sagemaker_job"] == second
