@@ -119,7 +119,8 @@ def _latest_attempt(client: Any, base: str) -> tuple[int, dict[str, Any]] | None
 
 def fallback_reason(job: LaunchPlan, described: dict[str, Any]) -> str | None:
     """Return why the next attempt after ``described`` runs on demand (``"failed for capacity: <reason>"``,
-    ``"was stopped in Starting"``), or None: only for a spot attempt of a job with --spot-fallback."""
+    ``"was stopped in Starting (no capacity)"``), or None: only for a spot attempt of a job with
+    --spot-fallback."""
     from model_lib.sagemaker import jobs
 
     if not (job.options.spot and job.options.spot_fallback and described.get("EnableManagedSpotTraining")):
