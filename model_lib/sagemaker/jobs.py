@@ -158,6 +158,16 @@ def follow(
         time.sleep(poll_seconds)
 
 
+def stop(boto_session: Any, job_name: str) -> None:
+    """StopTrainingJob ``job_name``; one that ended meanwhile (SageMaker refuses to stop it) is left as it is."""
+    from botocore.exceptions import ClientError
+
+    try:
+        sagemaker_client(boto_session).stop_training_job(TrainingJobName=job_name)
+    except ClientError as exc:
+        logger.info("did not stop %s: %s", job_name, exc)
+
+
 def output_uri(described: dict[str, Any]) -> str:
     """Return where SageMaker puts a described job's outputs: ``<S3OutputPath>/<job name>/output``
     (model.tar.gz goes there)."""

@@ -61,7 +61,7 @@ class LaunchOptions:
         False,
         "with --spot: when a spot attempt fails for lack of capacity (or waits in Starting longer than "
         "--spot-fallback-after), the next attempt runs on demand from the same checkpoints and MLflow run "
-        "(the remote train stage)",
+        "(the remote train stage; `launch --wait`)",
     )
     spot_fallback_after: int = _option(
         3600,

@@ -326,24 +326,12 @@ def _follow_attempts(job: LaunchPlan, boto_session: Any, poll_seconds: float, re
         fallback = None
         if described["TrainingJobStatus"] not in jobs.TERMINAL_STATUSES:  # a spot attempt in Starting past the bound
             report(f"train: spot attempt {name} waited in Starting over {bound:.0f} s for capacity: stopping it")
-            _stop(name, boto_session)
+            jobs.stop(boto_session, name)
             described = follow(name, boto_session, poll_seconds=poll_seconds, report=report)
             if described["TrainingJobStatus"] == "Stopped":
                 fallback = f"was stopped after {bound:.0f} s in Starting"
         if fallback is None and fallback_reason(job, described) is None:
             return described
-
-
-def _stop(job_name: str, boto_session: Any) -> None:
-    """StopTrainingJob ``job_name``; one that ended meanwhile (SageMaker refuses to stop it) is left as it is."""
-    from botocore.exceptions import ClientError
-
-    from model_lib.sagemaker import jobs
-
-    try:
-        jobs.sagemaker_client(boto_session).stop_training_job(TrainingJobName=job_name)
-    except ClientError as exc:
-        logger.info("did not stop %s: %s", job_name, exc)
 
 
 def _report_cost(described: dict[str, Any], boto_session: Any, run_id: Any, report: Callable[[str], None]) -> None:
