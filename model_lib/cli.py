@@ -534,8 +534,8 @@ def _launch(args: argparse.Namespace) -> int:
     print(f"launch: started training job {job.job_name} ({job.image_uri}, {options.instance_type}{spot})")
     if not args.wait:
         return 0
-    outcome = launch.wait(job.job_name, session)
-    print("\n".join(outcome_lines(job.job_name, outcome)))
+    outcome = launch.wait(job.job_name, session, job=job)
+    print("\n".join(outcome_lines(outcome.job_name or job.job_name, outcome)))
     return 0 if outcome.status == "Completed" else 1
 
 

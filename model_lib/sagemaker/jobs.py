@@ -6,6 +6,7 @@ and stays light: boto3 only, no TensorFlow, no data.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import tarfile
 import time
@@ -63,6 +64,32 @@ def describe(client: Any, name: str) -> dict[str, Any] | None:
         raise
 
 
+def capacity_failure(described: dict[str, Any]) -> str | None:
+    """Return the failure reason of a job that ended Failed or Stopped for lack of capacity (its reason
+    says "capacity", as SageMaker's ``CapacityError: Unable to provision requested ML compute capacity``
+    and ``InsufficientCapacityError`` do), else None."""
+    reason = described.get("FailureReason") or ""
+    if described.get("TrainingJobStatus") in RETRIED_STATUSES and "capacity" in reason.lower():
+        return str(reason)
+    return None
+
+
+def never_left_starting(described: dict[str, Any]) -> bool:
+    """Return whether a Stopped job was stopped before it ever got instances (no secondary status
+    after Starting but the stop's own)."""
+    reached = {step.get("Status") for step in described.get("SecondaryStatusTransitions", [])}
+    return described.get("TrainingJobStatus") == "Stopped" and reached <= {"Starting", "Stopping", "Stopped"}
+
+
+def seconds_in_starting(described: dict[str, Any], now: datetime.datetime | None = None) -> float:
+    """Return how long an InProgress job has been in secondary status Starting (0 when it is past it)."""
+    if described.get("TrainingJobStatus") != "InProgress" or described.get("SecondaryStatus") != "Starting":
+        return 0.0
+    steps = described.get("SecondaryStatusTransitions") or [{}]
+    since = steps[-1].get("StartTime") or described["CreationTime"]
+    return ((now or datetime.datetime.now(datetime.UTC)) - since).total_seconds()
+
+
 def status_of(described: dict[str, Any]) -> str:
     """Return the status a person reads: ``"<TrainingJobStatus> / <SecondaryStatus>"``."""
     return f"{described['TrainingJobStatus']} / {described.get('SecondaryStatus', '')}"
@@ -102,8 +129,10 @@ def follow(
     poll_seconds: float = 30.0,
     on_status: Callable[[str], None] = print,
     on_log: Callable[[str], None] | None = None,
+    until: Callable[[dict[str, Any]], bool] | None = None,
 ) -> dict[str, Any]:
-    """Follow the job until it ends; return its last description.
+    """Follow the job until it ends (or, when given, ``until`` of its description is true); return
+    its last description.
 
     ``on_status`` gets ``"HH:MM:SS <job>: <status> / <secondary status>"`` at each change; ``on_log``,
     when given, each new line of the job's CloudWatch log.
@@ -124,9 +153,19 @@ def follow(
         if logs is not None and on_log is not None:
             for line in logs.new_lines():
                 on_log(line)
-        if described["TrainingJobStatus"] in TERMINAL_STATUSES:
+        if described["TrainingJobStatus"] in TERMINAL_STATUSES or (until is not None and until(described)):
             return described
         time.sleep(poll_seconds)
+
+
+def stop(boto_session: Any, job_name: str) -> None:
+    """StopTrainingJob ``job_name``; one that ended meanwhile (SageMaker refuses to stop it) is left as it is."""
+    from botocore.exceptions import ClientError
+
+    try:
+        sagemaker_client(boto_session).stop_training_job(TrainingJobName=job_name)
+    except ClientError as exc:
+        logger.info("did not stop %s: %s", job_name, exc)
 
 
 def output_uri(described: dict[str, Any]) -> str:

@@ -548,6 +548,7 @@ def build_estimator(job: LaunchPlan, session: Any, source_dir: str | None = None
         base_job_name="model-lib",
         use_spot_instances=options.spot,
         max_wait=options.spot_max_wait if options.spot else None,
+        keep_alive_period_in_seconds=options.keep_alive,  # ResourceConfig.KeepAlivePeriodInSeconds when set
     )
 
 
@@ -613,6 +614,7 @@ class JobOutcome:
     training_seconds: int | None
     test_accuracy: float | None
     cost: JobCost | None = None  # None for an instance type no price source knows
+    job_name: str = ""  # the job that ended: with --spot-fallback, maybe the on-demand one
 
 
 def _summary(model_tar_uri: str, boto_session: Any) -> dict[str, Any]:
@@ -645,14 +647,62 @@ def log_cost(run_id: Any, cost: JobCost | None) -> None:
         logger.warning("could not add the cost to MLflow run %s: %s", run_id, exc)
 
 
-def wait(job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report: Callable[[str], None] = print) -> JobOutcome:
+ON_DEMAND_SUFFIX = "-on-demand"  # the name of the job `launch --wait --spot-fallback` runs after a spot job
+
+
+def _follow_or_fall_back(
+    job: LaunchPlan, boto_session: Any, poll_seconds: float, report: Callable[[str], None]
+) -> dict[str, Any]:
+    """Follow ``job`` to its end; with --spot-fallback, a spot job that failed for capacity (or waited in
+    Starting past --spot-fallback-after: stopped here) is followed by ``<name>-on-demand``, on demand with
+    the same checkpoint prefix (so the same MLflow run); return the last job's description."""
+    options = job.options
+    bound = options.spot_fallback_after if options.spot and options.spot_fallback else None
+    until = None if bound is None else lambda described: jobs.seconds_in_starting(described) > bound
+    described = jobs.follow(job.job_name, boto_session, poll_seconds=poll_seconds, on_status=report, until=until)
+    if bound is None:
+        return described
+    reason = None
+    if described["TrainingJobStatus"] not in jobs.TERMINAL_STATUSES:
+        report(f"launch: spot job {job.job_name} waited in Starting over {bound} s for capacity: stopping it")
+        jobs.stop(boto_session, job.job_name)
+        described = jobs.follow(job.job_name, boto_session, poll_seconds=poll_seconds, on_status=report)
+        reason = f"was stopped after {bound} s in Starting" if described["TrainingJobStatus"] == "Stopped" else None
+    elif (capacity := jobs.capacity_failure(described)) is not None:
+        reason = f"failed for capacity: {capacity}"
+    if reason is None:
+        return described
+    on_demand = dataclasses.replace(
+        job,
+        job_name=job.job_name[: 63 - len(ON_DEMAND_SUFFIX)] + ON_DEMAND_SUFFIX,
+        checkpoint_name=job.checkpoint_name or job.job_name,
+        options=dataclasses.replace(options, spot=False, max_wait=None),
+    )
+    start(on_demand, boto_session)
+    report(f"launch: spot job {job.job_name} {reason}; job {on_demand.job_name} runs on demand from the same checkpoints")
+    return jobs.follow(on_demand.job_name, boto_session, poll_seconds=poll_seconds, on_status=report)
+
+
+def wait(
+    job_name: str,
+    boto_session: Any,
+    *,
+    poll_seconds: float = 30.0,
+    report: Callable[[str], None] = print,
+    job: LaunchPlan | None = None,
+) -> JobOutcome:
     """Follow the job until it ends, reporting each status change; return how it ended, its cost
     added to the job's MLflow run (named in its model archive) when MLFLOW_TRACKING_URI is set here.
+    Given the ``job`` it started as, a spot job with --spot-fallback falls back to on demand
+    (``<name>-on-demand``) as the remote train stage does.
 
     Raises:
         botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError: if SageMaker could not be asked.
     """
-    described = jobs.follow(job_name, boto_session, poll_seconds=poll_seconds, on_status=report)
+    if job is not None:
+        described = _follow_or_fall_back(job, boto_session, poll_seconds, report)
+    else:
+        described = jobs.follow(job_name, boto_session, poll_seconds=poll_seconds, on_status=report)
     artifacts = jobs.model_artifacts(described)
     completed = described["TrainingJobStatus"] == "Completed"
     summary = _summary(artifacts, boto_session) if artifacts and completed else {}
@@ -666,4 +716,5 @@ def wait(job_name: str, boto_session: Any, *, poll_seconds: float = 30.0, report
         training_seconds=described.get("TrainingTimeInSeconds"),
         test_accuracy=_test_accuracy(summary),
         cost=cost,
+        job_name=described["TrainingJobName"],
     )

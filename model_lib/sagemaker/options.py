@@ -14,6 +14,7 @@ from typing import Any
 
 MAX_INSTANCE_COUNT = 20  # SageMaker's default quota per training job; raise it here with the quota
 MAX_RUN_SECONDS = 28 * 24 * 3600  # SageMaker's limit on MaxRuntimeInSeconds and MaxWaitTimeInSeconds
+MAX_KEEP_ALIVE_SECONDS = 3600  # SageMaker's limit on ResourceConfig.KeepAlivePeriodInSeconds (warm pools)
 # SageMaker's forms of what the string flags name; the SDK passes a malformed one on (or fails with
 # a traceback), so launch checks them first.
 _FORMS = {
@@ -56,6 +57,23 @@ class LaunchOptions:
     spot: bool = _option(False, "managed spot training: interrupted jobs resume from checkpoints")
     max_run: int = _option(24 * 3600, "seconds of training before the job is stopped (default 86400)")
     max_wait: int | None = _option(None, "spot: seconds including waits for capacity, >= --max-run (default 2x)")
+    spot_fallback: bool = _option(
+        False,
+        "with --spot: when a spot attempt fails for lack of capacity (or waits in Starting longer than "
+        "--spot-fallback-after), the next attempt runs on demand from the same checkpoints and MLflow run "
+        "(the remote train stage; `launch --wait`)",
+    )
+    spot_fallback_after: int = _option(
+        3600,
+        "with --spot-fallback: seconds a spot attempt may wait in Starting before it is stopped (default 3600)",
+        metavar="SECONDS",
+    )
+    keep_alive: int | None = _option(
+        None,
+        "warm pool: keep the instance SECONDS (1..3600) after the job for the next job of the same instance "
+        "options (billed on demand while kept; not with --spot)",
+        metavar="SECONDS",
+    )
     max_cost: float | None = _option(
         None,
         "refuse a job that could cost more than USD: --max-run x the instance type's on-demand price (the shipped "
@@ -85,15 +103,21 @@ class LaunchOptions:
     def problems(self) -> list[str]:
         """Return what is wrong with these options, one line each naming the flag, the value and what
         was expected (empty when nothing is): a string not of the form SageMaker takes, a number out
-        of SageMaker's bounds, a spot job whose --max-wait is below its --max-run, a job that could cost
-        more than --max-cost."""
+        of SageMaker's bounds, a spot job whose --max-wait is below its --max-run, a spot-only flag
+        without --spot, a warm pool with --spot, a job that could cost more than --max-cost."""
         problems = []
         for name, (form, expected) in _FORMS.items():
             value = getattr(self, name)
             if value is not None and not form.fullmatch(value):
                 local = "; SageMaker local mode is `model-lib sagemaker-local`" if value in _LOCAL_MODE else ""
                 problems.append(f"--{name.replace('_', '-')} {value!r}: expected {expected}{local}")
-        bounds = {"instance_count": MAX_INSTANCE_COUNT, "max_run": MAX_RUN_SECONDS, "max_wait": MAX_RUN_SECONDS}
+        bounds = {
+            "instance_count": MAX_INSTANCE_COUNT,
+            "max_run": MAX_RUN_SECONDS,
+            "max_wait": MAX_RUN_SECONDS,
+            "keep_alive": MAX_KEEP_ALIVE_SECONDS,
+            "spot_fallback_after": MAX_RUN_SECONDS,
+        }
         for name, most in bounds.items():
             value = getattr(self, name)
             if value is not None and not 1 <= value <= most:
@@ -102,6 +126,10 @@ class LaunchOptions:
             problems.append(
                 f"--max-wait {self.spot_max_wait} is below --max-run {self.max_run}: spot jobs need max-wait >= max-run"
             )
+        if self.spot_fallback and not self.spot:
+            problems.append("--spot-fallback: falls back from spot to on demand; it needs --spot")
+        if self.keep_alive is not None and self.spot:
+            problems.append(f"--keep-alive {self.keep_alive}: SageMaker keeps no warm pool for managed spot jobs (--spot)")
         if self.max_cost is not None:
             problems.extend(self._cost_problems(self.max_cost))
         return problems
@@ -117,4 +145,4 @@ class LaunchOptions:
         return [problem] if problem else []
 
 
-__all__ = ["MAX_INSTANCE_COUNT", "MAX_RUN_SECONDS", "LaunchOptions"]
+__all__ = ["MAX_INSTANCE_COUNT", "MAX_KEEP_ALIVE_SECONDS", "MAX_RUN_SECONDS", "LaunchOptions"]

@@ -15,6 +15,11 @@ The job's name is derived from what it trains (hyperparameters, channel objects,
 options), so running the stage again re-attaches to the job in flight or finished instead of
 starting a second one; a failed or stopped job is retried under the next attempt number. Ctrl-C
 while following asks nothing of the job: it keeps running.
+
+Attempts are named ``<base>-<n>`` and share the checkpoint prefix ``<base>``, so a later attempt
+resumes from an earlier one's checkpoints and reopens its MLflow run. With ``--spot --spot-fallback``
+a spot attempt that failed for lack of capacity, or waited in Starting longer than
+``--spot-fallback-after`` (the follower stops it), is followed by an attempt on demand.
 """
 
 from __future__ import annotations
@@ -84,7 +89,9 @@ def push_inputs(targets: Sequence[str], remote: str, repo: Path = Path(".")) -> 
 def job_base_name(job: LaunchPlan) -> str:
     """Return the name stem of the job training ``job``'s inputs: same hyperparameters, channel
     objects, image, instance options and environment (tracking server, experiment, registered model,
-    credentials secret), same stem. Lineage tags are left out: they follow from the rest."""
+    credentials secret), same stem. Lineage tags are left out: they follow from the rest; so are how
+    long a warm pool keeps the instance (--keep-alive) and the spot fallback (--spot-fallback,
+    --spot-fallback-after): a rerun with or without them re-attaches to the same job."""
     options = job.options
     identity = {
         "hyperparameters": job.hyperparameters,
@@ -110,10 +117,27 @@ def _latest_attempt(client: Any, base: str) -> tuple[int, dict[str, Any]] | None
     return latest
 
 
-def attach_or_launch(job: LaunchPlan, boto_session: Any, report: Callable[[str], None] = print) -> str:
+def fallback_reason(job: LaunchPlan, described: dict[str, Any]) -> str | None:
+    """Return why the next attempt after ``described`` runs on demand (``"failed for capacity: <reason>"``,
+    ``"was stopped in Starting (no capacity)"``), or None: only for a spot attempt of a job with
+    --spot-fallback."""
+    from model_lib.sagemaker import jobs
+
+    if not (job.options.spot and job.options.spot_fallback and described.get("EnableManagedSpotTraining")):
+        return None
+    capacity = jobs.capacity_failure(described)
+    if capacity is not None:
+        return f"failed for capacity: {capacity}"
+    return "was stopped in Starting (no capacity)" if jobs.never_left_starting(described) else None
+
+
+def attach_or_launch(
+    job: LaunchPlan, boto_session: Any, report: Callable[[str], None] = print, *, fallback: str | None = None
+) -> str:
     """Return the name of the job to follow: the one already training these inputs (running or
     finished), else a new one started now (the next attempt after a failed or stopped one, which
-    resumes from the same checkpoint prefix)."""
+    resumes from the same checkpoint prefix; on demand when :func:`fallback_reason` says so, or
+    ``fallback`` gives the reason the caller knows: it stopped the attempt in Starting)."""
     from botocore.exceptions import ClientError
 
     from model_lib.sagemaker import jobs, launch
@@ -126,7 +150,11 @@ def attach_or_launch(job: LaunchPlan, boto_session: Any, report: Callable[[str],
         report(f"train: SageMaker job {name} already trains these inputs ({found[1]['TrainingJobStatus']}): re-attaching")
         return str(name)
     attempt = found[0] + 1 if found is not None else 1
-    named = dataclasses.replace(job, job_name=f"{base}-{attempt}", checkpoint_name=base)
+    if found is not None and fallback is None:
+        fallback = fallback_reason(job, found[1])
+    # On demand: the same base name and checkpoint prefix (the identity keeps --spot, the attempt does not).
+    options = dataclasses.replace(job.options, spot=False, max_wait=None) if fallback else job.options
+    named = dataclasses.replace(job, job_name=f"{base}-{attempt}", checkpoint_name=base, options=options)
     try:
         launch.start(named, boto_session)
     except ClientError:
@@ -135,15 +163,27 @@ def attach_or_launch(job: LaunchPlan, boto_session: Any, report: Callable[[str],
         # Another process (a second queued `dvc exp run`) started the same job a moment ago.
         report(f"train: SageMaker job {named.job_name} was just started by another process: re-attaching")
         return named.job_name
-    spot = ", spot" if job.options.spot else ""
+    if found is not None and fallback is not None:
+        report(
+            f"train: spot attempt {found[1]['TrainingJobName']} {fallback}; "
+            f"attempt {named.job_name} runs on demand from the same checkpoints"
+        )
+    spot = ", spot" if named.options.spot else ""
     report(f"train: started SageMaker job {named.job_name} ({named.image_uri}, {job.options.instance_type}{spot})")
     return named.job_name
 
 
 def follow(
-    job_name: str, boto_session: Any, *, poll_seconds: float = DEFAULT_POLL_SECONDS, report: Callable[[str], None] = print
+    job_name: str,
+    boto_session: Any,
+    *,
+    poll_seconds: float = DEFAULT_POLL_SECONDS,
+    report: Callable[[str], None] = print,
+    starting_bound: float | None = None,
 ) -> dict[str, Any]:
-    """Report each status change and new log line of the job until it ends; return its description.
+    """Report each status change and new log line of the job until it ends (or, with ``starting_bound``,
+    until a spot job has been in secondary status Starting longer than that many seconds); return its
+    description.
 
     Our policy on top of :func:`jobs.follow` (whose client retries as botocore's standard mode does):
     following is never a reason to touch the job. Ctrl-C, SIGTERM, or SageMaker not answering even
@@ -170,6 +210,7 @@ def follow(
             poll_seconds=poll_seconds,
             on_status=report,
             on_log=lambda line: report(f"  | {redact(line)}"),  # the job's own log, shown here
+            until=None if starting_bound is None else lambda described: _stuck_in_starting(described, starting_bound),
         )
     except (BotoCoreError, ClientError) as exc:  # throttled past botocore's retries, network down, expired credentials
         raise StillRunning(
@@ -182,6 +223,13 @@ def follow(
         ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _stuck_in_starting(described: dict[str, Any], bound: float) -> bool:
+    """Return whether a spot job has waited in Starting (for capacity) more than ``bound`` seconds."""
+    from model_lib.sagemaker import jobs
+
+    return bool(described.get("EnableManagedSpotTraining")) and jobs.seconds_in_starting(described) > bound
 
 
 def _model_archive(uri: str, boto_session: Any) -> dict[str, bytes]:
@@ -256,18 +304,40 @@ def train(
     report(f"train: dvc push -r {remote} {' '.join(targets)}")
     push_inputs(targets, remote, options.repo)
     job = launch.plan(config, dataclasses.replace(options, remote=remote), boto_session)
-    name = attach_or_launch(job, boto_session, report)
-    described = follow(name, boto_session, poll_seconds=poll_seconds, report=report)
+    described = _follow_attempts(job, boto_session, poll_seconds, report)
     if described["TrainingJobStatus"] != "Completed":
         reason = described.get("FailureReason") or "no reason given"
         raise RemoteJobFailed(
-            f"SageMaker job {name} {described['TrainingJobStatus']}: {reason}. Running the stage again starts a new attempt"
+            f"SageMaker job {described['TrainingJobName']} {described['TrainingJobStatus']}: {reason}. "
+            "Running the stage again starts a new attempt"
         )
     summary = write_outputs(described, boto_session, model, history, run_reference)
     spent = _report_cost(described, boto_session, summary.get("run_id"), report)
     if cost is not None:
         write_json(cost, spent)
     return summary
+
+
+def _follow_attempts(job: LaunchPlan, boto_session: Any, poll_seconds: float, report: Callable[[str], None]) -> dict[str, Any]:
+    """Attach to (or launch) the job's attempt and follow it to its end; with --spot-fallback, a spot
+    attempt left in Starting too long is stopped, and one that ended for lack of capacity is followed by
+    an attempt on demand; return the last attempt's description."""
+    from model_lib.sagemaker import jobs
+
+    bound = float(job.options.spot_fallback_after) if job.options.spot and job.options.spot_fallback else None
+    fallback = None
+    while True:
+        name = attach_or_launch(job, boto_session, report, fallback=fallback)
+        described = follow(name, boto_session, poll_seconds=poll_seconds, report=report, starting_bound=bound)
+        fallback = None
+        if described["TrainingJobStatus"] not in jobs.TERMINAL_STATUSES:  # a spot attempt in Starting past the bound
+            report(f"train: spot attempt {name} waited in Starting over {bound:.0f} s for capacity: stopping it")
+            jobs.stop(boto_session, name)
+            described = follow(name, boto_session, poll_seconds=poll_seconds, report=report)
+            if described["TrainingJobStatus"] == "Stopped":
+                fallback = f"was stopped after {bound:.0f} s in Starting"
+        if fallback is None and fallback_reason(job, described) is None:
+            return described
 
 
 def _report_cost(described: dict[str, Any], boto_session: Any, run_id: Any, report: Callable[[str], None]) -> dict[str, Any]:

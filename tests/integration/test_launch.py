@@ -9,6 +9,7 @@ import signal
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -289,12 +290,14 @@ def test_two_instance_job_from_launch_to_a_finished_job_in_the_local_stand_in(cl
     ecr = cloud["session"].client("ecr", endpoint_url=cloud["env"]["AWS_ENDPOINT_URL"])
     ecr.put_image(repositoryName=REPOSITORY, imageManifest=image, imageTag=f"cpu-jax-{cloud['commit']}")
     short = ["-S", "train.epochs=1", "-S", "train.batch_size=32", "--remote", "s3"]
-    request = json.loads(launch(cloud, "--instance-count", "2", *short, "--job-name", "multi-dry", "--dry-run").stdout)
+    dry = ["--instance-count", "2", *short, "--job-name", "multi-dry", "--keep-alive", "600", "--dry-run"]
+    request = json.loads(launch(cloud, *dry).stdout)
     assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 600  # a warm pool for the next job
     assert request["AlgorithmSpecification"]["TrainingImage"].endswith(f"{REPOSITORY}:cpu-jax-{cloud['commit']}")
     assert request["Environment"]["KERAS_BACKEND"] == "jax"  # moto does not keep a job's Environment: seen here
-    refused = launch(cloud, "--instance-count", "0", *short, "--dry-run", expect=2)
-    assert "--instance-count 0: expected 1..20" in refused.stderr
+    refused = launch(cloud, "--instance-count", "0", *short, "--keep-alive", "3601", "--dry-run", expect=2)
+    assert "--instance-count 0: expected 1..20" in refused.stderr and "--keep-alive 3601: expected 1..3600" in refused.stderr
 
     launch(cloud, "--instance-count", "2", *short, "--job-name", "multi-1")
     client = cloud["session"].client("sagemaker", endpoint_url=cloud["env"]["AWS_ENDPOINT_URL"])
@@ -308,3 +311,45 @@ def test_two_instance_job_from_launch_to_a_finished_job_in_the_local_stand_in(cl
         assert {"model.keras", "metrics.json", "vocab.txt"} <= set(archive.getnames())
     worker = tmp_path / "job" / "hosts" / "127.0.0.2"
     assert (worker / "output" / "success").is_file() and not any((worker / "model").iterdir())
+
+
+def test_launch_wait_with_spot_fallback_runs_an_on_demand_job_from_the_same_checkpoints(cloud, monkeypatch):
+    """`model-lib launch --spot --spot-fallback --wait`, in process: the spot job fails for capacity, the
+    on-demand job `<name>-on-demand` is started with its checkpoint prefix and followed to its end."""
+    import threading
+
+    from model_lib.config import load_section
+    from model_lib.sagemaker import launch as sm_launch
+    from model_lib.sagemaker.options import LaunchOptions
+
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "HOME"):
+        monkeypatch.setenv(key, cloud["env"][key])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(cloud["repo"])
+    options = LaunchOptions(
+        spot=True, spot_fallback=True, remote="s3", job_name="fallback-1", terraform_outputs=Path("tf-outputs.json")
+    )
+    job = sm_launch.plan(load_section("train", Path("params.yaml"), {}), options, cloud["session"])
+    sm_launch.start(job, cloud["session"])
+    lines: list[str] = []
+    outcome: list = []
+    waiting = threading.Thread(
+        target=lambda: outcome.append(
+            sm_launch.wait("fallback-1", cloud["session"], poll_seconds=0.1, report=lines.append, job=job)
+        )
+    )
+    waiting.start()
+    client = cloud["session"].client("sagemaker", endpoint_url=cloud["env"]["AWS_ENDPOINT_URL"])
+    cloud["fake"].end("fallback-1", "Failed", failure="InsufficientCapacityError: no ml.m5.xlarge spot capacity")
+    deadline = time.monotonic() + 120
+    while not any("runs on demand" in line for line in lines):
+        assert waiting.is_alive() and time.monotonic() < deadline, lines
+        time.sleep(0.1)
+    cloud["fake"].end("fallback-1-on-demand", "Completed", seconds=5)
+    waiting.join(timeout=60)
+    assert outcome and outcome[0].status == "Completed" and outcome[0].job_name == "fallback-1-on-demand", lines
+    expected = "launch: spot job fallback-1 failed for capacity: InsufficientCapacityError: no ml.m5.xlarge spot capacity; "
+    assert expected + "job fallback-1-on-demand runs on demand from the same checkpoints" in lines
+    described = client.describe_training_job(TrainingJobName="fallback-1-on-demand")
+    assert described["EnableManagedSpotTraining"] is False
+    assert described["CheckpointConfig"]["S3Uri"] == f"s3://{cloud['bucket']}/checkpoints/fallback-1/"

@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SMALL = {"ingest": {"limit": 400}, "prepare": {"vocab_size": 3000}}
 TRAIN = {"epochs": 2, "patience": 5, "ngram_buckets": 100003, "batch_size": 16}
+CAPACITY_ERROR = "CapacityError: Unable to provision requested ML compute capacity."
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +157,92 @@ def test_dvc_exp_run_remotely_is_listed_by_dvc_exp_show(remote):
     assert experiments, text[:3000]
     params = yaml.safe_dump(experiments)
     assert "epochs: 1" in params and "batch_size: 32" in params and "accuracy" in params
+
+
+def test_spot_fallback_resumes_a_spot_attempt_that_failed_for_capacity_on_demand_in_the_same_mlflow_run(remote):
+    import mlflow
+
+    repo, env, worker = remote["repo"], dict(remote["env"]), remote["worker"]
+    env["MODEL_LIB_LAUNCH_OPTIONS"] += " --spot --spot-fallback"
+    run(["dvc", "repro", "prepare"], repo, env)
+    first: dict = {}
+
+    def reclaimed_for_capacity(_name: str, process: subprocess.Popen, base_dir: Path) -> dict:
+        """Attempt 1 trains until it has checkpointed, is stopped (its state saved to S3), and SageMaker
+        says it failed for capacity."""
+        deadline = time.monotonic() + 300
+        while not list((base_dir / "checkpoints").glob("gen-*")):
+            if process.poll() is not None or time.monotonic() > deadline:
+                return {}  # it ended on its own: the assertions below say so
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        first["exit_code"] = process.wait(timeout=120)
+        first["run_id"] = json.loads((base_dir / "checkpoints" / "run.json").read_text())["run_id"]
+        return {"status": "Failed", "failure": CAPACITY_ERROR}
+
+    client = mlflow.MlflowClient(tracking_uri=remote["uri"])
+    runs_before = {r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    worker.behaviours["-1"] = reclaimed_for_capacity
+    try:
+        command = ["model-lib", "train", "-S", "train.epochs=3", "-S", "train.checkpoint_steps=5", "-S", "train.seed=23"]
+        result = run(command, repo, env)
+    finally:
+        worker.behaviours.pop("-1")
+    out = result.stdout
+    assert first.get("exit_code") == 143, out[-3000:]
+    spot_attempt = out.split("started SageMaker job ", 1)[1].split()[0]
+    base = spot_attempt.removesuffix("-1")
+    second = f"{base}-2"
+    assert f"train: spot attempt {spot_attempt} failed for capacity: {CAPACITY_ERROR}; attempt {second} runs on demand" in out
+    assert "resuming at epoch" in out  # attempt 2's log: it continued from attempt 1's checkpoints
+    assert "Completed / Completed" in out
+    sagemaker = remote["worker"].sagemaker
+    described = {name: sagemaker.describe_training_job(TrainingJobName=name) for name in (spot_attempt, second)}
+    assert described[spot_attempt]["EnableManagedSpotTraining"] is True
+    assert described[second]["EnableManagedSpotTraining"] is False
+    for job in described.values():
+        assert job["CheckpointConfig"]["S3Uri"] == f"s3://{remote['bucket']}/checkpoints/{base}/"
+    history = json.loads((repo / "models/history.json").read_text())
+    assert history["sagemaker_job"] == second and history["epochs_run"] == 3
+    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
+    assert run_id == first["run_id"]  # attempt 2 reopened attempt 1's run
+    runs_after = {r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    assert runs_after - runs_before == {run_id}  # one MLflow run for both attempts
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1, 2]
+
+    again = run(command, repo, env)  # the stage again: the finished on-demand attempt is re-attached
+    assert f"SageMaker job {second} already trains these inputs (Completed): re-attaching" in again.stdout
+
+
+def test_spot_fallback_stops_a_spot_attempt_left_in_starting_and_runs_the_next_on_demand(remote, monkeypatch):
+    from tests.standins import fake_sagemaker
+
+    repo, env, worker, fake = remote["repo"], dict(remote["env"]), remote["worker"], remote["fake"]
+    env["MODEL_LIB_LAUNCH_OPTIONS"] += " --spot --spot-fallback --spot-fallback-after 2"
+    monkeypatch.setattr(fake_sagemaker, "STEP_SECONDS", 8.0)  # every job now waits 8 s in Starting
+
+    def no_capacity(name: str, process: subprocess.Popen, _base_dir: Path) -> dict:
+        """Attempt 1 never gets instances: it ends Stopped once the follower asks for it."""
+        deadline = time.monotonic() + 120
+        while name not in fake.stop_requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+        return {"status": "Stopped"}
+
+    run(["dvc", "repro", "prepare"], repo, env)
+    worker.behaviours["-1"] = no_capacity
+    try:
+        result = run(["model-lib", "train", "-S", "train.epochs=1", "-S", "train.seed=24"], repo, env)
+    finally:
+        worker.behaviours.pop("-1")
+    out = result.stdout
+    spot_attempt = out.split("started SageMaker job ", 1)[1].split()[0]
+    second = f"{spot_attempt.removesuffix('-1')}-2"
+    assert f"train: spot attempt {spot_attempt} waited in Starting over 2 s for capacity: stopping it" in out
+    assert fake.stop_requests.count(spot_attempt) == 1
+    assert f"train: spot attempt {spot_attempt} was stopped after 2 s in Starting; attempt {second} runs on demand" in out
+    described = worker.sagemaker.describe_training_job(TrainingJobName=second)
+    assert described["EnableManagedSpotTraining"] is False and described["TrainingJobStatus"] == "Completed"
+    assert second not in fake.stop_requests  # on demand, Starting is not bounded
+    assert json.loads((repo / "models/history.json").read_text())["sagemaker_job"] == second

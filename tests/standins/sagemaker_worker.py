@@ -14,7 +14,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,9 @@ from tests.conftest import run_checked as run
 from tests.standins.fake_sagemaker import FakeSageMaker, status_for_exit
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+# What a job's behaviour gets (its name, its running `sagemaker-local` and base dir) and returns: how
+# it ends instead (FakeSageMaker.end's arguments), {} to end as its exit code says.
+Behaviour = Callable[[str, subprocess.Popen, Path], dict]
 TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
@@ -32,7 +35,8 @@ TRUST = {
 class SageMakerWorker(threading.Thread):
     """Runs each training job that appears in moto, once, in a thread of its own; ``paused`` holds new
     jobs. ``started`` lists the jobs in the order they were taken; ``times`` gives each one's
-    (start, end) in ``time.time()`` seconds, the end once its process has exited."""
+    (start, end) in ``time.time()`` seconds, the end once its process has exited; ``behaviours`` maps a
+    job-name suffix to a :data:`Behaviour` run beside that job."""
 
     def __init__(self, repo: Path, env: dict[str, str], session: Any, fake: FakeSageMaker) -> None:
         super().__init__(daemon=True)
@@ -44,6 +48,7 @@ class SageMakerWorker(threading.Thread):
         self.started: list[str] = []
         self.times: dict[str, tuple[float, float | None]] = {}
         self.running: list[threading.Thread] = []
+        self.behaviours: dict[str, Behaviour] = {}
         self.paused = threading.Event()
         self.stopping = threading.Event()
 
@@ -71,16 +76,25 @@ class SageMakerWorker(threading.Thread):
         started = time.monotonic()
         process = subprocess.Popen(command, cwd=self.repo, env=self.env, **output)
         assert process.stdout is not None
+        behaviour = next((b for suffix, b in self.behaviours.items() if name.endswith(suffix)), None)
+        ending: dict = {}
+        beside = None
+        if behaviour is not None:
+            beside = threading.Thread(target=lambda: ending.update(behaviour(name, process, base_dir)), daemon=True)
+            beside.start()
         for line in process.stdout:
             if line.strip():
                 event = {"timestamp": int(time.time() * 1000), "message": line.rstrip()[:1000]}
                 logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
         code = process.wait()
+        if beside is not None:
+            beside.join()
         self.times[name] = (self.times[name][0], time.time())
         failure_file = base_dir / "output" / "failure"
         failure = failure_file.read_text(encoding="utf-8") if failure_file.is_file() else None
-        seconds = time.monotonic() - started
-        self.fake.end(name, status_for_exit(code), exit_code=code, seconds=seconds, failure=failure)
+        end = {"status": status_for_exit(code), "exit_code": code, "seconds": time.monotonic() - started, "failure": failure}
+        end.update(ending)
+        self.fake.end(name, end.pop("status"), **end)
 
 
 @contextlib.contextmanager

@@ -97,6 +97,11 @@ def test_s3_uris_split_into_bucket_and_key_and_others_are_refused():
         ({"max_run": 10**8}, "--max-run 100000000: expected 1..2419200"),
         ({"max_wait": -1}, "--max-wait -1: expected 1..2419200"),
         ({"spot": True, "max_run": 3600, "max_wait": 60}, "--max-wait 60 is below --max-run 3600"),
+        ({"keep_alive": 0}, "--keep-alive 0: expected 1..3600"),
+        ({"keep_alive": 3601}, "--keep-alive 3601: expected 1..3600"),
+        ({"keep_alive": 600, "spot": True}, "--keep-alive 600: SageMaker keeps no warm pool for managed spot jobs (--spot)"),
+        ({"spot_fallback": True}, "--spot-fallback: falls back from spot to on demand; it needs --spot"),
+        ({"spot": True, "spot_fallback": True, "spot_fallback_after": 0}, "--spot-fallback-after 0: expected 1..2419200"),
         ({"job_name": "my_job"}, "--job-name 'my_job': expected 1-63 letters, digits and '-'"),
         ({"job_name": "x" * 64}, "expected 1-63 letters"),
         ({"role_arn": "SageMakerRole"}, "--role-arn 'SageMakerRole': expected arn:aws:iam::<account>:role/<name>"),
@@ -124,8 +129,10 @@ def test_launch_options_of_the_forms_sagemaker_takes_pass():
         bucket="model-lib.artifacts-1",
         mlflow_secret="arn:aws:secretsmanager:us-east-1:123456789012:secret:mlflow/team-AbC123",
         image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/model-lib-training:gpu-abc1234",
+        keep_alive=3600,
     )
-    assert LaunchOptions().problems() == [] and good.problems() == []
+    spot = LaunchOptions(spot=True, spot_fallback=True, spot_fallback_after=1)
+    assert LaunchOptions().problems() == [] and good.problems() == [] and spot.problems() == []
 
 
 @pytest.mark.parametrize(
@@ -192,13 +199,14 @@ def test_the_remote_train_stage_refuses_a_bad_option_and_a_credential_before_pus
     env = {
         **os.environ,
         "MODEL_LIB_TRAIN_ON": "sagemaker",
-        "MODEL_LIB_LAUNCH_OPTIONS": "--instance-type local --max-run 0",
+        "MODEL_LIB_LAUNCH_OPTIONS": "--instance-type local --max-run 0 --keep-alive 3601 --spot-fallback",
         "MLFLOW_TRACKING_URI": "https://alice:s3cret-pw@mlflow.example.com",
     }
     command = [sys.executable, "-m", "model_lib.cli", "train"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stdout == "", result.stderr[-3000:]
-    assert "3 problem(s)" in result.stderr and "--instance-type 'local': expected ml.<family>.<size>" in result.stderr
-    assert "--max-run 0: expected 1..2419200" in result.stderr
+    assert "5 problem(s)" in result.stderr and "--instance-type 'local': expected ml.<family>.<size>" in result.stderr
+    assert "--max-run 0: expected 1..2419200" in result.stderr and "--keep-alive 3601: expected 1..3600" in result.stderr
+    assert "--spot-fallback: falls back from spot to on demand; it needs --spot" in result.stderr
     assert "MLFLOW_TRACKING_URI='https://***@mlflow.example.com': holds credentials" in result.stderr
     assert "s3cret-pw" not in result.stderr and "Traceback" not in result.stderr
