@@ -176,7 +176,7 @@ def train(
         run_reference=paths.run_reference,
         stable_summary=True,  # a DVC output: a rerun of the same inputs writes the same file
     )
-    check_output_file(paths.cost, "the cost")
+    check_output_file(paths.cost, "the model")  # in models/: worded as the model's check
     with stopping_when_parent_goes():  # a stage left running by a killed `dvc repro` stops and saves
         summary = train_and_record(
             config,

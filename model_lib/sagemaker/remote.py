@@ -340,9 +340,23 @@ def _follow_attempts(job: LaunchPlan, boto_session: Any, poll_seconds: float, re
             return described
 
 
+def _earlier_attempts(described: dict[str, Any], boto_session: Any) -> list[dict[str, Any]]:
+    """Return the descriptions of the ended attempts before ``described`` that trained the same inputs
+    (``<base>-1`` .. ``<base>-<n-1>``): a failed or reclaimed attempt is billed too."""
+    from model_lib.sagemaker import jobs
+
+    base, _, number = str(described["TrainingJobName"]).rpartition("-")
+    if not (base and number.isdigit()):
+        return []
+    client = jobs.sagemaker_client(boto_session)
+    found = (jobs.describe(client, f"{base}-{attempt}") for attempt in range(1, int(number)))
+    return [d for d in found if d is not None and d["TrainingJobStatus"] in jobs.TERMINAL_STATUSES]
+
+
 def _report_cost(described: dict[str, Any], boto_session: Any, run_id: Any, report: Callable[[str], None]) -> dict[str, Any]:
-    """Report what the job cost and add it to the job's MLflow run (see :mod:`model_lib.sagemaker.cost`);
-    return it as the stage's cost metrics."""
+    """Report what training these inputs cost, this attempt and every earlier one (a spot attempt that a
+    fallback followed, a failed one), and add it to the job's MLflow run (see
+    :mod:`model_lib.sagemaker.cost`); return it as the stage's cost metrics."""
     from model_lib.sagemaker import launch
     from model_lib.sagemaker.cost import described_job_cost
 
@@ -353,9 +367,17 @@ def _report_cost(described: dict[str, Any], boto_session: Any, run_id: Any, repo
         report(f"train: SageMaker job {name}: no price known for {instance_type}, cost not reported")
         return {"cost_usd": None, "spot_saving_usd": None, "trained_on": "sagemaker"}
     report(f"train: SageMaker job {name} cost {cost.describe()}")
+    earlier = [c for c in (described_job_cost(d, boto_session) for d in _earlier_attempts(described, boto_session)) if c]
+    if earlier:
+        spent = sum(c.cost_usd for c in earlier)
+        cost = dataclasses.replace(
+            cost, cost_usd=cost.cost_usd + spent, spot_saving_usd=cost.spot_saving_usd + sum(c.spot_saving_usd for c in earlier)
+        )
+        report(f"train: with {len(earlier)} earlier attempt(s) of these inputs (${spent:.4f}): ${cost.cost_usd:.4f} in all")
     launch.log_cost(run_id, cost)
     return {
         **cost.metrics(),
+        "attempts": len(earlier) + 1,
         "trained_on": "sagemaker",
         "instance": f"{cost.instance_count} x {cost.price.instance_type}",
         "usd_per_hour": cost.price.usd_per_hour,

@@ -209,6 +209,9 @@ def test_spot_fallback_resumes_a_spot_attempt_that_failed_for_capacity_on_demand
     runs_after = {r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
     assert runs_after - runs_before == {run_id}  # one MLflow run for both attempts
     assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1, 2]
+    cost = json.loads((repo / "models/cost.json").read_text())  # both attempts are billed: both counted
+    assert cost["attempts"] == 2 and "with 1 earlier attempt(s) of these inputs ($" in out
+    assert client.get_run(run_id).data.metrics["cost_usd"] == cost["cost_usd"]
 
     again = run(command, repo, env)  # the stage again: the finished on-demand attempt is re-attached
     assert f"SageMaker job {second} already trains these inputs (Completed): re-attaching" in again.stdout
