@@ -90,6 +90,22 @@ def seconds_in_starting(described: dict[str, Any], now: datetime.datetime | None
     return ((now or datetime.datetime.now(datetime.UTC)) - since).total_seconds()
 
 
+def waited_for_capacity(described: dict[str, Any], bound: float) -> bool:
+    """Return whether a spot job has waited in Starting (for capacity) more than ``bound`` seconds."""
+    return bool(described.get("EnableManagedSpotTraining")) and seconds_in_starting(described) > bound
+
+
+def spot_fallback_reason(described: dict[str, Any]) -> str | None:
+    """Return why an on-demand job should follow the spot job ``described``: ``"failed for capacity:
+    <reason>"`` or ``"was stopped in Starting (no capacity)"``; None for any other job or end."""
+    if not described.get("EnableManagedSpotTraining"):
+        return None
+    capacity = capacity_failure(described)
+    if capacity is not None:
+        return f"failed for capacity: {capacity}"
+    return "was stopped in Starting (no capacity)" if never_left_starting(described) else None
+
+
 def status_of(described: dict[str, Any]) -> str:
     """Return the status a person reads: ``"<TrainingJobStatus> / <SecondaryStatus>"``."""
     return f"{described['TrainingJobStatus']} / {described.get('SecondaryStatus', '')}"

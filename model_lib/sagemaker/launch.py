@@ -455,7 +455,7 @@ def _job_environment(options: LaunchOptions, lineage: Mapping[str, str], channel
         environment[SECRET_ENV] = options.mlflow_secret
     if options.instance_count > 1:
         environment["KERAS_BACKEND"] = MULTI_INSTANCE_BACKEND
-    environment[TAGS_ENV] = json.dumps({**lineage, **experiment_tags(), **user_tags()}, sort_keys=True)
+    environment[TAGS_ENV] = json.dumps({**lineage, **user_tags()}, sort_keys=True)
     remotes = {remote_of_object(uri) for uri in channels.values()}
     if len(remotes) == 1 and None not in remotes:  # one URL, not four: a value holds at most 512 characters
         environment[DATA_REMOTE_ENV] = str(remotes.pop())
@@ -495,7 +495,8 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
 
     draft = _Draft(config, options, boto_session, git_state(options.repo))
     _raise_if_any([problem for check in _CHECKS for problem in check(draft)])
-    lineage = _lineage(draft.git, draft.channels)
+    # The DVC experiment and sweep go with the lineage: run tags, and the SageMaker job's (a sweep's jobs are found by them too).
+    lineage = {**_lineage(draft.git, draft.channels), **experiment_tags()}
     return LaunchPlan(
         job_name=options.job_name or f"model-lib-{time.strftime('%Y%m%d-%H%M%S')}",
         image_uri=draft.image_uri,
@@ -504,7 +505,7 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
         channels=draft.channels,
         hyperparameters=job_hyperparameters(config),
         environment=_job_environment(options, lineage, draft.channels),
-        tags={**lineage, **experiment_tags()},  # the SageMaker job's tags: a sweep's jobs are found by them too
+        tags=lineage,
         options=options,
     )
 
@@ -658,7 +659,7 @@ def _follow_or_fall_back(
     the same checkpoint prefix (so the same MLflow run); return the last job's description."""
     options = job.options
     bound = options.spot_fallback_after if options.spot and options.spot_fallback else None
-    until = None if bound is None else lambda described: jobs.seconds_in_starting(described) > bound
+    until = None if bound is None else lambda described: jobs.waited_for_capacity(described, bound)
     described = jobs.follow(job.job_name, boto_session, poll_seconds=poll_seconds, on_status=report, until=until)
     if bound is None:
         return described

@@ -30,7 +30,7 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,17 +104,21 @@ def job_base_name(job: LaunchPlan) -> str:
     return f"model-lib-train-{digest}"
 
 
-def _latest_attempt(client: Any, base: str) -> tuple[int, dict[str, Any]] | None:
-    """Return the last attempt number and its description, asking for each name in turn
-    (DescribeTrainingJob sees a job at once; ListTrainingJobs may not yet)."""
+def _attempts(client: Any, base: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield each attempt's number and description, ``<base>-1`` onwards, asking for each name in turn
+    (DescribeTrainingJob sees a job at once; ListTrainingJobs may not yet), up to the first that is not."""
     from model_lib.sagemaker import jobs
 
-    latest = None
     attempt = 1
     while (described := jobs.describe(client, f"{base}-{attempt}")) is not None:
-        latest = (attempt, described)
+        yield attempt, described
         attempt += 1
-    return latest
+
+
+def _latest_attempt(client: Any, base: str) -> tuple[int, dict[str, Any]] | None:
+    """Return the last attempt number and its description, or None when there is none."""
+    attempts = list(_attempts(client, base))
+    return attempts[-1] if attempts else None
 
 
 def fallback_reason(job: LaunchPlan, described: dict[str, Any]) -> str | None:
@@ -123,12 +127,9 @@ def fallback_reason(job: LaunchPlan, described: dict[str, Any]) -> str | None:
     --spot-fallback."""
     from model_lib.sagemaker import jobs
 
-    if not (job.options.spot and job.options.spot_fallback and described.get("EnableManagedSpotTraining")):
+    if not (job.options.spot and job.options.spot_fallback):
         return None
-    capacity = jobs.capacity_failure(described)
-    if capacity is not None:
-        return f"failed for capacity: {capacity}"
-    return "was stopped in Starting (no capacity)" if jobs.never_left_starting(described) else None
+    return jobs.spot_fallback_reason(described)
 
 
 def attach_or_launch(
@@ -210,7 +211,7 @@ def follow(
             poll_seconds=poll_seconds,
             on_status=report,
             on_log=lambda line: report(f"  | {redact(line)}"),  # the job's own log, shown here
-            until=None if starting_bound is None else lambda described: _stuck_in_starting(described, starting_bound),
+            until=None if starting_bound is None else lambda described: jobs.waited_for_capacity(described, starting_bound),
         )
     except (BotoCoreError, ClientError) as exc:  # throttled past botocore's retries, network down, expired credentials
         raise StillRunning(
@@ -223,13 +224,6 @@ def follow(
         ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _stuck_in_starting(described: dict[str, Any], bound: float) -> bool:
-    """Return whether a spot job has waited in Starting (for capacity) more than ``bound`` seconds."""
-    from model_lib.sagemaker import jobs
-
-    return bool(described.get("EnableManagedSpotTraining")) and jobs.seconds_in_starting(described) > bound
 
 
 def _model_archive(uri: str, boto_session: Any) -> dict[str, bytes]:
@@ -312,7 +306,7 @@ def train(
             "Running the stage again starts a new attempt"
         )
     summary = write_outputs(described, boto_session, model, history, run_reference)
-    spent = _report_cost(described, boto_session, summary.get("run_id"), report)
+    spent = _report_cost(job, described, boto_session, summary.get("run_id"), report)
     if cost is not None:
         write_json(cost, spent)
     return summary
@@ -340,20 +334,22 @@ def _follow_attempts(job: LaunchPlan, boto_session: Any, poll_seconds: float, re
             return described
 
 
-def _earlier_attempts(described: dict[str, Any], boto_session: Any) -> list[dict[str, Any]]:
-    """Return the descriptions of the ended attempts before ``described`` that trained the same inputs
-    (``<base>-1`` .. ``<base>-<n-1>``): a failed or reclaimed attempt is billed too."""
+def _earlier_attempts(job: LaunchPlan, described: dict[str, Any], boto_session: Any) -> list[dict[str, Any]]:
+    """Return the descriptions of the ended attempts of ``job``'s inputs other than ``described``
+    (a failed or reclaimed attempt is billed too)."""
     from model_lib.sagemaker import jobs
 
-    base, _, number = str(described["TrainingJobName"]).rpartition("-")
-    if not (base and number.isdigit()):
-        return []
     client = jobs.sagemaker_client(boto_session)
-    found = (jobs.describe(client, f"{base}-{attempt}") for attempt in range(1, int(number)))
-    return [d for d in found if d is not None and d["TrainingJobStatus"] in jobs.TERMINAL_STATUSES]
+    return [
+        d
+        for _, d in _attempts(client, job_base_name(job))
+        if d["TrainingJobName"] != described["TrainingJobName"] and d["TrainingJobStatus"] in jobs.TERMINAL_STATUSES
+    ]
 
 
-def _report_cost(described: dict[str, Any], boto_session: Any, run_id: Any, report: Callable[[str], None]) -> dict[str, Any]:
+def _report_cost(
+    job: LaunchPlan, described: dict[str, Any], boto_session: Any, run_id: Any, report: Callable[[str], None]
+) -> dict[str, Any]:
     """Report what training these inputs cost, this attempt and every earlier one (a spot attempt that a
     fallback followed, a failed one), and add it to the job's MLflow run (see
     :mod:`model_lib.sagemaker.cost`); return it as the stage's cost metrics."""
@@ -367,7 +363,7 @@ def _report_cost(described: dict[str, Any], boto_session: Any, run_id: Any, repo
         report(f"train: SageMaker job {name}: no price known for {instance_type}, cost not reported")
         return {"cost_usd": None, "spot_saving_usd": None, "trained_on": "sagemaker"}
     report(f"train: SageMaker job {name} cost {cost.describe()}")
-    earlier = [c for c in (described_job_cost(d, boto_session) for d in _earlier_attempts(described, boto_session)) if c]
+    earlier = [c for c in (described_job_cost(d, boto_session) for d in _earlier_attempts(job, described, boto_session)) if c]
     if earlier:
         spent = sum(c.cost_usd for c in earlier)
         cost = dataclasses.replace(
