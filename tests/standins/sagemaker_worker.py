@@ -55,8 +55,11 @@ class SageMakerWorker(threading.Thread):
     def run(self) -> None:
         while not self.stopping.is_set():
             for summary in self.sagemaker.list_training_jobs()["TrainingJobSummaries"]:
-                name = summary["TrainingJobName"]  # moto is shared: other tests' jobs are not ours
-                if name.startswith("model-lib-train-") and name not in self.started and not self.paused.is_set():
+                name = summary["TrainingJobName"]
+                # moto lives for the whole session: only the jobs created while this module's fake is
+                # installed are ours (another module's stage jobs have the same name prefix).
+                ours = name.startswith("model-lib-train-") and name in self.fake.jobs
+                if ours and name not in self.started and not self.paused.is_set():
                     self.started.append(name)
                     thread = threading.Thread(target=self.execute, args=(name,), daemon=True)
                     self.running.append(thread)
