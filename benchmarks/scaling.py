@@ -45,8 +45,8 @@ def synthetic_prepared(folder: Path, reviews: int = 3000, length: int = 200, voc
     labels = (np.isin(ids[:, :20], np.arange(2, 200)).sum(axis=1) > 2).astype(np.int8)
     cut = reviews * 4 // 5
     folder.mkdir(parents=True, exist_ok=True)
-    save_split(folder / "train.npz", ids[:cut], labels[:cut])
-    save_split(folder / "test.npz", ids[cut:], labels[cut:])
+    save_split(folder / "train", ids[:cut], labels[:cut])
+    save_split(folder / "test", ids[cut:], labels[cut:])
     Vocabulary([f"w{i}" for i in range(vocab)]).save(folder / "vocab.txt")
     np.save(folder / "embeddings.npy", rng.normal(0, 0.3, size=(vocab + 2, 50)).astype(np.float32))
     return folder

@@ -24,7 +24,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "no-glove-init": {"train.epochs": "2", "train.glove_init": "false"},
     "unigrams-only": {"train.epochs": "2", "train.ngram_order": "1"},
 }
-INPUTS = ("params.yaml", "dvc.lock", "data/prepared/train.npz", "data/prepared/test.npz",
+INPUTS = ("params.yaml", "dvc.lock", "data/prepared/train", "data/prepared/test",
           "data/prepared/vocab.txt", "data/prepared/embeddings.npy")  # fmt: skip
 
 

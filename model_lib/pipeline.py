@@ -8,11 +8,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from model_lib._io import check_output_file, check_output_folder, write_json
 from model_lib.config import EvaluateConfig, IngestConfig, PrepareConfig, TrainConfig
+from model_lib.errors import OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -103,32 +107,41 @@ def ingest(config: IngestConfig, paths: Paths = Paths()) -> dict[str, Any]:
 def prepare(config: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
     """Split, fit the vocabulary on the training split, encode both splits and build the GloVe matrix.
 
-    Writes the four SageMaker channel files (train.npz, test.npz, vocab.txt, embeddings.npy) and a
-    report (sizes, GloVe coverage); returns the report.
+    Writes the four SageMaker channels (the train/ and test/ split folders, vocab.txt,
+    embeddings.npy) and a report (sizes, GloVe coverage); returns the report. The reviews file is
+    read three times, never whole: its labels (for the split), the training texts (for the token
+    counts), every text (encoded a chunk at a time). What stays in memory is the encoded ids,
+    without padding, and the token counts.
 
     Raises:
         DataError, EmbeddingError: for missing or bad inputs, or an empty split.
         OutputError: if the prepared folder or a file in it cannot be written (checked first).
     """
     check_output_folder(paths.prepared, "the prepared files")  # before TensorFlow is imported
-    for path in (*paths.channels.values(), paths.prepare_report):
+    for path in (paths.vocab, paths.embeddings, paths.prepare_report):
         check_output_file(path, "the prepared files")
-    from model_lib.data import read_reviews_jsonl, split_indices
-    from model_lib.embeddings import OOV_ID, PAD_ID, embedding_matrix, load_glove
-    from model_lib.prepared import save_embedding_matrix, save_split
+    for path in (paths.train, paths.test):
+        if path.is_file():
+            raise OutputError(f"{path}: expected a folder (the split's parts), got a file; remove it")
+    from model_lib.data import read_review_labels, split_rows
+    from model_lib.embeddings import OOV_ID, embedding_matrix, load_glove
+    from model_lib.prepared import save_embedding_matrix, write_split
     from model_lib.text import Vocabulary
 
-    reviews = read_reviews_jsonl(paths.reviews)
-    train_idx, test_idx = split_indices(reviews, test_size=config.test_size, seed=config.seed)
-    vocabulary = Vocabulary.fit([reviews.texts[i] for i in train_idx], max_size=config.vocab_size, min_count=config.min_count)
+    labels, sides = read_review_labels(paths.reviews)
+    train_idx, test_idx = split_rows(labels, sides, test_size=config.test_size, seed=config.seed)
+    in_train = np.zeros(len(labels), dtype=bool)
+    in_train[train_idx] = True
+    vocabulary = Vocabulary.fit(_texts_of(paths.reviews, in_train), max_size=config.vocab_size, min_count=config.min_count)
     glove = load_glove(config.glove, dim=config.embedding_dim, member=config.glove_member)
     matrix = embedding_matrix(glove, vocabulary.tokens, seed=config.seed)
-    ids = vocabulary.encode(reviews.texts, config.max_length)
-    save_split(paths.train, ids[train_idx], reviews.labels[train_idx], vocabulary=vocabulary)
-    save_split(paths.test, ids[test_idx], reviews.labels[test_idx], vocabulary=vocabulary)
+    encoded = _encoded(vocabulary, paths.reviews, labels, config.max_length)
+    write_split(paths.train, encoded, rows=train_idx, shard_reviews=config.shard_reviews)
+    write_split(paths.test, encoded, rows=test_idx, shard_reviews=config.shard_reviews)
     vocabulary.save(paths.vocab)
     save_embedding_matrix(paths.embeddings, matrix.matrix)
-    oov = float((ids[train_idx] == OOV_ID).sum() / max(1, (ids[train_idx] > PAD_ID).sum()))
+    train_ids = encoded.take(train_idx).ids
+    oov = float((train_ids == OOV_ID).sum() / max(1, len(train_ids)))
     report = {
         "train_reviews": len(train_idx),
         "test_reviews": len(test_idx),
@@ -139,6 +152,41 @@ def prepare(config: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
     write_json(paths.prepare_report, report)
     logger.info("prepare: %s", report)
     return report
+
+
+_CHUNK = 16384  # reviews read and encoded at a time: ~64 MB of padded ids, however large the file
+
+
+def _chunks(reviews: Path) -> Iterator[tuple[int, list[str]]]:
+    """Yield (row of the chunk's first text, chunk) for the texts of the reviews file, in order."""
+    from model_lib.data import review_text_chunks
+
+    start = 0
+    for chunk in review_text_chunks(reviews, _CHUNK):
+        yield start, chunk
+        start += len(chunk)
+
+
+def _texts_of(reviews: Path, chosen: np.ndarray) -> Iterator[str]:
+    """Yield the texts of the reviews file whose row is True in ``chosen``."""
+    for start, chunk in _chunks(reviews):
+        yield from (text for text, keep in zip(chunk, chosen[start : start + len(chunk)]) if keep)
+
+
+def _encoded(vocabulary: Any, reviews: Path, labels: np.ndarray, max_length: int) -> Any:
+    """Return every review of the file encoded (a :class:`~model_lib.prepared.Split` in file order),
+    a chunk at a time: only the unpadded ids of the reviews are kept."""
+    from model_lib.prepared import Split, vocabulary_digest
+
+    pieces, lengths = [], []
+    for start, chunk in _chunks(reviews):
+        piece = Split.from_padded(vocabulary.encode(chunk, max_length), labels[start : start + len(chunk)])
+        pieces.append(piece.ids)
+        lengths.append(np.diff(piece.offsets))
+        if start // _CHUNK % 8 == 7:
+            logger.info("prepare: %d of %d reviews encoded", start + len(chunk), len(labels))
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
+    return Split(np.concatenate(pieces), offsets, labels, max_length, vocabulary_digest(vocabulary.tokens))
 
 
 def train(
@@ -205,17 +253,16 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     from model_lib.inference import load_model, model_encoding
     from model_lib.lifecycle import evaluate_model
     from model_lib.locking import hold_training
-    from model_lib.prepared import check_split_values, check_split_vocabulary, load_split
+    from model_lib.prepared import check_split_vocabulary, load_split
     from model_lib.tracking import MODEL_MD5_TAG, PENDING_FILE, MlflowTracker, file_md5, read_run_reference
     from model_lib.tracking.datasets import EVALUATION, DataOrigin, describe_inputs
 
     check_output_folder(paths.reports, "the reports")
-    x_test, y_test = load_split(paths.test)
-    check_split_values(x_test, y_test, str(paths.test))
+    test = load_split(paths.test)  # its values are checked as its parts are read
     model = load_model(paths.model)
     encoding = model_encoding(model)
     if encoding is not None:  # an id-sequence model has no vocabulary to check against
-        check_split_vocabulary(paths.test, x_test, paths.vocab, *encoding, paths.model)
+        check_split_vocabulary(paths.test, test, paths.vocab, *encoding, paths.model)
     history = read_history(paths.history)
     model_md5 = file_md5(paths.model)
     run_id = read_run_reference(paths.run_reference, model_md5) if track else None
@@ -224,7 +271,7 @@ def evaluate(config: EvaluateConfig, paths: Paths = Paths(), *, track: bool = Tr
     pending = paths.checkpoints / PENDING_FILE
     held = hold_training(paths.checkpoints if track and paths.checkpoints.is_dir() else None, purpose="evaluate")
     with held, MlflowTracker(run_id=run_id, pending_file=pending) if track else contextlib.nullcontext() as tracker:
-        metrics = evaluate_model(model, x_test, y_test, paths.reports, config, history=history, tracker=tracker)
+        metrics = evaluate_model(model, test, paths.reports, config, history=history, tracker=tracker)
         if tracker is not None:
             if run_id is None:  # a run of its own: findable by the model it scored, as train's is
                 tracker.set_tags({MODEL_MD5_TAG: model_md5})

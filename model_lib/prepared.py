@@ -1,8 +1,17 @@
 """The prepared files: the four SageMaker channels that ``prepare`` writes and training reads.
 
-This module is the one definition of the channel contract (channel names and the file each one
+This module is the one definition of the channel contract (channel names and the path each one
 holds in ``data/prepared``), and the only reader and writer of those files. Importing it imports neither
 Keras nor TensorFlow, so the launcher and the contract checks stay fast.
+
+An encoded split (``train/``, ``test/``) is a folder of part files, each an ``.npz`` of at most
+``shard_reviews`` reviews as ragged id lists: ``ids`` (int32, the reviews' ids one after another),
+``offsets`` (int64, review i is ``ids[offsets[i]:offsets[i + 1]]``), ``labels`` (int8), and what
+places the part in its split: ``part``, ``parts``, ``split_rows``, ``max_length`` and the vocabulary
+digest. A review holds its last ``max_length`` tokens, unpadded: padding is added when batches are
+made (:meth:`Split.padded`), so a split costs its tokens, not reviews x ``max_length``. Parts are
+found by content, not by name (a SageMaker channel names them by their DVC object), and any NumPy
+reads them: ``np.load(part)["ids"]``.
 """
 
 from __future__ import annotations
@@ -11,38 +20,40 @@ import dataclasses
 import hashlib
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model_lib._io import atomic_path
-from model_lib.embeddings import FIRST_TOKEN_ID, OOV_ID
+from model_lib._io import atomic_folder, atomic_path
+from model_lib.embeddings import FIRST_TOKEN_ID, OOV_ID, PAD_ID
 from model_lib.errors import DataError
 
 if TYPE_CHECKING:
     from model_lib.text import Vocabulary
 
-# Channel name -> file name in the prepared folder. SageMaker gets one channel per file (a channel
-# cannot point at a DVC directory); inside a job each channel folder holds that one file under
-# whatever name the store gave it.
+# Channel name -> its path in the prepared folder. The splits are DVC directory outputs (a SageMaker
+# channel of their objects, see model_lib.sagemaker.launch); vocab and embeddings one file each.
 CHANNEL_FILES: dict[str, str] = {
-    "train": "train.npz",
-    "test": "test.npz",
+    "train": "train",
+    "test": "test",
     "vocab": "vocab.txt",
     "embeddings": "embeddings.npy",
 }
 CHANNELS = tuple(CHANNEL_FILES)
+SPLIT_CHANNELS = ("train", "test")  # the channels that are folders of parts
+SHARD_REVIEWS = 10000  # reviews per part: prepare.shard_reviews' default
+_PART_MEMBERS = ("ids", "offsets", "labels", "part", "parts", "split_rows", "max_length")
 
 
 def channel_paths(folder: str | os.PathLike[str]) -> dict[str, Path]:
-    """Return {channel: path of its file} inside a prepared folder."""
+    """Return {channel: path of its file or folder} inside a prepared folder."""
     return {name: Path(folder) / filename for name, filename in CHANNEL_FILES.items()}
 
 
-# The member of a split file holding the sha256 of the vocabulary it was encoded with (the bytes of
-# its vocab.txt). Splits written before it existed have none: their vocabulary cannot be checked.
+# The member of a part holding the sha256 of the vocabulary it was encoded with (the bytes of its
+# vocab.txt). Parts written without a vocabulary (tests, benchmarks) have none: it cannot be checked.
 VOCABULARY_DIGEST = "vocabulary_sha256"
 
 
@@ -52,16 +63,79 @@ def vocabulary_digest(tokens: Sequence[str]) -> str:
 
 
 @dataclasses.dataclass
+class Split:
+    """Encoded reviews as ragged id lists: review i is ``ids[offsets[i]:offsets[i + 1]]`` (its last
+    ``max_length`` tokens, no padding) with label ``labels[i]``.
+
+    ``vocabulary`` is the digest of the vocabulary that encoded it (None: unknown).
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+    max_length: int
+    vocabulary: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Return the shape the split has padded: (reviews, max_length)."""
+        return (len(self), self.max_length)
+
+    @classmethod
+    def from_padded(cls, x: np.ndarray, y: np.ndarray, vocabulary: str | None = None) -> Split:
+        """Return the split of 'pre'-padded id rows ``x`` (padding, id 0, only in front) and labels ``y``.
+
+        Raises:
+            DataError: if ``x`` is not 2-D or its rows differ from the labels in number.
+        """
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim != 2 or len(x) != len(y):
+            raise DataError(f"expected x of shape (n, length) and n labels, got {x.shape} and {y.shape}")
+        present = x != PAD_ID
+        offsets = np.concatenate([[0], np.cumsum(present.sum(axis=1))]).astype(np.int64)
+        return cls(x[present].astype(np.int32), offsets, y.astype(np.int8), int(x.shape[1]), vocabulary)
+
+    def padded(self, rows: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+        """Return the reviews ``rows`` (all if None) as int32 ids of shape (len(rows), max_length),
+        'pre'-padded with 0: exactly what ``Vocabulary.encode`` returns for their texts."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
+        out = np.zeros((len(rows), self.max_length), dtype=np.int32)
+        total = int(lengths.sum())
+        if total:
+            row = np.repeat(np.arange(len(rows)), lengths)
+            within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            out[row, np.repeat(self.max_length - lengths, lengths) + within] = self.ids[np.repeat(starts, lengths) + within]
+        return out
+
+    def rows(self, rows: np.ndarray | Sequence[int] | None = None) -> Iterator[np.ndarray]:
+        """Yield the id list of each review of ``rows`` (all if None), unpadded (views, not copies)."""
+        for i in np.arange(len(self)) if rows is None else rows:
+            yield self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+    def take(self, rows: np.ndarray | Sequence[int]) -> Split:
+        """Return the split of the reviews ``rows``, in that order (a copy)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.offsets[rows + 1] - self.offsets[rows]
+        starts = np.repeat(self.offsets[rows], lengths)
+        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return Split(self.ids[starts + within], offsets, self.labels[rows], self.max_length, self.vocabulary)
+
+
+@dataclasses.dataclass
 class PreparedData:
     """Encoded splits, their vocabulary and the GloVe matrix for it (the SageMaker channels).
 
-    ``sources`` names each channel's file in messages (the channel name for data made in memory).
+    ``sources`` names each channel's path in messages (the channel name for data made in memory).
     """
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    train: Split
+    test: Split
     vocabulary: Vocabulary
     embedding_matrix: np.ndarray
     sources: dict[str, str] = dataclasses.field(default_factory=lambda: {name: name for name in CHANNELS})
@@ -69,7 +143,24 @@ class PreparedData:
     @property
     def max_length(self) -> int:
         """Return the encoded sequence length."""
-        return int(self.x_train.shape[1])
+        return self.train.max_length
+
+    # The padded arrays whole: reviews x max_length ids, for small data (tests, notebooks) only.
+    @property
+    def x_train(self) -> np.ndarray:
+        return self.train.padded()
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.train.labels
+
+    @property
+    def x_test(self) -> np.ndarray:
+        return self.test.padded()
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.test.labels
 
     def check(self) -> None:
         """Check the parts fit together and can train.
@@ -85,26 +176,24 @@ class PreparedData:
                 f"{len(self.vocabulary)} tokens (+2 for padding and OOV = {self.vocabulary.size}); "
                 "were they prepared together?"
             )
-        if len(self.x_train) == 0:
+        if len(self.train) == 0:
             raise DataError("train: the training split is empty")
-        for name, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            if x.ndim != 2 or len(x) != len(y):
-                raise DataError(f"{name}: expected x of shape (n, length) and n labels, got {x.shape} and {y.shape}")
-            if x.size and (int(x.max()) >= self.vocabulary.size or int(x.min()) < 0):
-                raise DataError(f"{name}: token id {int(x.max())} is outside the vocabulary's {self.vocabulary.size} ids")
-        if self.x_test.shape[1] != self.x_train.shape[1]:
-            raise DataError(f"test: sequence length {self.x_test.shape[1]} differs from train's {self.x_train.shape[1]}")
+        for name, split in (("train", self.train), ("test", self.test)):
+            if split.ids.size and (int(split.ids.max()) >= self.vocabulary.size or int(split.ids.min()) < 0):
+                raise DataError(f"{name}: token id {int(split.ids.max())} is outside the vocabulary's {self.vocabulary.size} ids")
+        if self.test.max_length != self.train.max_length:
+            raise DataError(f"test: sequence length {self.test.max_length} differs from train's {self.train.max_length}")
         self._check_can_train()
 
     def _check_can_train(self) -> None:
         """Check what would train for minutes and then fail, or end with a model predicting NaN."""
         check_finite_matrix(self.embedding_matrix, self.sources["embeddings"])
-        if len(self.x_test) == 0:
+        if len(self.test) == 0:
             raise DataError(f"{self.sources['test']}: the split is empty; expected encoded reviews")
-        for name, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            check_split_values(x, y, self.sources[name])
-        check_both_labels(self.y_train, f"{self.sources['train']}: y: the split")
-        if int(self.x_train.max()) <= OOV_ID:
+        for name, split in (("train", self.train), ("test", self.test)):
+            check_split_values(split.ids, split.labels, self.sources[name])
+        check_both_labels(self.train.labels, f"{self.sources['train']}: y: the split")
+        if not self.train.ids.size or int(self.train.ids.max()) <= OOV_ID:
             raise DataError(
                 f"{self.sources['train']}: x: every id is padding or OOV (0 or 1); expected ids of vocabulary tokens "
                 f"(2 to {self.vocabulary.size - 1})"
@@ -147,73 +236,189 @@ def check_finite_matrix(matrix: np.ndarray, where: str) -> None:
         raise DataError(f"{where}: row {int(np.flatnonzero(~finite)[0])}: expected finite numbers, got NaN or inf")
 
 
-def save_split(path: str | os.PathLike[str], x: np.ndarray, y: np.ndarray, *, vocabulary: Vocabulary | None = None) -> None:
-    """Write one encoded split as a single ``.npz`` file (x: int32 ids, y: int8 labels), atomically.
+def save_split(
+    path: str | os.PathLike[str],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    vocabulary: Vocabulary | None = None,
+    shard_reviews: int = SHARD_REVIEWS,
+) -> None:
+    """Write the 'pre'-padded id rows ``x`` and labels ``y`` as the encoded split folder ``path``.
 
-    With ``vocabulary`` (the one that encoded ``x``) the file also holds its digest, so that a model
+    With ``vocabulary`` (the one that encoded ``x``) the parts also hold its digest, so that a model
     or a vocabulary file that is not that one is refused (:func:`check_split_vocabulary`).
     """
-    arrays: dict[str, np.ndarray] = {"x": x.astype(np.int32), "y": y.astype(np.int8)}
-    if vocabulary is not None:
-        arrays[VOCABULARY_DIGEST] = np.asarray(vocabulary_digest(vocabulary.tokens))
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # the stubs confuse **arrays with allow_pickle
+    digest = vocabulary_digest(vocabulary.tokens) if vocabulary is not None else None
+    write_split(path, Split.from_padded(x, y, digest), shard_reviews=shard_reviews)
 
 
-def _existing_split(path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: encoded split not found")
-    return path
-
-
-def _not_a_split(path: Path, exc: Exception) -> DataError:
-    return DataError(f"{path}: not an encoded split (.npz with x and y): {exc}")
-
-
-def load_split(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Return (x, y) of an encoded split file.
+def write_split(
+    path: str | os.PathLike[str],
+    split: Split,
+    *,
+    rows: np.ndarray | None = None,
+    shard_reviews: int = SHARD_REVIEWS,
+) -> None:
+    """Write the reviews ``rows`` of ``split`` (all if None), in that order, as the encoded split
+    folder ``path``: parts of at most ``shard_reviews`` reviews. The folder replaces any one there
+    only once every part is written.
 
     Raises:
-        DataError: if the file is missing or is not such a file.
+        OutputError: if the place refuses the write.
     """
-    path = _existing_split(path)
+    rows = np.arange(len(split)) if rows is None else np.asarray(rows, dtype=np.int64)
+    parts = max(1, -(-len(rows) // shard_reviews))
+    with atomic_folder(path) as folder:
+        for part in range(parts):
+            piece = split.take(rows[part * shard_reviews : (part + 1) * shard_reviews])
+            arrays = {
+                "ids": piece.ids.astype(np.int32),
+                "offsets": piece.offsets.astype(np.int64),
+                "labels": piece.labels.astype(np.int8),
+                "part": np.asarray(part),
+                "parts": np.asarray(parts),
+                "split_rows": np.asarray(len(rows)),
+                "max_length": np.asarray(split.max_length),
+            }
+            if split.vocabulary is not None:
+                arrays[VOCABULARY_DIGEST] = np.asarray(split.vocabulary)
+            np.savez(folder / f"part-{part:05d}.npz", **arrays)  # type: ignore[arg-type]  # stubs: **arrays
+
+
+def part_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Return every file under the split folder ``path``, recursively (hidden ones skipped), sorted:
+    its parts, whatever their names.
+
+    Raises:
+        DataError: if ``path`` is missing, a file (a split of model-lib before parts), or holds no file.
+    """
+    path = Path(path)
+    if path.is_file():
+        raise DataError(
+            f"{path}: expected an encoded split folder of part files (prepare writes data/prepared/train/ and "
+            "test/), got a file; run `model-lib prepare` (or `dvc repro prepare`) again"
+        )
+    if not path.is_dir():
+        raise DataError(f"{path}: encoded split not found")
+    files = sorted(f for f in path.rglob("*") if f.is_file() and not any(n.startswith(".") for n in f.relative_to(path).parts))
+    if not files:
+        raise DataError(f"{path}: no part files; expected the .npz parts of an encoded split")
+    return files
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    file: Path
+    index: int
+    parts: int
+    split_rows: int
+    max_length: int
+    vocabulary: str | None
+    offsets: np.ndarray
+    labels: np.ndarray
+
+
+def _read_part(file: Path) -> _Part:
+    """Return a part's small members (everything but its ids)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return archive["x"], archive["y"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise _not_a_split(path, exc) from None
+        with np.load(file, allow_pickle=False) as archive:
+            missing = [m for m in _PART_MEMBERS if m not in archive.files]
+            if missing:
+                raise DataError(f"{file}: not a part of an encoded split: no member {missing[0]!r}")
+            vocabulary = str(archive[VOCABULARY_DIGEST]) if VOCABULARY_DIGEST in archive.files else None
+            part = _Part(
+                file, int(archive["part"]), int(archive["parts"]), int(archive["split_rows"]), int(archive["max_length"]),
+                vocabulary, archive["offsets"].astype(np.int64), archive["labels"],
+            )  # fmt: skip
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
+        raise DataError(f"{file}: not a part of an encoded split (an .npz of ids, offsets and labels): {exc}") from None
+    lengths = np.diff(part.offsets)
+    if (
+        len(part.offsets) != len(part.labels) + 1
+        or part.offsets[0] != 0
+        or (lengths < 0).any()
+        or (lengths > part.max_length).any()
+    ):
+        raise DataError(
+            f"{file}: offsets: expected {len(part.labels) + 1} rising offsets from 0, each review at most {part.max_length} ids"
+        )
+    return part
+
+
+def _parts(path: str | os.PathLike[str]) -> list[_Part]:
+    """Return the parts of the split folder ``path`` in order, checked to make one whole split.
+
+    Raises:
+        DataError: naming the folder and the part that is missing, repeated or does not belong.
+    """
+    parts = sorted((_read_part(file) for file in part_files(path)), key=lambda part: part.index)
+    first = parts[0]
+    for part in parts:
+        for field in ("parts", "split_rows", "max_length", "vocabulary"):
+            if getattr(part, field) != getattr(first, field):
+                raise DataError(
+                    f"{path}: {part.file.name} and {first.file.name} are parts of different splits ({field} "
+                    f"{getattr(part, field)} and {getattr(first, field)}); expected the parts of one prepare run"
+                )
+    indices = [part.index for part in parts]
+    for expected, (index, part) in enumerate(zip(indices, parts)):
+        if index != expected:
+            problem = "appears twice" if index < expected else "is missing"
+            number = index if index < expected else expected
+            raise DataError(f"{path}: part {number} of {first.parts} {problem} ({part.file}); expected each part once")
+    if len(parts) != first.parts:
+        raise DataError(f"{path}: part {len(parts)} of {first.parts} is missing; expected each part once")
+    rows = sum(len(part.labels) for part in parts)
+    if rows != first.split_rows:
+        raise DataError(f"{path}: the parts hold {rows} reviews, their split {first.split_rows}")
+    return parts
+
+
+def load_split(path: str | os.PathLike[str]) -> Split:
+    """Return the encoded split in the folder ``path``.
+
+    Raises:
+        DataError: if the folder is missing, or its parts are not those of one whole split.
+    """
+    parts = _parts(path)
+    sizes = [int(part.offsets[-1]) for part in parts]
+    ids = np.empty(sum(sizes), dtype=np.int32)  # filled part by part: no second copy of the split
+    start = 0
+    for part, size in zip(parts, sizes):
+        try:
+            with np.load(part.file, allow_pickle=False) as archive:
+                part_ids = archive["ids"]
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{part.file}: not a part of an encoded split: {exc}") from None
+        if len(part_ids) != size:
+            raise DataError(f"{part.file}: ids: expected {size} ids (the last offset), got {len(part_ids)}")
+        check_split_values(part_ids, part.labels, str(part.file))
+        ids[start : start + size] = part_ids
+        start += size
+    bases = np.cumsum([0, *sizes[:-1]])
+    offsets = np.concatenate([[0], *(part.offsets[1:] + base for part, base in zip(parts, bases))]).astype(np.int64)
+    labels = np.concatenate([part.labels for part in parts]).astype(np.int8)
+    return Split(ids, offsets, labels, parts[0].max_length, parts[0].vocabulary)
 
 
 def split_vocabulary(path: str | os.PathLike[str]) -> str | None:
     """Return the digest of the vocabulary a split was encoded with; None for a split written without it.
 
     Raises:
-        DataError: if the file is missing or is not an encoded split.
+        DataError: if the folder is missing or is not an encoded split.
     """
-    path = _existing_split(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return str(archive[VOCABULARY_DIGEST]) if VOCABULARY_DIGEST in archive.files else None
-    except (OSError, ValueError) as exc:
-        raise _not_a_split(path, exc) from None
+    return _parts(path)[0].vocabulary
 
 
-def split_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
-    """Return the shape of a split's ``x`` from its header alone (no data is read).
+def split_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Return (reviews, max_length) of a split from its parts' small members (no ids are read).
 
     Raises:
-        DataError: if the file is missing or is not an encoded split.
+        DataError: if the folder is missing or is not an encoded split.
     """
-    path = _existing_split(path)
-    try:
-        with zipfile.ZipFile(path) as archive, archive.open("x.npy") as member:
-            major, _ = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape, _, _ = read_header(member)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise _not_a_split(path, exc) from None
-    return tuple(int(n) for n in shape)
+    parts = _parts(path)
+    return parts[0].split_rows, parts[0].max_length
 
 
 def load_embedding_matrix(path: str | os.PathLike[str]) -> np.ndarray:
@@ -254,16 +459,14 @@ def load_prepared(
     """
     from model_lib.text import Vocabulary  # imports TensorFlow: only when the data are loaded
 
-    x_train, y_train = load_split(train)
-    x_test, y_test = load_split(test)
+    train_split, test_split = load_split(train), load_split(test)
     vocabulary = Vocabulary.load(vocab)
     sources = {"train": str(train), "test": str(test), "vocab": str(vocab), "embeddings": str(embeddings)}
-    data = PreparedData(x_train, y_train, x_test, y_test, vocabulary, load_embedding_matrix(embeddings), sources)
+    data = PreparedData(train_split, test_split, vocabulary, load_embedding_matrix(embeddings), sources)
     data.check()
     digest = vocabulary_digest(vocabulary.tokens)
-    for split in (train, test):
+    for split, encoded_with in ((train, train_split.vocabulary), (test, test_split.vocabulary)):
         # A vocabulary of the same size passes every check above; its ids would mean other words.
-        encoded_with = split_vocabulary(split)
         if encoded_with is not None and encoded_with != digest:
             raise DataError(
                 f"{split}: encoded with another vocabulary than {vocab} (sha256 {encoded_with[:12]}, the file's "
@@ -285,13 +488,13 @@ def _first_difference(file_tokens: Sequence[str], model_tokens: Sequence[str]) -
 
 def check_split_vocabulary(
     split: str | os.PathLike[str],
-    x: np.ndarray,
+    x: Split,
     vocab: str | os.PathLike[str],
     model_tokens: Sequence[str],
     model_max_length: int,
     model: str | os.PathLike[str],
 ) -> None:
-    """Check the split ``x`` (read from ``split``) was encoded as the model at ``model`` encodes
+    """Check the split ``x`` (read from the folder ``split``) was encoded as the model at ``model`` encodes
     raw text: with its vocabulary ``model_tokens`` and its length ``model_max_length``.
 
     The split's own vocabulary digest decides; a split written without one is taken to be encoded
@@ -304,12 +507,12 @@ def check_split_vocabulary(
     """
     from model_lib.text import Vocabulary  # imports TensorFlow: the model is loaded already
 
-    if x.shape[1] != model_max_length:
+    if x.max_length != model_max_length:
         raise DataError(
-            f"{split}: reviews of {x.shape[1]} tokens, but the model {model} takes {model_max_length}; "
+            f"{split}: reviews of {x.max_length} tokens, but the model {model} takes {model_max_length}; "
             f"expected a split prepared with max_length={model_max_length}"
         )
-    encoded_with, model_digest = split_vocabulary(split), vocabulary_digest(model_tokens)
+    encoded_with, model_digest = x.vocabulary, vocabulary_digest(model_tokens)
     if encoded_with == model_digest:
         return
     file_tokens = Vocabulary.load(vocab).tokens if Path(vocab).is_file() else None
@@ -325,5 +528,5 @@ def check_split_vocabulary(
             f"{split}: encoded with another vocabulary (sha256 {encoded_with[:12]}) than the model {model}'s "
             f"({model_digest[:12]}), and {vocab} {other}; expected the split the model was trained with"
         )
-    if x.size and int(x.max()) >= len(model_tokens) + FIRST_TOKEN_ID:
-        raise DataError(f"{split}: token id {int(x.max())} is outside the model {model}'s {len(model_tokens) + 2} ids")
+    if x.ids.size and int(x.ids.max()) >= len(model_tokens) + FIRST_TOKEN_ID:
+        raise DataError(f"{split}: token id {int(x.ids.max())} is outside the model {model}'s {len(model_tokens) + 2} ids")

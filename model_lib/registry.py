@@ -20,18 +20,18 @@ from typing import TYPE_CHECKING, Any
 from model_lib.errors import ConfigError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from model_lib.config import TrainConfig
+    from model_lib.prepared import Split
 
 DEFAULT_MODEL = "ngram_glove"
 SEED_CNN_LENGTH = 1000  # seed_cnn's pooling sizes 5/5/35 need exactly this many tokens
 
 # A data check: raises ConfigError when the model cannot train on encoded reviews of this shape.
 DataCheck = Callable[["TrainConfig", tuple[int, ...]], None]
-# A fitter: (effective hyperparameters, fit-split ids, fit-split labels, vocabulary size) -> the
-# builder's keyword arguments learnt from the fit split.
-Fitter = Callable[[Mapping[str, Any], "np.ndarray", "np.ndarray", int], dict[str, Any]]
+# A fitter: (effective hyperparameters, the fit split as a model_lib.prepared.Split, vocabulary size)
+# -> the builder's keyword arguments learnt from the fit split (read it with .rows() and .labels: a
+# large split does not fit in memory padded).
+Fitter = Callable[[Mapping[str, Any], "Split", int], dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,13 +98,12 @@ class ModelEntry:
             raise ValueError(f"model {self.name!r}: hyperparameter {missing[0]!r} not given")
         return {key: hyperparameters[key] for key in self.hyperparameters}
 
-    def fitted_arguments(
-        self, hyperparameters: Mapping[str, Any], x: np.ndarray, y: np.ndarray, vocab_size: int
-    ) -> dict[str, Any]:
-        """Return the builder arguments the model needs fitted on the fit split ``x``, ``y``; {} if none."""
+    def fitted_arguments(self, hyperparameters: Mapping[str, Any], fit: Split, vocab_size: int) -> dict[str, Any]:
+        """Return the builder arguments the model needs fitted on the fit split ``fit`` (a
+        :class:`~model_lib.prepared.Split`: its ``rows()`` and ``labels``); {} if none."""
         if self.fitter is None:
             return {}
-        return dict(_resolve(self.fitter)(hyperparameters, x, y, vocab_size))
+        return dict(_resolve(self.fitter)(hyperparameters, fit, vocab_size))
 
     def check_data(self, config: TrainConfig, train_shape: tuple[int, ...]) -> None:
         """Check the model can train on encoded reviews of ``train_shape`` (reviews, tokens).

@@ -13,6 +13,7 @@ Importing this module imports TensorFlow (the serialisable layers below must be 
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -81,23 +82,27 @@ class Vocabulary:
     def fit(cls, texts: Iterable[str], *, max_size: int = 30000, min_count: int = 2) -> Vocabulary:
         """Return the ``max_size`` most frequent tokens of ``texts`` seen at least ``min_count`` times.
 
-        Ties are broken by the token itself, so the same texts always give the same vocabulary.
+        ``texts`` is read once, a batch at a time (a generator over a file does not fill memory:
+        only the token counts grow). Ties are broken by the token itself, so the same texts in any
+        order give the same vocabulary.
 
         Raises:
             DataError: if ``texts`` is empty or no token is seen ``min_count`` times (a vocabulary
                 of padding and OOV alone: every review would encode to the same ids).
         """
-        texts = list(texts)
-        if not texts:
-            raise DataError("cannot fit a vocabulary on an empty training split")
         counts: collections.Counter[bytes] = collections.Counter()
-        for start in range(0, len(texts), _BATCH):
-            ragged = tf.strings.split(glove_standardize(tf.constant(texts[start : start + _BATCH])))
+        seen = 0
+        iterator = iter(texts)
+        while batch := list(itertools.islice(iterator, _BATCH)):
+            ragged = tf.strings.split(glove_standardize(tf.constant(batch)))
             counts.update(ragged.flat_values.numpy().tolist())
+            seen += len(batch)
+        if not seen:
+            raise DataError("cannot fit a vocabulary on an empty training split")
         ranked = sorted((item for item in counts.items() if item[1] >= min_count), key=lambda kv: (-kv[1], kv[0]))
         if not ranked:
             raise DataError(
-                f"vocabulary: no token appears at least {min_count} times in the {len(texts)} training texts; "
+                f"vocabulary: no token appears at least {min_count} times in the {seen} training texts; "
                 "expected a lower min_count"
             )
         return cls([token.decode("utf-8") for token, _ in ranked[:max_size]])

@@ -68,9 +68,9 @@ def fingerprint(config: TrainConfig, data: PreparedData) -> dict[str, Any]:
     """
     values = {k: v for k, v in to_dict(config).items() if k not in _NOT_IN_FINGERPRINT}
     digest = 0
-    for array in (data.x_train, data.y_train, data.embedding_matrix):
+    for array in (data.train.ids, data.train.offsets, data.train.labels, data.embedding_matrix):
         digest = zlib.crc32(np.ascontiguousarray(array).data, digest)
-    values["data"] = f"{data.x_train.shape}:{len(data.vocabulary)}:{digest:08x}"
+    values["data"] = f"{data.train.shape}:{len(data.vocabulary)}:{digest:08x}"
     return values
 
 
@@ -131,7 +131,7 @@ def _compiled_model(config: TrainConfig, hp: dict[str, Any], data: PreparedData,
         matrix = rng.normal(0.0, float(matrix[FIRST_TOKEN_ID:].std()), matrix.shape).astype(np.float32)
         matrix[:FIRST_TOKEN_ID] = 0.0  # padding and OOV rows
     entry = registry.get(config.model)
-    fitted = entry.fitted_arguments(hp, data.x_train[fit_idx], data.y_train[fit_idx], matrix.shape[0])
+    fitted = entry.fitted_arguments(hp, data.train.take(fit_idx), matrix.shape[0])
     model = entry.build(matrix, max_length=data.max_length, **entry.builder_arguments(hp), **fitted)
     optimizer = keras.optimizers.Adam(learning_rate=hp["learning_rate"], clipnorm=hp["clipnorm"])
     model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
@@ -501,8 +501,9 @@ def _train_step(run: _Run, state: TrainingState, order: np.ndarray, metrics: _Ep
     batch = order[state.step * batch_size : (state.step + 1) * batch_size]
     # Crops depend on (seed, epoch, step) only, so a resumed run feeds the same batches, and they
     # are cut from the global batch, so every host of a cluster feeds the same rows.
-    x = _cropped(run.data.x_train[batch], run.hp["crop_share"], np.random.default_rng([seed, state.epoch, state.step]))
-    y = run.data.y_train[batch].astype("float32")
+    # Padded here, a batch at a time: the split holds each review's ids only.
+    x = _cropped(run.data.train.padded(batch), run.hp["crop_share"], np.random.default_rng([seed, state.epoch, state.step]))
+    y = run.data.train.labels[batch].astype("float32")
     rows, weights = distributed.host_batch(np.arange(len(batch)), run.parallel)  # this host's shard
     logs = run.model.train_on_batch(x[rows], y[rows], sample_weight=weights, return_dict=True)
     _check_finite_loss(float(logs["loss"]), f"loss is {{}} at epoch {state.epoch + 1}, step {state.step + 1}")
@@ -615,8 +616,8 @@ def _run(
     data.check()
     hp = effective_hyperparameters(config)
     _seed_everything(config.seed)
-    fit_idx, val_idx = _validation_split(data.y_train, config.validation_split, config.seed)
-    x_val, y_val = data.x_train[val_idx], data.y_train[val_idx].astype("float32")
+    fit_idx, val_idx = _validation_split(data.train.labels, config.validation_split, config.seed)
+    x_val, y_val = data.train.padded(val_idx), data.train.labels[val_idx].astype("float32")
     identity = fingerprint(config, data)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     model = _compiled_model(config, hp, data, fit_idx)

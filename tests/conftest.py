@@ -159,13 +159,13 @@ def write_prepared(folder: Path, count: int = 240, max_length: int = 40, seed: i
     ids = vocabulary.encode(texts, max_length)
     folder.mkdir(parents=True, exist_ok=True)
     cut = count * 3 // 4
-    save_split(folder / "train.npz", ids[:cut], labels[:cut], vocabulary=vocabulary)
-    save_split(folder / "test.npz", ids[cut:], labels[cut:], vocabulary=vocabulary)
+    save_split(folder / "train", ids[:cut], labels[:cut], vocabulary=vocabulary, shard_reviews=100)
+    save_split(folder / "test", ids[cut:], labels[cut:], vocabulary=vocabulary)
     vocabulary.save(folder / "vocab.txt")
     np.save(folder / "embeddings.npy", embedding_matrix(glove, vocabulary.tokens).matrix)
     return {
-        "train": folder / "train.npz",
-        "test": folder / "test.npz",
+        "train": folder / "train",
+        "test": folder / "test",
         "vocab": folder / "vocab.txt",
         "embeddings": folder / "embeddings.npy",
     }

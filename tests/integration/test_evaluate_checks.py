@@ -26,7 +26,7 @@ def test_evaluate_refuses_a_split_of_another_vocabulary_with_exit_2(tmp_path, ti
     other = Vocabulary(tokens)
     rows = review_rows(240)[180:]
     # Written as an older version did (no vocabulary digest in the split): vocab.txt beside it decides.
-    save_split(prepared / "test.npz", other.encode([t for t, _ in rows], 40), np.asarray([y for _, y in rows], np.int8))
+    save_split(prepared / "test", other.encode([t for t, _ in rows], 40), np.asarray([y for _, y in rows], np.int8))
     other.save(prepared / "vocab.txt")
 
     result = subprocess.run(
@@ -35,7 +35,7 @@ def test_evaluate_refuses_a_split_of_another_vocabulary_with_exit_2(tmp_path, ti
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
     expected = (
-        "model-lib evaluate: error: data/prepared/test.npz: encoded with the vocabulary data/prepared/vocab.txt, "
+        "model-lib evaluate: error: data/prepared/test: encoded with the vocabulary data/prepared/vocab.txt, "
         f"not the one of the model models/model.keras: line 1 is {tokens[0]!r} there, {tokens[1]!r} in the model"
     )
     assert expected in result.stderr.strip().split("\n")[-1]

@@ -123,7 +123,7 @@ def test_a_killed_worker_fails_the_job_with_the_reason_within_seconds_and_a_rest
     from model_lib.inference import load_model, predict_encoded
     from model_lib.prepared import load_split
 
-    x_test, y_test = load_split(prepared["test"])
-    scored = evaluate(y_test, predict_encoded(load_model(base / "model" / "model.keras"), x_test))
+    test = load_split(prepared["test"])
+    scored = evaluate(test.labels, predict_encoded(load_model(base / "model" / "model.keras"), test))
     written = json.loads((base / "model" / "metrics.json").read_text())["test"]
     assert scored["accuracy"] == written["accuracy"] and abs(scored["roc_auc"] - written["roc_auc"]) < 1e-6

@@ -105,8 +105,8 @@ def test_repro_writes_every_declared_output(pipeline_repo):
     copy, _, _ = pipeline_repo
     for path in (
         "data/reviews.jsonl",
-        "data/prepared/train.npz",
-        "data/prepared/test.npz",
+        "data/prepared/train",
+        "data/prepared/test",
         "data/prepared/vocab.txt",
         "data/prepared/embeddings.npy",
         "models/model.keras",
@@ -162,7 +162,7 @@ def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipel
     locked = {Path(out["path"]).stem: out["md5"] for out in outs if out["path"] != "data/prepared/prepare.json"}
     datasets = logged_datasets(client, reference["run_id"])
     assert {n: d["digest"] for n, d in datasets.items()} == locked
-    assert datasets["test"]["context"] == "evaluation" and datasets["train"]["source"] == "data/prepared/train.npz"
+    assert datasets["test"]["context"] == "evaluation" and datasets["train"]["source"] == "data/prepared/train"
     model = logged_model(client, reference["run_id"])  # a first-class MLflow 3 logged model
     assert model.source_run_id == reference["run_id"] and model.experiment_id == run_info.info.experiment_id
     experiment = client.get_experiment(run_info.info.experiment_id)

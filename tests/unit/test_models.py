@@ -44,7 +44,7 @@ def run_model_saving_test(name: str, tmp_path: Path) -> None:
 
     from model_lib.export import raw_string_model, save_model
     from model_lib.inference import load_model, predict
-    from model_lib.prepared import PreparedData
+    from model_lib.prepared import PreparedData, Split
     from model_lib.text import Vocabulary
     from model_lib.training import _compiled_model
 
@@ -57,7 +57,7 @@ def run_model_saving_test(name: str, tmp_path: Path) -> None:
     y = np.arange(8) % 2
     config = from_mapping(TrainConfig, {"model": name, **HARNESS_SETTINGS}, "test")
     check_train_fits_data(config, x.shape)
-    data = PreparedData(x, y, x, y, vocabulary, matrix)
+    data = PreparedData(Split.from_padded(x, y), Split.from_padded(x, y), vocabulary, matrix)
     model = _compiled_model(config, effective_hyperparameters(config), data, np.arange(len(y)))
     model.run_eagerly = True
     before_step = [np.asarray(w) for w in model.trainable_weights]

@@ -215,7 +215,7 @@ def test_view_weights_adding_up_to_more_than_1_are_an_error():
 
 
 def test_empty_training_split_is_an_error(data):
-    empty = dataclasses.replace(data, x_train=data.x_train[:0], y_train=data.y_train[:0])
+    empty = dataclasses.replace(data, train=data.train.take([]))
     with pytest.raises(DataError, match="training split is empty"):
         run(FAST, empty, verbose=0)
 
