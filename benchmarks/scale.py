@@ -411,7 +411,8 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
     for stage in (s for s in STAGES if s in args.stages):
         stages[stage] = measure(stage_command(stage, args.tracking), folder, env, folder / "logs" / f"{stage}.log")
     for figures in stages.values():
-        figures.update(reviews_per_second=size / figures["seconds"], date=machine()["date"], **settings)
+        # Per stage: sizes and stages run on other days or machines accumulate in one file.
+        figures.update(reviews_per_second=size / figures["seconds"], machine=machine(), **settings)
     return {"seed": args.seed, "source": args.source, "stages": stages}  # the corpus; each stage has its own settings
 
 
@@ -497,11 +498,14 @@ def markdown(results_path: Path) -> str:
         for stage, f in sorted(entry["stages"].items(), key=lambda item: order.index(item[0])):
             lines.append(
                 f"| {int(size):,} | {stage} | {f['seconds']:.1f} | {f['reviews_per_second']:,.0f} | "
-                f"{f['rss_bytes'] / 1e9:.2f} | {f['written_bytes'] / 1e9:.3f} | {f['date']} |"
+                f"{f['rss_bytes'] / 1e9:.2f} | {f['written_bytes'] / 1e9:.3f} | {f['machine']['date']} |"
             )
-    where = results.get("machine", {})
-    lines.append(f"\n{where.get('cpus', '?')} CPUs, {where.get('platform', '?')}, Python {where.get('python', '?')}")
-    return "\n".join(lines)
+    machines = {
+        f"{m['cpus']} CPUs, {m['platform']}, Python {m['python']}"
+        for entry in results["sizes"].values()
+        for m in (f["machine"] for f in entry["stages"].values())
+    }
+    return "\n".join([*lines, "", *sorted(machines)])
 
 
 # ------------------------------------------------------------------------------------------ CLI
