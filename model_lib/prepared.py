@@ -7,11 +7,11 @@ Keras nor TensorFlow, so the launcher and the contract checks stay fast.
 An encoded split (``train/``, ``test/``) is a folder of part files, each an ``.npz`` of at most
 ``shard_reviews`` reviews as ragged id lists: ``ids`` (int32, the reviews' ids one after another),
 ``offsets`` (int64, review i is ``ids[offsets[i]:offsets[i + 1]]``), ``labels`` (int8), and what
-places the part in its split: ``part``, ``parts``, ``split_rows``, ``max_length`` and the vocabulary
-digest. A review holds its last ``max_length`` tokens, unpadded: padding is added when batches are
-made (:meth:`Split.padded`), so a split costs its tokens, not reviews x ``max_length``. Parts are
-found by content, not by name (a SageMaker channel names them by their DVC object), and any NumPy
-reads them: ``np.load(part)["ids"]``.
+places the part in its split: ``part``, ``parts``, ``first_row`` (the split row of its first review),
+``split_rows``, ``max_length`` and the vocabulary digest. A review holds its last ``max_length``
+tokens, unpadded: padding is added when batches are made (:meth:`Split.padded`), so a split costs
+its tokens, not reviews x ``max_length``. Parts are found by content, not by name (a SageMaker
+channel names them by their DVC object), and any NumPy reads them: ``np.load(part)["ids"]``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ CHANNEL_FILES: dict[str, str] = {
 CHANNELS = tuple(CHANNEL_FILES)
 SPLIT_CHANNELS = ("train", "test")  # the channels that are folders of parts
 SHARD_REVIEWS = 10000  # reviews per part: prepare.shard_reviews' default
-_PART_MEMBERS = ("ids", "offsets", "labels", "part", "parts", "split_rows", "max_length")
+_PART_MEMBERS = ("ids", "offsets", "labels", "part", "parts", "first_row", "split_rows", "max_length")
 
 
 def channel_paths(folder: str | os.PathLike[str]) -> dict[str, Path]:
@@ -278,6 +278,7 @@ def write_split(
                 "labels": piece.labels.astype(np.int8),
                 "part": np.asarray(part),
                 "parts": np.asarray(parts),
+                "first_row": np.asarray(part * shard_reviews),
                 "split_rows": np.asarray(len(rows)),
                 "max_length": np.asarray(split.max_length),
             }
@@ -312,6 +313,7 @@ class _Part:
     file: Path
     index: int
     parts: int
+    first_row: int
     split_rows: int
     max_length: int
     vocabulary: str | None
@@ -328,7 +330,8 @@ def _read_part(file: Path) -> _Part:
                 raise DataError(f"{file}: not a part of an encoded split: no member {missing[0]!r}")
             vocabulary = str(archive[VOCABULARY_DIGEST]) if VOCABULARY_DIGEST in archive.files else None
             part = _Part(
-                file, int(archive["part"]), int(archive["parts"]), int(archive["split_rows"]), int(archive["max_length"]),
+                file, int(archive["part"]), int(archive["parts"]), int(archive["first_row"]), int(archive["split_rows"]),
+                int(archive["max_length"]),
                 vocabulary, archive["offsets"].astype(np.int64), archive["labels"],
             )  # fmt: skip
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
@@ -369,7 +372,11 @@ def _parts(path: str | os.PathLike[str]) -> list[_Part]:
             raise DataError(f"{path}: part {number} of {first.parts} {problem} ({part.file}); expected each part once")
     if len(parts) != first.parts:
         raise DataError(f"{path}: part {len(parts)} of {first.parts} is missing; expected each part once")
-    rows = sum(len(part.labels) for part in parts)
+    rows = 0
+    for part in parts:
+        if part.first_row != rows:
+            raise DataError(f"{path}: {part.file.name} starts at review {part.first_row}, after {rows} reviews in earlier parts")
+        rows += len(part.labels)
     if rows != first.split_rows:
         raise DataError(f"{path}: the parts hold {rows} reviews, their split {first.split_rows}")
     return parts
