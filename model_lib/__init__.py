@@ -42,6 +42,8 @@ _EXPORTS = {
     "Vocabulary": "model_lib.text",
     "build_model": "model_lib.models",
     "PreparedData": "model_lib.prepared",
+    "Split": "model_lib.prepared",
+    "load_split": "model_lib.prepared",
     "TrainResult": "model_lib.training",
     "TrainingInterrupted": "model_lib.errors",
     "load_prepared": "model_lib.prepared",

@@ -66,6 +66,7 @@ class Vocabulary:
             duplicate = next(t for t in tokens if t in seen or seen.add(t))  # type: ignore[func-returns-value]
             raise DataError(f"vocabulary: token {duplicate!r} appears twice")
         self.tokens = tokens
+        self._encoders: dict[int, TextEncoder] = {}  # one per length: encode() is called once per chunk
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -149,10 +150,15 @@ class Vocabulary:
             return out
         # The string ops are single-threaded: tf.data maps batches on every core, in order. The
         # layer's ops are the exported model's, so the ids are the same as one batch at a time.
+        # One encoder per length, reused: a new one per call (a lookup table and a traced map each)
+        # is memory that stays, and prepare calls this once per chunk of a corpus.
+        if max_length not in self._encoders:
+            self._encoders[max_length] = self.encoder(max_length)
+        encoder = self._encoders[max_length]
         batches = (
             tf.data.Dataset.from_tensor_slices(tf.constant(list(texts)))
             .batch(_ENCODE_BATCH)
-            .map(self.encoder(max_length), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(encoder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         )
         start = 0
         for ids in batches:
