@@ -13,6 +13,7 @@ and an N-host resourceconfig.json whose host names are the loopback addresses 12
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -27,8 +28,8 @@ from model_lib.sagemaker.basedir import LocalJobResult, encode_hyperparameters, 
 from model_lib.sagemaker.environment import COORDINATOR_PORT_ENV
 from model_lib.sagemaker.launch import MULTI_INSTANCE_BACKEND
 from model_lib.sagemaker.supervise import DEFAULT_JOB_NAME, job_exit_code, start_toolkit, wait_for_jobs
-from model_lib.tracking.datasets import DATA_REMOTE_ENV, DataOrigin, object_exists, object_uri
-from model_lib.tracking.lineage import file_md5
+from model_lib.tracking.datasets import DATA_DIGESTS_ENV, DATA_REMOTE_ENV, DataOrigin, object_exists, object_uri
+from model_lib.tracking.lineage import dir_entries, dir_md5, file_md5
 
 
 def default_source_dir() -> Path:
@@ -49,14 +50,27 @@ def cluster_env(hosts: list[str], extra_env: Mapping[str, str] | None = None) ->
     return env
 
 
+def _objects(path: Path) -> list[str]:
+    """Return the MD5s of the DVC objects of ``path``: a file's; a folder's ``.dir`` and each of its files'."""
+    if not path.is_dir():
+        return [file_md5(path)]
+    return [dir_md5(path), *(entry["md5"] for entry in dir_entries(path))]
+
+
 def data_remote_env(files: Mapping[str, Path], repo: Path = Path(".")) -> dict[str, str]:
-    """Return ``{MODEL_LIB_DATA_REMOTE: url}`` when ``repo``'s DVC default remote holds every file of
-    ``files`` (as a launched job's channels are its objects), else {}: the job's datasets then name
+    """Return the data variables of a local job on ``files`` (each a file or a folder): the ``.dir``
+    md5 of each folder in MODEL_LIB_DATA_DIGESTS (its files are laid out under their md5s, as in a
+    launched job), and ``{MODEL_LIB_DATA_REMOTE: url}`` when ``repo``'s DVC default remote holds every
+    object of ``files`` (as a launched job's channels are its objects): the job's datasets then name
     those objects, not the folders the files were copied to."""
+    env = {}
+    directories = {name: dir_md5(path) for name, path in files.items() if path.is_dir()}
+    if directories:
+        env[DATA_DIGESTS_ENV] = json.dumps(directories, sort_keys=True)
     remote = DataOrigin.from_dvc_config(repo).remote
-    if remote and all(object_exists(object_uri(remote, file_md5(path))) for path in files.values()):
-        return {DATA_REMOTE_ENV: remote}
-    return {}
+    if remote and all(object_exists(object_uri(remote, md5)) for path in files.values() for md5 in _objects(path)):
+        env[DATA_REMOTE_ENV] = remote
+    return env
 
 
 def start_hosts(
@@ -88,7 +102,7 @@ def run_local(
         subprocess.TimeoutExpired: if the job runs longer than ``timeout``.
     """
     files = channel_paths(prepared)
-    missing = [str(p) for p in files.values() if not p.is_file()]
+    missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
         raise SageMakerEnvironmentError(f"{missing[0]}: not found; run `dvc repro prepare` (or model-lib prepare) first")
     source = source_dir or default_source_dir()
