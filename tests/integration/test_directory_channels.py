@@ -104,7 +104,9 @@ def in_repo(dir_repo, monkeypatch):
 
 def train_md5(repo: Path) -> str:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    (out,) = [out for out in lock["stages"]["prepare"]["outs"] if out["path"] == "data/prepared/" + channel_paths("")["train"].name]
+    (out,) = [
+        out for out in lock["stages"]["prepare"]["outs"] if out["path"] == "data/prepared/" + channel_paths("")["train"].name
+    ]
     return out["md5"]
 
 
@@ -152,7 +154,9 @@ def test_a_directory_output_is_a_manifest_channel_of_exactly_its_dir_objects(in_
     assert json.loads(environment["MODEL_LIB_MLFLOW_TAGS"])["dvc_md5.train"] == md5  # dvc.lock's md5
 
     again = launched(in_repo, "dirs-2")  # the same data: the same manifest object, rewritten as it was
-    assert {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in again["InputDataConfig"]}["train"] == source["S3Uri"]
+    assert {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in again["InputDataConfig"]}["train"] == source[
+        "S3Uri"
+    ]
     stored = s3.list_objects_v2(Bucket=bucket, Prefix=f"manifests/{md5}/")["Contents"]
     assert [item["Key"] for item in stored] == [key]
 
