@@ -113,7 +113,8 @@ class Channel:
         if len(files) > 1:
             names = ", ".join(p.relative_to(self.folder).as_posix() for p in files[:5])
             raise SageMakerEnvironmentError(
-                f"channel {self.name!r}: {self.folder} holds {len(files)} files ({names}); expected one"
+                f"channel {self.name!r}: {self.folder} holds {len(files)} files ({names}); expected one "
+                f"(a DVC directory channel is named in {DATA_DIGESTS_ENV} by the launcher)"
             )
         return files[0]
 
@@ -121,16 +122,16 @@ class Channel:
         """Return what training reads for this channel: the folder for a directory channel, else its one file.
 
         ``directory`` says which it is (the launcher names directory channels: see
-        :attr:`SageMakerEnvironment.data_digests`); None decides by the folder: a directory channel's
-        folder holds several files, or files in subfolders (where a ManifestFile channel puts them).
+        :attr:`SageMakerEnvironment.data_digests`); None decides by the layout: files in subfolders are
+        where a ManifestFile channel of DVC objects puts them (``<md5[:2]>/<md5[2:]>``). Several files
+        side by side are not taken for a directory: a one-file channel crowded by mistake stays an error.
 
         Raises:
-            SageMakerEnvironmentError: if the folder is missing or empty (or, for a one-file channel,
-                holds several files).
+            SageMakerEnvironmentError: if the folder is missing or empty or (a one-file channel) holds several files.
         """
         files = self.files
         if directory is None:
-            directory = len(files) > 1 or files[0].parent != self.folder
+            directory = any(path.parent != self.folder for path in files)
         return self.folder if directory else self.file
 
 
@@ -193,7 +194,7 @@ class SageMakerEnvironment:
 
     def channel_input(self, name: str) -> Path:
         """Return what training reads for channel ``name``: its folder when it is a directory channel
-        (named in :attr:`data_digests`, or see :meth:`Channel.input_path`), else its one file.
+        (named in :attr:`data_digests`, or laid out as one: see :meth:`Channel.input_path`), else its one file.
 
         Raises:
             SageMakerEnvironmentError: if the job was started without it, or its folder is missing or empty.

@@ -57,20 +57,22 @@ def _objects(path: Path) -> list[str]:
     return [dir_md5(path), *(entry["md5"] for entry in dir_entries(path))]
 
 
-def data_remote_env(files: Mapping[str, Path], repo: Path = Path(".")) -> dict[str, str]:
-    """Return the data variables of a local job on ``files`` (each a file or a folder): the ``.dir``
-    md5 of each folder in MODEL_LIB_DATA_DIGESTS (its files are laid out under their md5s, as in a
-    launched job), and ``{MODEL_LIB_DATA_REMOTE: url}`` when ``repo``'s DVC default remote holds every
-    object of ``files`` (as a launched job's channels are its objects): the job's datasets then name
-    those objects, not the folders the files were copied to."""
-    env = {}
+def data_digests_env(files: Mapping[str, Path]) -> dict[str, str]:
+    """Return ``{MODEL_LIB_DATA_DIGESTS: {channel: .dir md5}}`` for the folders of ``files`` ({} for none):
+    as ``model-lib launch`` does, it names the directory channels (laid out under their md5 names, so
+    the job can neither tell nor compute them)."""
     directories = {name: dir_md5(path) for name, path in files.items() if path.is_dir()}
-    if directories:
-        env[DATA_DIGESTS_ENV] = json.dumps(directories, sort_keys=True)
+    return {DATA_DIGESTS_ENV: json.dumps(directories, sort_keys=True)} if directories else {}
+
+
+def data_remote_env(files: Mapping[str, Path], repo: Path = Path(".")) -> dict[str, str]:
+    """Return ``{MODEL_LIB_DATA_REMOTE: url}`` when ``repo``'s DVC default remote holds every object of
+    ``files`` (a file's; a folder's ``.dir`` and each of its files'), as a launched job's channels are
+    its objects, else {}: the job's datasets then name those objects, not the folders the files were copied to."""
     remote = DataOrigin.from_dvc_config(repo).remote
     if remote and all(object_exists(object_uri(remote, md5)) for path in files.values() for md5 in _objects(path)):
-        env[DATA_REMOTE_ENV] = remote
-    return env
+        return {DATA_REMOTE_ENV: remote}
+    return {}
 
 
 def start_hosts(
@@ -114,7 +116,7 @@ def run_local(
     for host, folder in folders.items():
         lay_out(folder, hyperparameters, files, source, reuse=reuse, hosts=hosts, current_host=host)
     tracked = {**os.environ, **(extra_env or {})}.get("MLFLOW_TRACKING_URI")  # a job logs only then
-    env = {**(data_remote_env(files) if tracked else {}), **(extra_env or {})}
+    env = {**data_digests_env(files), **(data_remote_env(files) if tracked else {}), **(extra_env or {})}
     started = time.perf_counter()
     codes = wait_for_jobs(start_hosts(folders, env), timeout)
     return LocalJobResult(job_exit_code(codes), base_dir, time.perf_counter() - started)

@@ -69,7 +69,7 @@ def test_a_directory_channel_lists_every_file_recursively_sorted_without_hidden_
     [
         ({"4f1c2a9e": b"x"}, {}, "4f1c2a9e"),  # one file channel: the file, as ever
         ({"ab/cdef": b"x"}, {}, "."),  # one object where a ManifestFile puts it: a directory
-        ({"a": b"1", "b": b"2"}, {}, "."),  # several files: a directory
+        ({"ab/cd": b"1", "ef/01": b"2"}, {}, "."),  # several objects where a ManifestFile puts them
         ({"4f1c2a9e": b"x"}, {"train": "0123.dir"}, "."),  # the launcher says it is a directory
     ],
 )
@@ -81,6 +81,13 @@ def test_training_gets_a_directory_channels_folder_and_a_file_channels_file(tmp_
     env = SageMakerEnvironment.from_env(env_vars)
     assert env.channel_input("train") == (folder / expected if expected != "." else folder)
     assert env.data_digests == digests
+
+
+def test_files_side_by_side_are_a_crowded_one_file_channel_unless_the_launcher_names_a_directory(tmp_path):
+    folder = folder_of(tmp_path, {"a": b"1", "b": b"2"})
+    env = SageMakerEnvironment.from_env(sagemaker_env(tmp_path, {"vocab": folder}))
+    with pytest.raises(SageMakerEnvironmentError, match="holds 2 files .*MODEL_LIB_DATA_DIGESTS"):
+        env.channel_input("vocab")
 
 
 def test_malformed_data_digests_are_named(tmp_path):
@@ -127,7 +134,7 @@ def test_a_folder_input_is_described_and_tagged_by_its_dir_md5(tmp_path, monkeyp
 
 
 def test_sagemaker_local_names_the_remote_only_when_it_holds_a_folders_dir_and_every_file(tmp_path):
-    from model_lib.sagemaker.local import data_remote_env
+    from model_lib.sagemaker.local import data_digests_env, data_remote_env
 
     (tmp_path / ".dvc").mkdir()
     (tmp_path / ".dvc" / "config").write_text("[core]\n    remote = local\n['remote \"local\"']\n    url = ../remote\n")
@@ -141,7 +148,7 @@ def test_sagemaker_local_names_the_remote_only_when_it_holds_a_folders_dir_and_e
 
     for path in folder.iterdir():
         push(file_md5(path), path.read_bytes())
-    digests = {"MODEL_LIB_DATA_DIGESTS": json.dumps({"train": dir_md5(folder)})}
-    assert data_remote_env({"train": folder}, tmp_path) == digests  # the .dir not pushed
+    assert data_digests_env({"train": folder}) == {"MODEL_LIB_DATA_DIGESTS": json.dumps({"train": dir_md5(folder)})}
+    assert data_remote_env({"train": folder}, tmp_path) == {}  # the .dir not pushed
     push(dir_md5(folder), json.dumps(dir_entries(folder), sort_keys=True).encode())
-    assert data_remote_env({"train": folder}, tmp_path) == {**digests, "MODEL_LIB_DATA_REMOTE": str(remote)}
+    assert data_remote_env({"train": folder}, tmp_path) == {"MODEL_LIB_DATA_REMOTE": str(remote)}
