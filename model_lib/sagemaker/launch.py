@@ -202,11 +202,14 @@ def _missing_objects(uris: Mapping[str, str], s3: Any) -> list[str]:
     return problems
 
 
-def _missing_directory_objects(draft: _Draft, s3: Any) -> list[str]:
-    """Read each directory channel's ``.dir`` listing (into ``draft.listings``); name the files of it not pushed."""
+def _missing_directory_objects(draft: _Draft, s3: Any, reported: list[str]) -> list[str]:
+    """Read each directory channel's ``.dir`` listing (into ``draft.listings``); name the files of it
+    not pushed (a channel already ``reported`` missing is not named twice)."""
     problems = []
     for name, uri in draft.channels.items():
         if not (uri.startswith("s3://") and dvc_channels.is_directory(uri)):
+            continue
+        if any(problem.startswith(f"channel {name!r}:") for problem in reported):
             continue
         try:
             listing = dvc_channels.read_listing(uri, s3, draft.options.repo)
@@ -454,7 +457,7 @@ def _check_aws(draft: _Draft) -> list[str]:
             found = _missing_objects(draft.channels, s3)
             problems.extend(found)
             if not any(problem.startswith("AWS credentials") for problem in found):
-                problems.extend(_missing_directory_objects(draft, s3))
+                problems.extend(_missing_directory_objects(draft, s3, found))
         if draft.image_uri:
             image = _image_problem(draft.image_uri, draft.boto_session.client("ecr"))
             if image and image not in problems:
