@@ -3,19 +3,19 @@ ManifestFile, the job side's view of the channel folder, local layouts and datas
 (against moto and the real DVC: tests/integration/test_directory_channels.py)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from model_lib.errors import SageMakerEnvironmentError
+from model_lib.prepared import save_split
 from model_lib.sagemaker import channels
 from model_lib.sagemaker.basedir import channel_dir, lay_out
 from model_lib.sagemaker.environment import SageMakerEnvironment
 from model_lib.tracking.datasets import DataOrigin, describe_inputs, object_uri
 from model_lib.tracking.lineage import dir_entries, dir_md5, file_md5, lineage_tags
-from tests.conftest import REPO, sagemaker_env, write_prepared
+from tests.conftest import REPO, sagemaker_env
 
 REMOTE_OBJECT = "s3://bucket/dvc/files/md5/83/26479fc2f097340b4687d6e0a9472b.dir"
 
@@ -96,29 +96,30 @@ def test_malformed_data_digests_are_named(tmp_path):
 
 
 def test_a_local_job_gets_a_folder_as_its_objects_under_their_md5_names(tmp_path):
-    prepared = write_prepared(tmp_path / "prepared", count=40)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("the\nfilm\n")
     folder = folder_of(tmp_path, {"part-0": b"one", "deep/part-1": b"two", "part-2": b"two"})
     base = tmp_path / "base"
-    lay_out(base, {}, {**prepared, "train": folder}, REPO / "entry_point")
+    lay_out(base, {}, {"train": folder, "vocab": vocab}, REPO / "entry_point")
     laid_out = sorted(
         p.relative_to(channel_dir(base, "train")).as_posix() for p in channel_dir(base, "train").rglob("*") if p.is_file()
     )
     md5s = sorted({file_md5(p) for p in folder.rglob("*") if p.is_file()})  # two files of the same bytes: one object
     assert laid_out == [f"{md5[:2]}/{md5[2:]}" for md5 in md5s]
-    assert [p.name for p in channel_dir(base, "vocab").iterdir()] == [prepared["vocab"].name]
+    assert [p.name for p in channel_dir(base, "vocab").iterdir()] == ["vocab.txt"]
 
 
 def test_a_folder_input_is_described_and_tagged_by_its_dir_md5(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    prepared = write_prepared(tmp_path / "prepared", count=40)
     shards = tmp_path / "train"
     shards.mkdir()
-    shutil.copyfile(prepared["train"], shards / "part-00000.npz")
-    shutil.copyfile(prepared["test"], shards / "part-00001.npz")
-    inputs = {"train": shards, "vocab": prepared["vocab"]}
+    for i, rows in enumerate((3, 5)):  # two shards of an encoded split (no vocabulary: no TensorFlow)
+        save_split(shards / f"part-{i:05d}.npz", np.full((rows, 4), 2), np.arange(rows) % 2)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("the\nfilm\n")
+    inputs = {"train": shards, "vocab": vocab}
     (train, _) = describe_inputs(inputs, DataOrigin())
-    assert train.digest == dir_md5(shards) and train.source == "train"
-    assert train.rows == sum(len(np.load(p)["y"]) for p in (prepared["train"], prepared["test"]))
+    assert train.digest == dir_md5(shards) and train.source == "train" and train.rows == 8
     assert lineage_tags(inputs)["dvc_md5.train"] == dir_md5(shards)
 
     # In a job the files are md5-named: the launcher's digest wins, and names the .dir object in the remote.
