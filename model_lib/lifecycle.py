@@ -192,7 +192,7 @@ def _train_and_record_holding_the_folder(
     if register_model:
         _check_registration(register_model, track)
     data = load_checked(config, files)
-    tracker, lineage = _open_tracker(track, files, paths, training.fingerprint(config, data), tags)
+    tracker, lineage = _open_tracker(track, files, paths, training.fingerprint(config, data), tags, data_origin.digests)
     # Each host of a multi-host job its own series (system/<host>/...); one host: system/...
     node = cluster.current_host if cluster is not None and cluster.multi_host else None
     with tracker, tracker.monitor_system(node):
@@ -271,6 +271,7 @@ def _open_tracker(
     paths: RunPaths,
     identity: dict[str, Any],
     tags: Mapping[str, str] | None,
+    digests: Mapping[str, str] | None = None,
 ) -> tuple[Tracker | NullTracker, dict[str, str]]:
     """Return the run's tracker (a NullTracker with tracking off) and the lineage tags for a new run.
 
@@ -296,7 +297,7 @@ def _open_tracker(
         pending_file=paths.checkpoints / PENDING_FILE,
         on_run_id=remember,
     )
-    return tracker, {**lineage_tags(files), **(tags or {})}
+    return tracker, {**lineage_tags(files, digests=digests), **(tags or {})}
 
 
 def train_as_worker(

@@ -20,6 +20,7 @@ from typing import Any
 
 from model_lib.errors import SageMakerEnvironmentError
 from model_lib.sagemaker.supervise import DEFAULT_JOB_NAME
+from model_lib.tracking.lineage import file_md5
 
 _MARKER = ".model-lib-sagemaker-local"
 _WORKERS = "hosts"  # under the coordinator's base dir: one base dir per other host
@@ -102,6 +103,9 @@ def lay_out(
     """Create the SAGEMAKER_BASE_DIR tree: input/config/*.json, input/data/<channel>/<file>, empty
     code/, output/ (with data/), model/ and checkpoints/.
 
+    ``channel_files`` maps each channel to a file or a folder (a DVC directory output); a folder's
+    files are laid out as a ManifestFile channel of its DVC objects lands (:func:`channel_members`).
+
     ``hyperparameters`` are the already-encoded strings (see :func:`encode_hyperparameters`).
     ``hosts`` and ``current_host`` go to resourceconfig.json (default: one host, "localhost").
 
@@ -124,8 +128,25 @@ def lay_out(
     write_job_config(base_dir, encoded, channels, "local", hosts=hosts, current_host=current_host)
     for name, source in channel_files.items():
         folder = channel_dir(base_dir, name)
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, folder / source.name)
+        for path, relative in channel_members(source):
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+
+def channel_members(source: Path) -> list[tuple[Path, str]]:
+    """Return (file, its path in the channel folder) of each file channel ``source`` holds: a file
+    keeps its name; each file under a folder is named as its DVC object under the remote's
+    files/md5/ prefix (``<md5[:2]>/<md5[2:]>``), which is where a ManifestFile channel of that
+    directory puts it, so a local job reads a directory the way a SageMaker job does (names carry
+    nothing). Files of the same bytes are one object: the channel holds them once."""
+    if not source.is_dir():
+        return [(source, source.name)]
+    members: dict[str, Path] = {}
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        md5 = file_md5(path)
+        members.setdefault(f"{md5[:2]}/{md5[2:]}", path)
+    return [(path, relative) for relative, path in members.items()]
 
 
 def channel_dir(base_dir: Path, name: str) -> Path:

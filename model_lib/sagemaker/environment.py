@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from model_lib.distributed import DEFAULT_COORDINATOR_PORT, DEFAULT_HEARTBEAT_SECONDS, Cluster
 from model_lib.errors import ConfigError, SageMakerEnvironmentError
-from model_lib.tracking.datasets import DATA_REMOTE_ENV
+from model_lib.tracking.datasets import DATA_DIGESTS_ENV, DATA_REMOTE_ENV
 from model_lib.tracking.uris import REGISTER_MODEL_ENV
 
 DEFAULT_BASE_DIR = Path("/opt/ml")
@@ -70,10 +70,37 @@ def user_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Channel:
-    """One input channel: its folder and the single file in it (any name: DVC names objects by hash)."""
+    """One input channel: its folder and the files in it (any names: DVC names objects by hash).
+
+    A channel of one DVC file output holds that one file (:attr:`file`). A channel of a DVC directory
+    output holds the directory's objects (a ManifestFile channel: each at ``<md5[:2]>/<md5[2:]>``,
+    see model_lib.sagemaker.launch), so the training side gets the folder (:meth:`input_path`) and
+    finds every file in it (:attr:`files`): names carry nothing.
+    """
 
     name: str
     folder: Path
+
+    @property
+    def files(self) -> list[Path]:
+        """Return every regular file under the channel folder, recursively, sorted; hidden ones
+        (a name starting with ".", or under such a folder) are skipped.
+
+        Raises:
+            SageMakerEnvironmentError: if the folder is missing or holds no file.
+        """
+        if not self.folder.is_dir():
+            raise SageMakerEnvironmentError(f"channel {self.name!r}: folder {self.folder} does not exist")
+        files = sorted(
+            path
+            for path in self.folder.rglob("*")
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(self.folder).parts)
+        )
+        if not files:
+            raise SageMakerEnvironmentError(
+                f"channel {self.name!r}: {self.folder} is empty; expected one file (a directory channel: its files)"
+            )
+        return files
 
     @property
     def file(self) -> Path:
@@ -82,17 +109,30 @@ class Channel:
         Raises:
             SageMakerEnvironmentError: if the folder is missing, empty or holds several files.
         """
-        if not self.folder.is_dir():
-            raise SageMakerEnvironmentError(f"channel {self.name!r}: folder {self.folder} does not exist")
-        files = sorted(p for p in self.folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise SageMakerEnvironmentError(f"channel {self.name!r}: {self.folder} is empty; expected one file")
+        files = self.files
         if len(files) > 1:
-            names = ", ".join(p.name for p in files[:5])
+            names = ", ".join(p.relative_to(self.folder).as_posix() for p in files[:5])
             raise SageMakerEnvironmentError(
-                f"channel {self.name!r}: {self.folder} holds {len(files)} files ({names}); expected one"
+                f"channel {self.name!r}: {self.folder} holds {len(files)} files ({names}); expected one "
+                f"(a DVC directory channel is named in {DATA_DIGESTS_ENV} by the launcher)"
             )
         return files[0]
+
+    def input_path(self, directory: bool | None = None) -> Path:
+        """Return what training reads for this channel: the folder for a directory channel, else its one file.
+
+        ``directory`` says which it is (the launcher names directory channels: see
+        :attr:`SageMakerEnvironment.data_digests`); None decides by the layout: files in subfolders are
+        where a ManifestFile channel of DVC objects puts them (``<md5[:2]>/<md5[2:]>``). Several files
+        side by side are not taken for a directory: a one-file channel crowded by mistake stays an error.
+
+        Raises:
+            SageMakerEnvironmentError: if the folder is missing or empty or (a one-file channel) holds several files.
+        """
+        files = self.files
+        if directory is None:
+            directory = any(path.parent != self.folder for path in files)
+        return self.folder if directory else self.file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +153,8 @@ class SageMakerEnvironment:
     coordinator_port: int = DEFAULT_COORDINATOR_PORT  # MODEL_LIB_COORDINATOR_PORT
     heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS  # MODEL_LIB_HEARTBEAT_SECONDS
     data_remote: str | None = None  # MODEL_LIB_DATA_REMOTE, set at launch: the DVC remote the channels came from
+    # MODEL_LIB_DATA_DIGESTS, set at launch: {channel: DVC .dir md5} of the channels that are DVC directory outputs
+    data_digests: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def cluster(self) -> Cluster:
@@ -149,6 +191,15 @@ class SageMakerEnvironment:
                 f"channel {name!r} is missing (SM_CHANNEL_{name.upper()} not set); channels given: {have}"
             )
         return self.channels[name]
+
+    def channel_input(self, name: str) -> Path:
+        """Return what training reads for channel ``name``: its folder when it is a directory channel
+        (named in :attr:`data_digests`, or laid out as one: see :meth:`Channel.input_path`), else its one file.
+
+        Raises:
+            SageMakerEnvironmentError: if the job was started without it, or its folder is missing or empty.
+        """
+        return self.channel(name).input_path(True if name in self.data_digests else None)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> SageMakerEnvironment:
@@ -187,6 +238,7 @@ class SageMakerEnvironment:
             coordinator_port=_int_env(environ, COORDINATOR_PORT_ENV, DEFAULT_COORDINATOR_PORT),
             heartbeat_seconds=_int_env(environ, HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS),
             data_remote=environ.get(DATA_REMOTE_ENV) or None,
+            data_digests=_data_digests(environ),
         )
 
 
@@ -212,6 +264,18 @@ def _json_env(environ: Mapping[str, str], name: str, default: Any, kind: type | 
     if kind is not None and not isinstance(value, kind):
         raise SageMakerEnvironmentError(f"{name}: expected {expected}, got {raw[:80]!r}")
     return value
+
+
+def _data_digests(environ: Mapping[str, str]) -> dict[str, str]:
+    """Return MODEL_LIB_DATA_DIGESTS ({} when unset).
+
+    Raises:
+        SageMakerEnvironmentError: unless it is a JSON object of channel names to digests.
+    """
+    digests = _json_env(environ, DATA_DIGESTS_ENV, {}, dict, "a JSON object of channel names to DVC .dir md5s")
+    if not all(isinstance(value, str) for value in digests.values()):
+        raise SageMakerEnvironmentError(f"{DATA_DIGESTS_ENV}: expected string digests, got {environ[DATA_DIGESTS_ENV][:80]!r}")
+    return {str(name): value for name, value in digests.items()}
 
 
 def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -54,7 +54,8 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
     # The contract is checked before TensorFlow is imported, so a bad job fails in a second.
     env = SageMakerEnvironment.from_env(environ, argv)
     config = from_mapping(TrainConfig, env.hyperparameters, "hyperparameters")
-    files = {name: env.channel(name).file for name in CHANNELS}
+    # A directory channel (a DVC directory output) is passed as its folder, a one-file channel as its file.
+    files = {name: env.channel_input(name) for name in CHANNELS}
     _check_writable(env.model_dir, "SM_MODEL_DIR")
     _check_writable(env.output_data_dir, "SM_OUTPUT_DATA_DIR")
 
@@ -87,7 +88,7 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
         cluster=cluster if cluster.multi_host else None,
         lock_wait=PREDECESSOR_WAIT_SECONDS,
         # Each channel was downloaded from its DVC object: the run's datasets name those objects.
-        data_origin=DataOrigin(env.data_remote, known_present=True),
+        data_origin=DataOrigin(env.data_remote, known_present=True, digests=env.data_digests),
     )
 
 

@@ -5,7 +5,9 @@ image not in ECR, Terraform outputs missing, no S3 remote, AWS credentials); ``s
 CreateTrainingJob request (or, for a dry run, returns it unsent); ``wait`` follows the job to its end.
 
 The channels are the DVC-pushed ``prepare`` outputs: ``dvc.api.get_url`` names each object in the
-S3 remote (it does not check the object exists: ``plan`` does). SDK v3's ``ModelTrainer`` replaces
+S3 remote (it does not check the object exists: ``plan`` does). A directory output's channel is an S3
+ManifestFile listing exactly its ``.dir``'s objects (model_lib.sagemaker.channels), written when the
+job is started. SDK v3's ``ModelTrainer`` replaces
 the image's entrypoint with its own script, so the toolkit's ``train`` would never run: this uses
 v2's ``Estimator``. SDK telemetry is off unless your SageMaker SDK config sets ``TelemetryOptOut: false``.
 """
@@ -27,13 +29,14 @@ from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.errors import ConfigError, SageMakerEnvironmentError
 from model_lib.prepared import channel_paths
 from model_lib.redaction import find_secret, named_like_a_secret, redact
+from model_lib.sagemaker import channels as dvc_channels
 from model_lib.sagemaker import jobs
 from model_lib.sagemaker.cost import JobCost, described_job_cost
 from model_lib.sagemaker.environment import CONTAINER_CHECKPOINT_DIR
 from model_lib.sagemaker.jobs import split_s3_uri
 from model_lib.sagemaker.options import LaunchOptions
 from model_lib.tracking.credentials import SECRET_ENV
-from model_lib.tracking.datasets import DATA_REMOTE_ENV, remote_of_object
+from model_lib.tracking.datasets import DATA_DIGESTS_ENV, DATA_REMOTE_ENV, remote_of_object
 from model_lib.tracking.lineage import TAGS_ENV, experiment_tags
 from model_lib.tracking.system_metrics import INTERVAL_ENV, SYSTEM_METRICS_ENV, settings
 from model_lib.tracking.uris import REGISTER_MODEL_ENV, public_uri
@@ -59,7 +62,7 @@ FORWARDED_ENV = (
 # variant with jax (tag <kind>-jax-<commit>). One instance keeps the TensorFlow backend and image.
 MULTI_INSTANCE_BACKEND = "jax"
 TERRAFORM_OUTPUTS = ("ecr_repository_url", "sagemaker_role_arn", "bucket_name")
-_MD5_IN_URL = re.compile(r"/files/md5/([0-9a-f]{2})/([0-9a-f]{30})$")
+_MD5_IN_URL = re.compile(r"/files/md5/([0-9a-f]{2})/([0-9a-f]{30}(?:\.dir)?)$")  # a file's or a directory's
 
 
 @dataclasses.dataclass
@@ -76,6 +79,8 @@ class LaunchPlan:
     tags: dict[str, str]
     options: LaunchOptions
     checkpoint_name: str | None = None  # default: the job name; attempts of one training share one
+    # The channels that are DVC directories ({name: the MD5s of the .dir's objects}): ManifestFile channels.
+    channel_members: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def checkpoint_s3_uri(self) -> str:
@@ -153,7 +158,8 @@ def dvc_s3_remote(name: str | None, repo: Path = Path(".")) -> str:
 
 
 def channel_uris(prepared: Path = Path("data/prepared"), remote: str | None = None, repo: str = ".") -> dict[str, str]:
-    """Return the S3 URI of each channel's file in the DVC remote (as ``dvc push`` stores it)."""
+    """Return the S3 URI of each channel's object in the DVC remote (as ``dvc push`` stores it): a file
+    output's object, a directory output's ``.dir`` object (``.../<md5>.dir``)."""
     import dvc.api
 
     return {name: dvc.api.get_url(str(path), repo=repo, remote=remote) for name, path in channel_paths(prepared).items()}
@@ -193,6 +199,32 @@ def _missing_objects(uris: Mapping[str, str], s3: Any) -> list[str]:
             if credentials:
                 return [credentials]
             problems.append(f"channel {name!r}: {uri} not found; run `dvc push -r <remote>`")
+    return problems
+
+
+def _missing_directory_objects(draft: _Draft, s3: Any, reported: list[str]) -> list[str]:
+    """Read each directory channel's ``.dir`` listing (into ``draft.listings``); name the files of it
+    not pushed (a channel already ``reported`` missing is not named twice)."""
+    problems = []
+    for name, uri in draft.channels.items():
+        if not (uri.startswith("s3://") and dvc_channels.is_directory(uri)):
+            continue
+        if any(problem.startswith(f"channel {name!r}:") for problem in reported):
+            continue
+        try:
+            listing = dvc_channels.read_listing(uri, s3, draft.options.repo)
+        except SageMakerEnvironmentError as exc:
+            problems.append(f"channel {name!r}: {exc}")
+            continue
+        draft.listings[name] = listing
+        missing = dvc_channels.missing_members(listing, s3)
+        if missing:
+            shown = ", ".join(f"{relpath} ({uri})" for relpath, uri in missing[:3])
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            problems.append(
+                f"channel {name!r}: {len(missing)} of the {len(listing.entries)} files of {uri} not found: "
+                f"{shown}{more}; run `dvc push -r <remote>`"
+            )
     return problems
 
 
@@ -328,6 +360,7 @@ class _Draft:
     outputs: dict[str, Any] = dataclasses.field(default_factory=dict)
     image_uri: str = ""
     channels: dict[str, str] = dataclasses.field(default_factory=dict)
+    listings: dict[str, dvc_channels.DirectoryListing] = dataclasses.field(default_factory=dict)
 
 
 def _check_hyperparameters(draft: _Draft) -> list[str]:
@@ -420,7 +453,11 @@ def _check_aws(draft: _Draft) -> list[str]:
         if secret:
             problems.extend(_secret_problem(secret, draft.boto_session.client("secretsmanager")))
         if draft.channels:
-            problems.extend(_missing_objects(draft.channels, draft.boto_session.client("s3")))
+            s3 = draft.boto_session.client("s3")
+            found = _missing_objects(draft.channels, s3)
+            problems.extend(found)
+            if not any(problem.startswith("AWS credentials") for problem in found):
+                problems.extend(_missing_directory_objects(draft, s3, found))
         if draft.image_uri:
             image = _image_problem(draft.image_uri, draft.boto_session.client("ecr"))
             if image and image not in problems:
@@ -447,7 +484,8 @@ _CHECKS: tuple[Callable[[_Draft], list[str]], ...] = (
 
 def _job_environment(options: LaunchOptions, lineage: Mapping[str, str], channels: Mapping[str, str]) -> dict[str, str]:
     """Return the job's environment: the forwarded variables, the flags that set one, the lineage
-    tags, and the DVC remote the channels are objects of (the run's datasets name them)."""
+    tags, the DVC remote the channels are objects of (the run's datasets name them) and the ``.dir``
+    md5 of each directory channel (the job cannot compute it: its files arrive under their md5s)."""
     environment = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
     if options.register_model:
         environment[REGISTER_MODEL_ENV] = options.register_model
@@ -459,6 +497,10 @@ def _job_environment(options: LaunchOptions, lineage: Mapping[str, str], channel
     remotes = {remote_of_object(uri) for uri in channels.values()}
     if len(remotes) == 1 and None not in remotes:  # one URL, not four: a value holds at most 512 characters
         environment[DATA_REMOTE_ENV] = str(remotes.pop())
+    directories = {name: found.group(1) + found.group(2) for name, uri in channels.items() if (found := _MD5_IN_URL.search(uri))}
+    directories = {name: md5 for name, md5 in directories.items() if dvc_channels.is_directory(md5)}
+    if directories:
+        environment[DATA_DIGESTS_ENV] = json.dumps(directories, sort_keys=True)
     return environment
 
 
@@ -507,6 +549,7 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
         environment=_job_environment(options, lineage, draft.channels),
         tags=lineage,
         options=options,
+        channel_members={name: listing.members for name, listing in draft.listings.items()},
     )
 
 
@@ -584,13 +627,30 @@ def start(job: LaunchPlan, boto_session: Any, *, dry_run: bool = False) -> dict[
         events.register(event, hook)
     planned_code = f"s3://{job.bucket}/code/{job.job_name}/source/sourcedir.tar.gz"
     estimator = build_estimator(job, session, source_dir=planned_code if dry_run else None)
-    inputs = {channel: TrainingInput(uri, distribution="FullyReplicated") for channel, uri in job.channels.items()}
+    if not dry_run:
+        dvc_channels.upload_manifests(job.bucket, job.channels, job.channel_members, boto_session.client("s3"))
+    inputs = {name: TrainingInput(**training_input(job, name)) for name in job.channels}
     try:
         estimator.fit(inputs=inputs, job_name=job.job_name, wait=False, logs="None")
     finally:
         for event, hook in hooks:
             events.unregister(event, hook)
     return captured[-1]
+
+
+def training_input(job: LaunchPlan, name: str) -> dict[str, Any]:
+    """Return the ``TrainingInput`` arguments of channel ``name``: its DVC object (S3Prefix), or for a
+    directory channel the manifest of its objects (ManifestFile); the distribution of
+    :func:`channels.channel_distribution`; the input mode of --input-mode."""
+    uri, members = job.channels[name], job.channel_members.get(name)
+    arguments: dict[str, Any] = {
+        "s3_data": uri,
+        "distribution": dvc_channels.channel_distribution(name, job.options.instance_count),
+        "input_mode": job.options.input_mode,
+    }
+    if members is not None:
+        arguments.update(s3_data=dvc_channels.manifest_uri(job.bucket, uri, members), s3_data_type="ManifestFile")
+    return arguments
 
 
 def _quiet_sdk_config_logger() -> None:

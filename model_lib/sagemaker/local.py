@@ -13,6 +13,7 @@ and an N-host resourceconfig.json whose host names are the loopback addresses 12
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -27,8 +28,8 @@ from model_lib.sagemaker.basedir import LocalJobResult, encode_hyperparameters, 
 from model_lib.sagemaker.environment import COORDINATOR_PORT_ENV
 from model_lib.sagemaker.launch import MULTI_INSTANCE_BACKEND
 from model_lib.sagemaker.supervise import DEFAULT_JOB_NAME, job_exit_code, start_toolkit, wait_for_jobs
-from model_lib.tracking.datasets import DATA_REMOTE_ENV, DataOrigin, object_exists, object_uri
-from model_lib.tracking.lineage import file_md5
+from model_lib.tracking.datasets import DATA_DIGESTS_ENV, DATA_REMOTE_ENV, DataOrigin, object_exists, object_uri
+from model_lib.tracking.lineage import dir_entries, dir_md5, file_md5
 
 
 def default_source_dir() -> Path:
@@ -49,12 +50,27 @@ def cluster_env(hosts: list[str], extra_env: Mapping[str, str] | None = None) ->
     return env
 
 
+def _objects(path: Path) -> list[str]:
+    """Return the MD5s of the DVC objects of ``path``: a file's; a folder's ``.dir`` and each of its files'."""
+    if not path.is_dir():
+        return [file_md5(path)]
+    return [dir_md5(path), *(entry["md5"] for entry in dir_entries(path))]
+
+
+def data_digests_env(files: Mapping[str, Path]) -> dict[str, str]:
+    """Return ``{MODEL_LIB_DATA_DIGESTS: {channel: .dir md5}}`` for the folders of ``files`` ({} for none):
+    as ``model-lib launch`` does, it names the directory channels (laid out under their md5 names, so
+    the job can neither tell nor compute them)."""
+    directories = {name: dir_md5(path) for name, path in files.items() if path.is_dir()}
+    return {DATA_DIGESTS_ENV: json.dumps(directories, sort_keys=True)} if directories else {}
+
+
 def data_remote_env(files: Mapping[str, Path], repo: Path = Path(".")) -> dict[str, str]:
-    """Return ``{MODEL_LIB_DATA_REMOTE: url}`` when ``repo``'s DVC default remote holds every file of
-    ``files`` (as a launched job's channels are its objects), else {}: the job's datasets then name
-    those objects, not the folders the files were copied to."""
+    """Return ``{MODEL_LIB_DATA_REMOTE: url}`` when ``repo``'s DVC default remote holds every object of
+    ``files`` (a file's; a folder's ``.dir`` and each of its files'), as a launched job's channels are
+    its objects, else {}: the job's datasets then name those objects, not the folders the files were copied to."""
     remote = DataOrigin.from_dvc_config(repo).remote
-    if remote and all(object_exists(object_uri(remote, file_md5(path))) for path in files.values()):
+    if remote and all(object_exists(object_uri(remote, md5)) for path in files.values() for md5 in _objects(path)):
         return {DATA_REMOTE_ENV: remote}
     return {}
 
@@ -88,7 +104,7 @@ def run_local(
         subprocess.TimeoutExpired: if the job runs longer than ``timeout``.
     """
     files = channel_paths(prepared)
-    missing = [str(p) for p in files.values() if not p.is_file()]
+    missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
         raise SageMakerEnvironmentError(f"{missing[0]}: not found; run `dvc repro prepare` (or model-lib prepare) first")
     source = source_dir or default_source_dir()
@@ -100,7 +116,7 @@ def run_local(
     for host, folder in folders.items():
         lay_out(folder, hyperparameters, files, source, reuse=reuse, hosts=hosts, current_host=host)
     tracked = {**os.environ, **(extra_env or {})}.get("MLFLOW_TRACKING_URI")  # a job logs only then
-    env = {**(data_remote_env(files) if tracked else {}), **(extra_env or {})}
+    env = {**data_digests_env(files), **(data_remote_env(files) if tracked else {}), **(extra_env or {})}
     started = time.perf_counter()
     codes = wait_for_jobs(start_hosts(folders, env), timeout)
     return LocalJobResult(job_exit_code(codes), base_dir, time.perf_counter() - started)

@@ -26,6 +26,9 @@ _FORMS = {
     "image_uri": (re.compile(r"[^\s/]+/[^\s]+"), "<registry>/<repository>:<tag>"),
 }
 _LOCAL_MODE = ("local", "local_gpu")
+# The channel input modes a job may use (Pipe would need a reader of named pipes).
+# FastFile: SageMaker's docs exclude only *augmented* manifests from it, so ManifestFile channels may use it.
+INPUT_MODES = ("File", "FastFile")
 
 
 def _option(default: Any, help: str, metavar: str | None = None) -> Any:
@@ -53,6 +56,12 @@ class LaunchOptions:
         1,
         "instances (default 1); N > 1 trains data parallel on N hosts on the JAX backend (KERAS_BACKEND=jax is set "
         "for the job and the <cpu|gpu>-jax-<commit> image is used)",
+    )
+    input_mode: str = _option(
+        "File",
+        "how each channel reaches the job: File (downloaded before training starts) or FastFile (streamed from "
+        "S3 as it is read, the same paths; for data larger than the instance volume) (default: File)",
+        metavar="File|FastFile",
     )
     spot: bool = _option(False, "managed spot training: interrupted jobs resume from checkpoints")
     max_run: int = _option(24 * 3600, "seconds of training before the job is stopped (default 86400)")
@@ -122,6 +131,8 @@ class LaunchOptions:
             value = getattr(self, name)
             if value is not None and not 1 <= value <= most:
                 problems.append(f"--{name.replace('_', '-')} {value}: expected 1..{most}")
+        if self.input_mode not in INPUT_MODES:
+            problems.append(f"--input-mode {self.input_mode!r}: expected one of {', '.join(INPUT_MODES)}")
         if self.spot and self.spot_max_wait < self.max_run:
             problems.append(
                 f"--max-wait {self.spot_max_wait} is below --max-run {self.max_run}: spot jobs need max-wait >= max-run"
@@ -145,4 +156,4 @@ class LaunchOptions:
         return [problem] if problem else []
 
 
-__all__ = ["MAX_INSTANCE_COUNT", "MAX_KEEP_ALIVE_SECONDS", "MAX_RUN_SECONDS", "LaunchOptions"]
+__all__ = ["INPUT_MODES", "MAX_INSTANCE_COUNT", "MAX_KEEP_ALIVE_SECONDS", "MAX_RUN_SECONDS", "LaunchOptions"]

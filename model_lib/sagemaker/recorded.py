@@ -1,6 +1,7 @@
 """A recorded training job (DescribeTrainingJob) run on this machine exactly as SageMaker would run it.
 
-Each channel's S3 data is downloaded into ``input/data/<channel>/``; hyperparameters.json (as
+Each channel's S3 data is downloaded into ``input/data/<channel>/`` (an S3Prefix's objects, or those
+a ManifestFile lists, each at its key relative to the prefix); hyperparameters.json (as
 recorded), inputdataconfig.json and resourceconfig.json are written; ``checkpoint_s3_uri`` is
 restored into ``checkpoints/`` and mirrored back while the job runs; the toolkit runs (it fetches the
 submitted code from S3 itself); on success ``model.tar.gz`` goes to ``<S3OutputPath>/<job>/output/``.
@@ -34,7 +35,7 @@ from model_lib.sagemaker.basedir import (
     write_job_config,
 )
 from model_lib.sagemaker.local import start_hosts
-from model_lib.sagemaker.s3sync import CheckpointMirror, download_prefix, upload_folder_archive
+from model_lib.sagemaker.s3sync import CheckpointMirror, download_manifest, download_prefix, upload_folder_archive
 from model_lib.sagemaker.supervise import job_exit_code, signal_group, wait_for_jobs
 
 logger = logging.getLogger(__name__)
@@ -97,13 +98,16 @@ def _prepare_host(job: Mapping[str, Any], s3: Any, folder: Path, hosts: list[str
     """
     claim_base_dir(folder, reuse=False, keep=())  # the checkpoints come from checkpoint_s3_uri
     channels = {}
+    job_mode = job.get("AlgorithmSpecification", {}).get("TrainingInputMode", "File")
     for channel in job.get("InputDataConfig", []):
         name, source = channel["ChannelName"], channel["DataSource"]["S3DataSource"]
         channels[name] = {
-            "TrainingInputMode": "File",
+            # FastFile streams the same files SageMaker would download: here they are downloaded.
+            "TrainingInputMode": channel.get("InputMode", job_mode),
             "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
         }
-        if download_prefix(s3, source["S3Uri"], channel_dir(folder, name)) == 0:
+        download = download_manifest if source.get("S3DataType") == "ManifestFile" else download_prefix
+        if download(s3, source["S3Uri"], channel_dir(folder, name)) == 0:
             raise SageMakerEnvironmentError(f"channel {name!r}: nothing at {source['S3Uri']}")
     instance_type = job.get("ResourceConfig", {}).get("InstanceType", "local")
     write_job_config(folder, job.get("HyperParameters", {}), channels, instance_type, hosts=hosts, current_host=host)

@@ -4,7 +4,8 @@ folder mirrored back while the job runs, the model archive uploaded at its end.
 Each file moves with boto3's managed transfers (``download_file``/``upload_file``: multipart and
 retries are s3transfer's). What stays ours is SageMaker's policy, which no installed library has:
 an S3 *key prefix* (SageMaker's S3Prefix, not a folder: an object's own key is a prefix of itself)
-is downloaded as the toolkit lays it out; the mirror also deletes in S3 what the job deleted
+is downloaded as the toolkit lays it out, a ManifestFile's objects each at its key relative to the
+manifest's prefix; the mirror also deletes in S3 what the job deleted
 (fsspec's ``put`` and boto3 only copy) and skips the hidden folders of a write in progress. s3fs
 works on folders and keeps its own listing cache, which a mirror polling one prefix must not trust.
 """
@@ -41,6 +42,26 @@ def download_prefix(s3: Any, uri: str, folder: Path) -> int:
             s3.download_file(bucket, item["Key"], str(target))
             count += 1
     return count
+
+
+def download_manifest(s3: Any, uri: str, folder: Path) -> int:
+    """Download the objects the ManifestFile at ``uri`` lists into ``folder``, each at its key relative
+    to the manifest's prefix (``<prefix><key>`` -> ``folder/<key>``); return the count.
+
+    Raises:
+        SageMakerEnvironmentError: if ``uri`` is not an s3:// URI or not a manifest.
+    """
+    from model_lib.sagemaker.channels import read_manifest
+
+    bucket, key = split_s3_uri(uri)
+    prefix, keys = read_manifest(s3.get_object(Bucket=bucket, Key=key)["Body"].read(), uri)
+    source_bucket, source_prefix = split_s3_uri(prefix)
+    folder.mkdir(parents=True, exist_ok=True)
+    for relative in keys:
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(source_bucket, source_prefix + relative, str(target))
+    return len(keys)
 
 
 def upload_folder_archive(s3: Any, folder: Path, archive: Path, uri: str) -> None:

@@ -1,6 +1,7 @@
-"""The run's inputs as MLflow datasets: for each input file its name (the channel, or DVC output),
-digest (the MD5 DVC records for it), source (the DVC remote's object when the data came from, or is
-in, a remote; else the file's path) and, for the encoded splits, the number of rows.
+"""The run's inputs as MLflow datasets: for each input (a file, or a folder: a DVC directory output)
+its name (the channel, or DVC output), digest (the MD5 DVC records for it: see
+:mod:`model_lib.tracking.lineage`), source (the DVC remote's object when the data came from, or is
+in, a remote: a folder's ``.dir`` object; else the path) and, for the encoded splits, the number of rows.
 
 MLflow itself is not imported here: the sink turns a :class:`DatasetDescription` into MLflow's
 ``Dataset``. A SageMaker container has no DVC: the launcher names the DVC remote its channels came
@@ -18,16 +19,18 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from model_lib.tracking.lineage import file_md5
+from model_lib.tracking.lineage import input_md5
 
 logger = logging.getLogger(__name__)
 
 # Set at launch (model-lib launch, sagemaker-local): the DVC remote URL whose objects are the channels.
 DATA_REMOTE_ENV = "MODEL_LIB_DATA_REMOTE"
+# Set at launch for the channels that are DVC directory outputs: a JSON object {channel: "<md5>.dir"}.
+DATA_DIGESTS_ENV = "MODEL_LIB_DATA_DIGESTS"
 TRAINING, EVALUATION = "training", "evaluation"  # the values of MLflow's mlflow.data.context input tag
 EVALUATION_INPUTS = ("test",)  # inputs that are scored, not trained on: context "evaluation"
 SPLITS = ("train", "test")  # inputs with rows (encoded splits)
-_OBJECT = re.compile(r"/files/md5/([0-9a-f]{2})/([0-9a-f]{30})$")
+_OBJECT = re.compile(r"/files/md5/([0-9a-f]{2})/([0-9a-f]{30}(?:\.dir)?)$")  # a file's or a directory's
 _REMOTE_SECTION = re.compile(r"""^remote\s+"(.+)"$""")
 
 
@@ -36,7 +39,7 @@ class DatasetDescription:
     """One input of a run, as the run page shows it under "Datasets"."""
 
     name: str
-    digest: str  # the file's MD5 (DVC's hash)
+    digest: str  # the MD5 DVC records (a folder's: "<md5>.dir")
     source: str  # a URI (s3://..., an absolute local path) or a path relative to the working folder
     context: str  # TRAINING or EVALUATION
     rows: int | None = None
@@ -44,11 +47,13 @@ class DatasetDescription:
 
 @dataclasses.dataclass(frozen=True)
 class DataOrigin:
-    """Where a run's input files are kept: ``remote`` (a DVC remote URL, or None) and whether every
-    object is known to be there (a job's channels were downloaded from them) or is looked for."""
+    """Where a run's input files are kept: ``remote`` (a DVC remote URL, or None), whether every
+    object is known to be there (a job's channels were downloaded from them) or is looked for, and
+    the digests known for inputs by name (a job's folder channels: see the module docstring)."""
 
     remote: str | None = None
     known_present: bool = False
+    digests: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dvc_config(cls, repo: str | os.PathLike[str] = ".") -> DataOrigin:
@@ -66,7 +71,8 @@ class DataOrigin:
 
 
 def object_uri(remote: str, md5: str) -> str:
-    """Return where DVC 3 keeps a file with MD5 ``md5`` in ``remote``: ``<remote>/files/md5/<2>/<30>``."""
+    """Return where DVC 3 keeps a file with MD5 ``md5`` in ``remote``: ``<remote>/files/md5/<2>/<30>``
+    (a directory's ``<md5>.dir``: its ``.dir`` object)."""
     return f"{remote.rstrip('/')}/files/md5/{md5[:2]}/{md5[2:]}"
 
 
@@ -135,13 +141,15 @@ def object_exists(uri: str) -> bool:
 def describe_inputs(
     files: Mapping[str, str | os.PathLike[str]], origin: DataOrigin = DataOrigin(), context: str = TRAINING
 ) -> list[DatasetDescription]:
-    """Return a description of each file in ``files`` (by input name) that exists; ``context`` is
-    that of every input but those of :data:`EVALUATION_INPUTS` (always "evaluation")."""
+    """Return a description of each input in ``files`` (by input name: a file or a folder) that
+    exists; ``context`` is that of every input but those of :data:`EVALUATION_INPUTS` (always "evaluation")."""
     found = []
     for name, path in files.items():
-        if not Path(path).is_file():
+        if not Path(path).exists():
             continue
-        md5 = file_md5(path)
+        md5 = origin.digests.get(name) or input_md5(path)
+        if md5 is None:
+            continue
         found.append(
             DatasetDescription(
                 name=name,
@@ -155,12 +163,14 @@ def describe_inputs(
 
 
 def _rows(path: str | os.PathLike[str]) -> int | None:
-    """Return the rows of an encoded split (from its header), or None if it is not one."""
+    """Return the rows of an encoded split (from its headers; a folder's: the sum over its files), or
+    None if it is not one."""
     from model_lib.errors import DataError
     from model_lib.prepared import split_shape
 
+    parts = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
     try:
-        return split_shape(path)[0]
+        return sum(split_shape(part)[0] for part in parts) if parts else None
     except DataError:
         return None
 

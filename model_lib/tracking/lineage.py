@@ -1,5 +1,18 @@
-"""Lineage: which code (git commit, dirty flag) and which data (the MD5 DVC records for each input
-file) a run was trained from, as run tags."""
+"""Lineage: which code (git commit, dirty flag) and which data (the MD5 DVC records for each input)
+a run was trained from, as run tags.
+
+An input's digest is what dvc.lock records for it, computable with or without DVC:
+
+- a file: the MD5 of its bytes (:func:`file_md5`);
+- a folder (a DVC directory output): DVC 3's ``.dir`` MD5, ``<md5>.dir``, the MD5 of the JSON list
+  of ``{"md5": <file md5>, "relpath": <posix path in the folder>}`` sorted by relpath
+  (:func:`dir_md5`; dvc_data's ``Tree.as_bytes``). It names the ``.dir`` object in the DVC remote.
+
+Inside a SageMaker job a folder channel holds the DVC objects under their MD5 names, not the files'
+own paths, so its ``.dir`` MD5 cannot be computed there: the launcher passes each folder channel's
+digest in :data:`model_lib.tracking.datasets.DATA_DIGESTS_ENV`, and a given digest wins over one
+computed here (``digests`` arguments).
+"""
 
 from __future__ import annotations
 
@@ -37,6 +50,32 @@ def file_md5(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def dir_entries(folder: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Return the ``.dir`` listing DVC 3 records for ``folder``: ``{"md5", "relpath"}`` for every
+    regular file under it (recursively), sorted by relpath (posix separators)."""
+    root = Path(folder)
+    entries = [
+        {"md5": file_md5(path), "relpath": path.relative_to(root).as_posix()} for path in root.rglob("*") if path.is_file()
+    ]
+    return sorted(entries, key=lambda entry: entry["relpath"])
+
+
+def dir_md5(folder: str | os.PathLike[str]) -> str:
+    """Return the MD5 DVC 3 records for a directory output: ``<md5 of the .dir listing>.dir``."""
+    listing = json.dumps(dir_entries(folder), sort_keys=True).encode("utf-8")
+    return hashlib.md5(listing).hexdigest() + ".dir"
+
+
+def input_md5(path: str | os.PathLike[str]) -> str | None:
+    """Return what DVC records for ``path``: :func:`file_md5` of a file, :func:`dir_md5` of a folder;
+    None when there is nothing at ``path``."""
+    if Path(path).is_file():
+        return file_md5(path)
+    if Path(path).is_dir():
+        return dir_md5(path)
+    return None
 
 
 def git_state(repo: str | os.PathLike[str] = ".") -> dict[str, str]:
@@ -80,15 +119,21 @@ def pipeline_products(repo: str | os.PathLike[str] = ".") -> set[str]:
     return found
 
 
-def lineage_tags(inputs: Mapping[str, str | os.PathLike[str]], repo: str | os.PathLike[str] = ".") -> dict[str, str]:
-    """Return tags naming the code (git commit, dirty flag) and the data (MD5 of each input file)."""
+def lineage_tags(
+    inputs: Mapping[str, str | os.PathLike[str]],
+    repo: str | os.PathLike[str] = ".",
+    digests: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Return tags naming the code (git commit, dirty flag) and the data (the DVC MD5 of each input,
+    file or folder; ``digests`` gives it for inputs by name, as a job's launcher does)."""
     git = git_state(repo)
     tags = {"git_commit": git["git_commit"]}
     if git["git_dirty"] != "unknown":
         tags["git_dirty"] = git["git_dirty"]
     for name, path in inputs.items():
-        if Path(path).is_file():
-            tags[f"{DATA_TAG_PREFIX}{name}"] = file_md5(path)
+        md5 = (digests or {}).get(name) or input_md5(path)
+        if md5:
+            tags[f"{DATA_TAG_PREFIX}{name}"] = md5
     tags.update(experiment_tags())
     tags.update(user_tags())
     return tags
