@@ -140,8 +140,8 @@ def prepare(config: PrepareConfig, paths: Paths = Paths()) -> dict[str, Any]:
     write_split(paths.test, encoded, rows=test_idx, shard_reviews=config.shard_reviews)
     vocabulary.save(paths.vocab)
     save_embedding_matrix(paths.embeddings, matrix.matrix)
-    train_ids = encoded.take(train_idx).ids
-    oov = float((train_ids == OOV_ID).sum() / max(1, len(train_ids)))
+    tokens = int((encoded.offsets[train_idx + 1] - encoded.offsets[train_idx]).sum())
+    oov = sum(int((ids == OOV_ID).sum()) for ids in encoded.rows(train_idx)) / max(1, tokens)
     report = {
         "train_reviews": len(train_idx),
         "test_reviews": len(test_idx),

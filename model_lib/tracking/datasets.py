@@ -163,14 +163,12 @@ def describe_inputs(
 
 
 def _rows(path: str | os.PathLike[str]) -> int | None:
-    """Return the rows of an encoded split (from its headers; a folder's: the sum over its files), or
-    None if it is not one."""
+    """Return the rows of an encoded split folder (from its parts' small members), or None if it is not one."""
     from model_lib.errors import DataError
     from model_lib.prepared import split_shape
 
-    parts = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
     try:
-        return sum(split_shape(part)[0] for part in parts) if parts else None
+        return split_shape(path)[0]
     except DataError:
         return None
 

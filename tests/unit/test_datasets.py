@@ -1,5 +1,6 @@
 """The run's inputs as MLflow datasets: names, DVC digests, sources (remote object or path), rows."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from model_lib.tracking.datasets import (
     object_uri,
     remote_of_object,
 )
-from model_lib.tracking.lineage import file_md5
+from model_lib.tracking.lineage import dir_entries, dir_md5, file_md5, input_md5
 from tests.conftest import write_prepared
 
 
@@ -32,20 +33,26 @@ def repo(tmp_path, monkeypatch):
 
 def files(repo: Path) -> dict[str, Path]:
     return {name: repo / "data" / "prepared" / f for name, f in
-            (("train", "train.npz"), ("test", "test.npz"), ("vocab", "vocab.txt"), ("embeddings", "embeddings.npy"))}  # fmt: skip
+            (("train", "train"), ("test", "test"), ("vocab", "vocab.txt"), ("embeddings", "embeddings.npy"))}  # fmt: skip
 
 
 def push(path: Path, remote: Path) -> None:
-    """Put ``path`` in the local DVC remote ``remote`` where `dvc push` puts it."""
-    target = Path(object_uri(str(remote), file_md5(path)))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, target)
+    """Put ``path`` (a file, or a folder: its files and its .dir listing) in the local DVC remote
+    ``remote`` where `dvc push` puts them."""
+    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        target = Path(object_uri(str(remote), file_md5(file)))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, target)
+    if path.is_dir():
+        listing = Path(object_uri(str(remote), dir_md5(path)))
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text(json.dumps(dir_entries(path)))
 
 
 def test_each_input_is_named_with_its_md5_rows_and_context(repo):
     found = {d.name: d for d in describe_inputs(files(repo), DataOrigin.from_dvc_config())}
     assert set(found) == {"train", "test", "vocab", "embeddings"}
-    assert {d.digest for d in found.values()} == {file_md5(p) for p in files(repo).values()}
+    assert {d.digest for d in found.values()} == {input_md5(p) for p in files(repo).values()}
     assert (found["train"].rows, found["test"].rows, found["vocab"].rows) == (30, 10, None)
     assert {n: d.context for n, d in found.items()} == {
         "train": "training", "test": "evaluation", "vocab": "training", "embeddings": "training"}  # fmt: skip
@@ -60,9 +67,9 @@ def test_a_file_pushed_to_the_default_remote_is_shown_as_its_object(repo):
     remote = (repo / ".." / "dvc-remote").resolve()
     push(files(repo)["train"], remote)
     found = {d.name: d.source for d in describe_inputs(files(repo), DataOrigin.from_dvc_config())}
-    md5 = file_md5(files(repo)["train"])
+    md5 = dir_md5(files(repo)["train"])
     assert found["train"] == f"{remote}/files/md5/{md5[:2]}/{md5[2:]}"
-    assert found["test"] == "data/prepared/test.npz"  # not pushed
+    assert found["test"] == "data/prepared/test"  # not pushed
 
 
 def test_config_local_overrides_the_default_remote(repo):

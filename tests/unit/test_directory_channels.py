@@ -112,9 +112,7 @@ def test_a_local_job_gets_a_folder_as_its_objects_under_their_md5_names(tmp_path
 def test_a_folder_input_is_described_and_tagged_by_its_dir_md5(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shards = tmp_path / "train"
-    shards.mkdir()
-    for i, rows in enumerate((3, 5)):  # two shards of an encoded split (no vocabulary: no TensorFlow)
-        save_split(shards / f"part-{i:05d}.npz", np.full((rows, 4), 2), np.arange(rows) % 2)
+    save_split(shards, np.full((8, 4), 2), np.arange(8) % 2, shard_reviews=3)  # 3 parts (no vocabulary: no TensorFlow)
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("the\nfilm\n")
     inputs = {"train": shards, "vocab": vocab}
