@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from model_lib.distributed import DEFAULT_COORDINATOR_PORT, DEFAULT_HEARTBEAT_SECONDS, Cluster
 from model_lib.errors import ConfigError, SageMakerEnvironmentError
+from model_lib.prepared import SPLIT_CHANNELS
 from model_lib.tracking.datasets import DATA_DIGESTS_ENV, DATA_REMOTE_ENV
 from model_lib.tracking.uris import REGISTER_MODEL_ENV
 
@@ -118,21 +119,14 @@ class Channel:
             )
         return files[0]
 
-    def input_path(self, directory: bool | None = None) -> Path:
-        """Return what training reads for this channel: the folder for a directory channel, else its one file.
-
-        ``directory`` says which it is (the launcher names directory channels: see
-        :attr:`SageMakerEnvironment.data_digests`); None decides by the layout: files in subfolders are
-        where a ManifestFile channel of DVC objects puts them (``<md5[:2]>/<md5[2:]>``). Several files
-        side by side are not taken for a directory: a one-file channel crowded by mistake stays an error.
+    def input_path(self, directory: bool) -> Path:
+        """Return what training reads for this channel: the folder if it is a ``directory`` channel
+        (its files checked to be there), else its one file.
 
         Raises:
             SageMakerEnvironmentError: if the folder is missing or empty or (a one-file channel) holds several files.
         """
-        files = self.files
-        if directory is None:
-            directory = any(path.parent != self.folder for path in files)
-        return self.folder if directory else self.file
+        return self.folder if self.files and directory else self.file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,13 +187,14 @@ class SageMakerEnvironment:
         return self.channels[name]
 
     def channel_input(self, name: str) -> Path:
-        """Return what training reads for channel ``name``: its folder when it is a directory channel
-        (named in :attr:`data_digests`, or laid out as one: see :meth:`Channel.input_path`), else its one file.
+        """Return what training reads for channel ``name``: its folder for a split (a folder of parts
+        by the channel contract, :data:`model_lib.prepared.SPLIT_CHANNELS`) or another directory
+        channel (named in :attr:`data_digests`), else its one file.
 
         Raises:
             SageMakerEnvironmentError: if the job was started without it, or its folder is missing or empty.
         """
-        return self.channel(name).input_path(True if name in self.data_digests else None)
+        return self.channel(name).input_path(name in SPLIT_CHANNELS or name in self.data_digests)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, argv: list[str] | None = None) -> SageMakerEnvironment:

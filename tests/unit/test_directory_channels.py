@@ -65,21 +65,21 @@ def test_a_directory_channel_lists_every_file_recursively_sorted_without_hidden_
 
 
 @pytest.mark.parametrize(
-    "files,digests,expected",
+    "channel,files,digests,expected",
     [
-        ({"4f1c2a9e": b"x"}, {}, "4f1c2a9e"),  # one file channel: the file, as ever
-        ({"ab/cdef": b"x"}, {}, "."),  # one object where a ManifestFile puts it: a directory
-        ({"ab/cd": b"1", "ef/01": b"2"}, {}, "."),  # several objects where a ManifestFile puts them
-        ({"4f1c2a9e": b"x"}, {"train": "0123.dir"}, "."),  # the launcher says it is a directory
+        ("vocab", {"4f1c2a9e": b"x"}, {}, "4f1c2a9e"),  # a one-file channel: the file, as ever
+        ("train", {"4f1c2a9e": b"x"}, {}, "."),  # a split is a folder of parts by the channel contract
+        ("train", {"ab/cd": b"1", "ef/01": b"2"}, {}, "."),  # objects where a ManifestFile puts them
+        ("vocab", {"4f1c2a9e": b"x"}, {"vocab": "0123.dir"}, "."),  # the launcher says it is a directory
     ],
 )
-def test_training_gets_a_directory_channels_folder_and_a_file_channels_file(tmp_path, files, digests, expected):
+def test_training_gets_a_directory_channels_folder_and_a_file_channels_file(tmp_path, channel, files, digests, expected):
     folder = folder_of(tmp_path, files)
-    env_vars = sagemaker_env(tmp_path, {"train": folder})
+    env_vars = sagemaker_env(tmp_path, {channel: folder})
     if digests:
         env_vars["MODEL_LIB_DATA_DIGESTS"] = json.dumps(digests)
     env = SageMakerEnvironment.from_env(env_vars)
-    assert env.channel_input("train") == (folder / expected if expected != "." else folder)
+    assert env.channel_input(channel) == (folder / expected if expected != "." else folder)
     assert env.data_digests == digests
 
 
