@@ -331,6 +331,8 @@ class _Part:
 
 def _read_part(file: Path) -> _Part:
     """Return a part's small members (everything but its ids)."""
+    if not zipfile.is_zipfile(file):
+        raise DataError(f"{file}: not a part of an encoded split: not an .npz file; expected only the split's parts here")
     try:
         with np.load(file, allow_pickle=False) as archive:
             missing = [m for m in _PART_MEMBERS if m not in archive.files]

@@ -10,7 +10,7 @@ from model_lib.data import load_reviews, split_indices
 from model_lib.embeddings import embedding_matrix, load_glove
 from model_lib.export import save_model
 from model_lib.inference import load_model, predict
-from model_lib.prepared import PreparedData
+from model_lib.prepared import PreparedData, Split
 from model_lib.text import Vocabulary
 from model_lib.training import run
 
@@ -23,7 +23,8 @@ def test_default_model_on_2000_bundled_reviews_round_trips(tmp_path):
     vocabulary = Vocabulary.fit([reviews.texts[i] for i in train], max_size=10000)
     ids = vocabulary.encode(reviews.texts, 1000)
     matrix = embedding_matrix(load_glove("bundled"), vocabulary.tokens).matrix
-    data = PreparedData(ids[train], reviews.labels[train], ids[test], reviews.labels[test], vocabulary, matrix)
+    split = Split.from_padded  # the splits as prepare writes them: ragged, padded a batch at a time
+    data = PreparedData(split(ids[train], reviews.labels[train]), split(ids[test], reviews.labels[test]), vocabulary, matrix)
 
     result = run(TrainConfig(epochs=1), data, verbose=0)
 

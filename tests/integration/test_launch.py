@@ -105,8 +105,14 @@ def test_dry_run_prints_the_full_request_and_sends_nothing(cloud):
     request = json.loads(result.stdout)
     assert [line for line in result.stderr.splitlines() if "ERROR" in line] == [], result.stderr  # a success says none
     bucket, md5s = cloud["bucket"], lock_md5s(cloud["repo"])
-    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
-    assert channels == {name: f"s3://{bucket}/dvc/files/md5/{md5s[name][:2]}/{md5s[name][2:]}" for name in md5s}
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
+    assert set(channels) == set(md5s)
+    for name, source in channels.items():  # the splits: a manifest of their .dir's objects; a file: its object
+        md5 = md5s[name]
+        if md5.endswith(".dir"):
+            assert source["S3DataType"] == "ManifestFile" and source["S3Uri"].startswith(f"s3://{bucket}/manifests/{md5}/")
+        else:
+            assert (source["S3DataType"], source["S3Uri"]) == ("S3Prefix", f"s3://{bucket}/dvc/files/md5/{md5[:2]}/{md5[2:]}")
     assert request["EnableManagedSpotTraining"] is True
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     assert request["CheckpointConfig"] == {"S3Uri": f"s3://{bucket}/checkpoints/dry-1/", "LocalPath": "/opt/ml/checkpoints"}
@@ -118,8 +124,10 @@ def test_dry_run_prints_the_full_request_and_sends_nothing(cloud):
         "MLFLOW_TRACKING_URI",
         "MODEL_LIB_MLFLOW_TAGS",
         "MODEL_LIB_DATA_REMOTE",
+        "MODEL_LIB_DATA_DIGESTS",
     }  # never the token or AWS keys
     assert environment["MODEL_LIB_DATA_REMOTE"] == f"s3://{bucket}/dvc"  # the run's datasets name its objects
+    assert json.loads(environment["MODEL_LIB_DATA_DIGESTS"]) == {"train": md5s["train"], "test": md5s["test"]}
     lineage = json.loads(environment["MODEL_LIB_MLFLOW_TAGS"])
     assert lineage["git_commit"].startswith(cloud["commit"]) and lineage["git_dirty"] == "false"
     assert {lineage[f"dvc_md5.{name}"] for name in md5s} == set(md5s.values())

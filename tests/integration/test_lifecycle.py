@@ -14,8 +14,9 @@ import yaml
 from model_lib import checkpoints
 from model_lib.prepared import channel_paths
 from model_lib.sagemaker.basedir import encode_hyperparameters, lay_out
+from model_lib.sagemaker.local import data_digests_env
 from model_lib.sagemaker.supervise import run_toolkit
-from model_lib.tracking.lineage import file_md5
+from model_lib.tracking.lineage import file_md5, input_md5
 from tests.conftest import BIN, REPO, free_port, logged_datasets, logged_model, serving, write_prepared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -70,7 +71,8 @@ def sagemaker_job(workdir: Path, hps: dict) -> Path:
     base = workdir / "opt_ml"
     prepared = channel_paths(workdir / "data" / "prepared")
     lay_out(base, encode_hyperparameters(hps), prepared, REPO / "entry_point")
-    run_toolkit(base, {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}, timeout=600)
+    # As `model-lib launch` does: the splits arrive under their objects' md5 names, their .dir md5 beside.
+    run_toolkit(base, {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db", **data_digests_env(prepared)}, timeout=600)
     return base
 
 
@@ -94,7 +96,7 @@ def test_dvc_stage_and_sagemaker_job_log_the_same_kinds_of_records(workdir):
     (train_run,) = [r for r in found if r.data.tags["model_lib.stage"] == "train"]
     datasets = logged_datasets(client, train_run.info.run_id)
     files = channel_paths(workdir / "data" / "prepared")
-    assert {n: d["digest"] for n, d in datasets.items()} == {n: file_md5(p) for n, p in files.items()}
+    assert {n: d["digest"] for n, d in datasets.items()} == {n: input_md5(p) for n, p in files.items()}
     assert {n: d["source"] for n, d in datasets.items()} == {n: f"data/prepared/{p.name}" for n, p in files.items()}
     assert {n: d["rows"] for n, d in datasets.items()} == {"train": 900, "test": 300, "vocab": None, "embeddings": None}
     assert {n: d["context"] for n, d in datasets.items()} == {

@@ -116,7 +116,7 @@ def test_repro_writes_every_declared_output(pipeline_repo):
         "reports/training_curves.png",
         "reports/history.csv",
     ):
-        assert (copy / path).is_file(), path
+        assert (copy / path).is_file() or (copy / path / "part-00000.npz").is_file(), path
     assert len((copy / "data/reviews.jsonl").read_text(encoding="utf-8").split("\n")) == 401  # never splitlines(): U+2028
 
 

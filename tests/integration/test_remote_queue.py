@@ -9,6 +9,7 @@ the first runs of the queue race to create its experiment; DVC is the real `dvc`
 
 import itertools
 import json
+import os
 import subprocess
 import threading
 import time
@@ -28,11 +29,13 @@ MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.
 
 
 class FollowerProbe(threading.Thread):
-    """Samples every `model-lib train` process on this machine (the stage following its job): the most
-    resident memory each reached, its CPU seconds, and whether it ever mapped TensorFlow's library."""
+    """Samples every `model-lib train` process working under ``root`` (the stage following its job; not
+    the local trainings of tests running beside it): the most resident memory each reached, its CPU
+    seconds, and whether it ever mapped TensorFlow's library."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
         super().__init__(daemon=True)
+        self.root = str(root.resolve())
         self.rss: dict[int, int] = {}
         self.cpu: dict[int, float] = {}
         self.tensorflow: set[int] = set()
@@ -49,6 +52,8 @@ class FollowerProbe(threading.Thread):
         try:
             command = (proc / "cmdline").read_bytes().split(b"\0")
             if not any(arg.endswith(b"/model-lib") and following == b"train" for arg, following in itertools.pairwise(command)):
+                return
+            if not os.readlink(proc / "cwd").startswith(self.root):
                 return
             pid = int(proc.name)
             self.rss[pid] = max(self.rss.get(pid, 0), int((proc / "statm").read_text().split()[1]) * PAGE)
@@ -89,7 +94,7 @@ def test_four_queued_experiments_run_as_four_overlapping_jobs_each_tracked_and_p
     run(["dvc", "exp", "run", "--queue", "-S", "train.batch_size=32", "-n", "batch-32"], repo, env)
     run(["dvc", "exp", "run", "--queue", "-S", "train.validation_split=0.999", "-n", "doomed"], repo, env)  # last
 
-    probe = FollowerProbe()
+    probe = FollowerProbe(repo)
     probe.start()
     started = time.monotonic()
     try:

@@ -41,7 +41,7 @@ def test_dvc_repro_trains_on_sagemaker_and_everything_downstream_is_as_local(rem
     repo, env, worker = remote["repo"], remote["env"], remote["worker"]
     result = run(["dvc", "repro"], repo, env)
     out = result.stdout
-    assert "train: dvc push -r s3 data/prepared/train.npz data/prepared/test.npz" in out
+    assert "train: dvc push -r s3 data/prepared/train data/prepared/test" in out
     assert "train: started SageMaker job model-lib-train-" in out
     assert "InProgress / Training" in out and "Completed / Completed" in out
     assert "  | " in out and "training finished: test accuracy" in out  # the job's log lines, streamed
@@ -83,7 +83,8 @@ def test_dvc_repro_trains_on_sagemaker_and_everything_downstream_is_as_local(rem
     assert stage_cost["cost_usd"] == found.data.metrics["cost_usd"] and stage_cost["instance"] == "1 x ml.m5.xlarge"
     # The job's datasets are the DVC remote's objects it was given as channels, by dvc.lock's md5.
     outs = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]["outs"]
-    locked = {Path(out["path"]).stem: out["md5"] for out in outs if out["path"].endswith((".npz", ".txt", ".npy"))}
+    channels = ("data/prepared/train", "data/prepared/test", "data/prepared/vocab.txt", "data/prepared/embeddings.npy")
+    locked = {Path(out["path"]).stem: out["md5"] for out in outs if out["path"] in channels}
     datasets = logged_datasets(client, run_id)
     assert {name: d["digest"] for name, d in datasets.items()} == locked
     for d in datasets.values():

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_lib.prepared import CHANNELS
+from model_lib.sagemaker.local import data_digests_env
 from model_lib.sagemaker.supervise import run_toolkit
-from model_lib.tracking.lineage import file_md5
+from model_lib.tracking.lineage import input_md5
 from tests.conftest import logged_datasets, logged_model
 
 pytestmark = pytest.mark.integration
@@ -62,11 +62,15 @@ def remove_channel(base: Path) -> None:
 
 def empty_channel(base: Path) -> None:
     for path in (base / "input" / "data" / "test").iterdir():
-        path.unlink()
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def crowd_channel(base: Path) -> None:
-    (base / "input" / "data" / "train" / "extra.npz").write_bytes(b"second file")
+    (base / "input" / "data" / "vocab" / "extra.txt").write_bytes(b"second file")
+
+
+def stray_file_in_a_split(base: Path) -> None:
+    (base / "input" / "data" / "train" / "extra.npz").write_bytes(b"not a part")
 
 
 def mismatch_vocab(base: Path) -> None:
@@ -89,7 +93,8 @@ def unwritable_model_dir(base: Path) -> None:
         (lambda b: set_hyperparameters(b, epoch="3"), "ConfigError: hyperparameters: unknown key 'epoch'"),
         (remove_channel, "SageMakerEnvironmentError: channel 'vocab' is missing"),
         (empty_channel, "SageMakerEnvironmentError: channel 'test': "),
-        (crowd_channel, "SageMakerEnvironmentError: channel 'train': "),
+        (crowd_channel, "SageMakerEnvironmentError: channel 'vocab': "),
+        (stray_file_in_a_split, "DataError: "),
         (mismatch_vocab, "DataError: embeddings: "),
         (unwritable_model_dir, "SageMakerEnvironmentError: SM_MODEL_DIR="),
     ],
@@ -99,6 +104,7 @@ def unwritable_model_dir(base: Path) -> None:
         "missing-channel",
         "empty-channel",
         "multi-file-channel",
+        "stray-file-in-a-split",
         "vocab-embeddings-mismatch",
         "unwritable-model-dir",
     ],
@@ -109,12 +115,13 @@ def test_bad_input_fails_with_a_failure_file_naming_the_cause(sagemaker_base_dir
     assert failure(sagemaker_base_dir).startswith(expected)
 
 
-def test_job_logs_to_the_mlflow_server_named_at_launch(sagemaker_base_dir, mlflow_server):
+def test_job_logs_to_the_mlflow_server_named_at_launch(sagemaker_base_dir, mlflow_server, tiny_prepared):
     import mlflow
 
     env = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": "sagemaker-local-test",
            "MODEL_LIB_MLFLOW_TAGS": '{"launched_by": "test"}',
-           "MODEL_LIB_DATA_REMOTE": "s3://bucket/dvc"}  # as `model-lib launch` sets it  # fmt: skip
+           "MODEL_LIB_DATA_REMOTE": "s3://bucket/dvc",  # as `model-lib launch` sets it, and the splits' .dir md5s
+           **data_digests_env(tiny_prepared)}  # fmt: skip
     assert run_toolkit(sagemaker_base_dir, extra_env=env, timeout=600) == 0
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("sagemaker-local-test")
@@ -127,7 +134,7 @@ def test_job_logs_to_the_mlflow_server_named_at_launch(sagemaker_base_dir, mlflo
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # uploaded through the server, no store access
     logged_model(client, run.info.run_id)  # the run's logged model, READY
     # Each channel is a dataset of the run, its source the DVC remote object the channel came from.
-    md5s = {name: file_md5(next((sagemaker_base_dir / "input" / "data" / name).iterdir())) for name in CHANNELS}
+    md5s = {name: input_md5(path) for name, path in tiny_prepared.items()}
     datasets = logged_datasets(client, run.info.run_id)
     assert {n: d["digest"] for n, d in datasets.items()} == md5s
     assert {n: d["source"] for n, d in datasets.items()} == {

@@ -10,7 +10,7 @@ import pytest
 from model_lib import checkpoints
 from model_lib.sagemaker.supervise import start_toolkit
 from model_lib.tracking import PENDING_FILE
-from model_lib.tracking.lineage import file_md5
+from model_lib.tracking.lineage import input_md5
 from tests.conftest import BIN, free_port, logged_datasets, logged_model, start_mlflow_server, stop_server, write_prepared
 from tests.integration.test_spot_resume import job_base, wait_until
 
@@ -38,7 +38,7 @@ def one_finished_run_with_everything(uri: str, experiment: str, prepared: dict):
     assert run.data.params["epochs"] == "3" and "git_commit" in run.data.tags
     logged_model(client, run.info.run_id)  # exactly one, READY, even with records sent twice
     datasets = logged_datasets(client, run.info.run_id)  # each once, even with records sent twice
-    assert {n: d["digest"] for n, d in datasets.items()} == {n: file_md5(p) for n, p in prepared.items()}
+    assert {n: d["digest"] for n, d in datasets.items()} == {n: input_md5(p) for n, p in prepared.items()}
     return run
 
 
