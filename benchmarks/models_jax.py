@@ -24,7 +24,7 @@ import numpy as np
 
 from model_lib import registry
 from model_lib.models import build_model
-from model_lib.prepared import Split
+from model_lib.prepared import Split, SplitRows
 
 
 def split_validation(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +38,7 @@ def train(data, name: str, seed: int, lr: float, batch: int, epochs: int, patien
     keras.utils.set_random_seed(seed)
     fit, val = split_validation(data["y_train"], seed)
     fit_x, fit_y = data["x_train"][fit], data["y_train"][fit]
-    fitted = Split.from_padded(fit_x, fit_y)
+    fitted = SplitRows(Split.from_padded(fit_x, fit_y), np.arange(len(fit_y)))
     extra = registry.get(name).fitted_arguments({"ngram_order": 3, **hp}, fitted, data["matrix"].shape[0])
     model = build_model(name, data["matrix"], max_length=data["x_train"].shape[1], **hp, **extra)
     model.compile(keras.optimizers.Adam(lr, clipnorm=clipnorm), "binary_crossentropy", metrics=["accuracy"])

@@ -23,7 +23,7 @@ from model_lib.config import NGRAM_HASH_MULTIPLIER as _MULTIPLIER
 from model_lib.registry import SEED_CNN_LENGTH
 
 if TYPE_CHECKING:
-    from model_lib.prepared import Split
+    from model_lib.prepared import SplitRows
 
 # Hashing constants for the n-gram ids. All arithmetic stays below 2**31 (int32 on every backend):
 # ids < vocabulary size and hashes < buckets, so id * _MULTIPLIER and hash * _MULTIPLIER fit while
@@ -284,8 +284,8 @@ def ngram_glove(
     return model
 
 
-def ngram_glove_fitted(hyperparameters: Mapping[str, Any], fit: Split, vocab_size: int) -> dict[str, Any]:
-    """Return what :func:`ngram_glove` needs fitted on the fit split ``fit``: its ``ngram_weights``,
+def ngram_glove_fitted(hyperparameters: Mapping[str, Any], fit: SplitRows, vocab_size: int) -> dict[str, Any]:
+    """Return what :func:`ngram_glove` needs fitted on the fit rows ``fit``: its ``ngram_weights``,
     the NB log-count ratios of :func:`nb_log_count_ratios`."""
     buckets, order = hyperparameters["ngram_buckets"], hyperparameters["ngram_order"]
     return {"ngram_weights": nb_log_count_ratios(fit.rows(), fit.labels, vocab_size, buckets, order)}

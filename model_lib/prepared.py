@@ -135,6 +135,27 @@ class Split:
 _ROWS_AT_A_TIME = 4096
 
 
+@dataclasses.dataclass(frozen=True)
+class SplitRows:
+    """Some reviews of a split, by row, without a copy of their ids: what a model's fitter reads
+    (:data:`model_lib.registry.Fitter`)."""
+
+    split: Split
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Return the labels of the rows, in order."""
+        return self.split.labels[self.indices]
+
+    def rows(self) -> Iterator[np.ndarray]:
+        """Yield the id list of each row, unpadded, in order."""
+        return self.split.rows(self.indices)
+
+
 @dataclasses.dataclass
 class PreparedData:
     """Encoded splits, their vocabulary and the GloVe matrix for it (the SageMaker channels).

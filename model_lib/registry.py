@@ -21,17 +21,17 @@ from model_lib.errors import ConfigError
 
 if TYPE_CHECKING:
     from model_lib.config import TrainConfig
-    from model_lib.prepared import Split
+    from model_lib.prepared import SplitRows
 
 DEFAULT_MODEL = "ngram_glove"
 SEED_CNN_LENGTH = 1000  # seed_cnn's pooling sizes 5/5/35 need exactly this many tokens
 
 # A data check: raises ConfigError when the model cannot train on encoded reviews of this shape.
 DataCheck = Callable[["TrainConfig", tuple[int, ...]], None]
-# A fitter: (effective hyperparameters, the fit split as a model_lib.prepared.Split, vocabulary size)
+# A fitter: (effective hyperparameters, the fit rows as a model_lib.prepared.SplitRows, vocabulary size)
 # -> the builder's keyword arguments learnt from the fit split (read it with .rows() and .labels: a
 # large split does not fit in memory padded).
-Fitter = Callable[[Mapping[str, Any], "Split", int], dict[str, Any]]
+Fitter = Callable[[Mapping[str, Any], "SplitRows", int], dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,9 +98,9 @@ class ModelEntry:
             raise ValueError(f"model {self.name!r}: hyperparameter {missing[0]!r} not given")
         return {key: hyperparameters[key] for key in self.hyperparameters}
 
-    def fitted_arguments(self, hyperparameters: Mapping[str, Any], fit: Split, vocab_size: int) -> dict[str, Any]:
-        """Return the builder arguments the model needs fitted on the fit split ``fit`` (a
-        :class:`~model_lib.prepared.Split`: its ``rows()`` and ``labels``); {} if none."""
+    def fitted_arguments(self, hyperparameters: Mapping[str, Any], fit: SplitRows, vocab_size: int) -> dict[str, Any]:
+        """Return the builder arguments the model needs fitted on the fit rows ``fit`` (a
+        :class:`~model_lib.prepared.SplitRows`: its ``rows()`` and ``labels``); {} if none."""
         if self.fitter is None:
             return {}
         return dict(_resolve(self.fitter)(hyperparameters, fit, vocab_size))

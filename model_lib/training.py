@@ -40,7 +40,7 @@ from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
 from model_lib.errors import DataError, TrainingDiverged, TrainingInterrupted
 from model_lib.locking import hold_training
-from model_lib.prepared import PreparedData
+from model_lib.prepared import PreparedData, SplitRows
 
 if TYPE_CHECKING:
     from model_lib.distributed import Cluster
@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 # Settings that change how a run is carried out but not what it computes: a checkpoint made with
 # other values of these is still resumed.
 _NOT_IN_FINGERPRINT = ("checkpoint_steps", "threads")
+# Without a progress bar (output to a log or a pipe), a line this often within an epoch: an epoch of a
+# large corpus runs for many minutes.
+PROGRESS_SECONDS = 60.0
 
 
 class EpochLogger(Protocol):
@@ -131,7 +134,7 @@ def _compiled_model(config: TrainConfig, hp: dict[str, Any], data: PreparedData,
         matrix = rng.normal(0.0, float(matrix[FIRST_TOKEN_ID:].std()), matrix.shape).astype(np.float32)
         matrix[:FIRST_TOKEN_ID] = 0.0  # padding and OOV rows
     entry = registry.get(config.model)
-    fitted = entry.fitted_arguments(hp, data.train.take(fit_idx), matrix.shape[0])
+    fitted = entry.fitted_arguments(hp, SplitRows(data.train, fit_idx), matrix.shape[0])  # no copy of the split
     model = entry.build(matrix, max_length=data.max_length, **entry.builder_arguments(hp), **fitted)
     optimizer = keras.optimizers.Adam(learning_rate=hp["learning_rate"], clipnorm=hp["clipnorm"])
     model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
@@ -540,10 +543,15 @@ def _train_epoch(run: _Run, state: TrainingState) -> dict[str, float]:
     bar = keras.utils.Progbar(run.steps, stateful_metrics=["loss", "accuracy", "auc"]) if run.show_bar else None
     if bar is not None:
         print(f"Epoch {state.epoch + 1}/{int(run.hp['epochs'])}", flush=True)
+    said = time.monotonic()
     while state.step < run.steps:
         _train_step(run, state, order, metrics)
         if bar is not None:
             bar.update(state.step, values=list(metrics.result(state.epoch_sums).items()))
+        elif run.verbose != 0 and time.monotonic() - said >= PROGRESS_SECONDS:  # a log, not a terminal: a line now and then
+            said = time.monotonic()
+            shown = " - ".join(f"{k} {v:.4f}" for k, v in metrics.result(state.epoch_sums).items())
+            logger.info("epoch %d/%d: step %d of %d: %s", state.epoch + 1, int(run.hp["epochs"]), state.step, run.steps, shown)
         if run.watching and state.step < run.steps:
             stop_now = run.stop_requested()
             if run.saver is not None and (stop_now or run.saver.due(state.step)):

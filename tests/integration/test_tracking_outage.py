@@ -8,6 +8,7 @@ import time
 import pytest
 
 from model_lib import checkpoints
+from model_lib.sagemaker.local import data_digests_env
 from model_lib.sagemaker.supervise import start_toolkit
 from model_lib.tracking import PENDING_FILE
 from model_lib.tracking.lineage import input_md5
@@ -55,7 +56,7 @@ def test_server_killed_after_epoch_1_and_back_10_s_later(prepared, tmp_path):
         [str(BIN / "python"), "-c", "from model_lib.sagemaker.supervise import run_toolkit; import sys; "
          f"sys.exit(run_toolkit(__import__('pathlib').Path({str(base)!r}), "
          f"{{'MLFLOW_TRACKING_URI': {uri!r}, 'MLFLOW_EXPERIMENT_NAME': {experiment!r}, "
-         "'MODEL_LIB_SYSTEM_METRICS_SECONDS': '0.5'}))"],
+         f"'MODEL_LIB_SYSTEM_METRICS_SECONDS': '0.5', **{data_digests_env(prepared)!r}}}))"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -93,7 +94,8 @@ def test_server_down_for_the_whole_job_then_mlflow_sync_sends_everything(prepare
     uri = f"http://127.0.0.1:{port}"
     experiment = f"down-{tmp_path.name}"
     base = job_base(tmp_path, prepared)
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": experiment, "MODEL_LIB_MLFLOW_WAIT_SECONDS": "3"}
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": experiment, "MODEL_LIB_MLFLOW_WAIT_SECONDS": "3",
+           **data_digests_env(prepared)}  # as launch sets it: the splits' .dir md5s  # fmt: skip
     job = subprocess.run(
         [str(BIN / "python"), "-c", "from model_lib.sagemaker.supervise import run_toolkit; import sys, pathlib; "
          f"sys.exit(run_toolkit(pathlib.Path({str(base)!r}), {env!r}))"],

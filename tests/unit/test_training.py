@@ -329,3 +329,13 @@ def test_loss_that_becomes_nan_stops_the_run_with_a_clear_error(data, tmp_path):
     with pytest.raises(ModelLibError, match=r"train: loss is nan at epoch 1, step [2-9]\d*; expected a finite loss") as caught:
         run(diverging, data, checkpoint_dir=tmp_path / "ckpt", verbose=0)
     assert "learning_rate" in str(caught.value)
+
+
+def test_a_run_logging_to_a_file_says_how_far_each_epoch_is(data, caplog, monkeypatch):
+    from model_lib import training
+
+    monkeypatch.setattr(training, "PROGRESS_SECONDS", 0.0)  # a line after every step instead of every minute
+    with caplog.at_level(logging.INFO, logger="model_lib.training"):
+        run(dataclasses.replace(FAST, epochs=1), data, verbose=2)
+    steps = -(-round(180 * 0.9) // FAST.batch_size)
+    assert f"epoch 1/1: step 1 of {steps}: accuracy " in caplog.text and f"step {steps - 1} of {steps}" in caplog.text
