@@ -19,13 +19,10 @@ from model_lib.sagemaker.options import LaunchOptions
 from model_lib.tracking.lineage import dir_md5
 from tests.conftest import BIN, REPO
 from tests.conftest import run_checked as run
+from tests.standins.sagemaker_worker import aws_account
 
 pytestmark = pytest.mark.integration
 
-TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-}
 SHARDS = ("part-00000.npz", "part-00001.npz", "nested/part-00002.npz")  # names carry nothing: any layout
 # The prepare stage of the tiny repo: the train channel a folder of SHARDS, every other channel one file.
 MAKE = f"""
@@ -47,7 +44,6 @@ for name, path in channel_paths("data/prepared").items():
 def dir_repo(moto_server, fake_sagemaker, tmp_path_factory):
     """A git + DVC repo whose prepare outputs (train: a directory) are in dvc.lock and pushed to a moto
     bucket, with an image in ECR and a role; a dict of repo, env, bucket, s3, session, options (in-process launch)."""
-    import boto3
 
     repo = tmp_path_factory.mktemp("dirrepo")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "AWS_"))}
@@ -63,12 +59,8 @@ def dir_repo(moto_server, fake_sagemaker, tmp_path_factory):
         GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@example.com",
     )
-    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
-    clients = {name: session.client(name, endpoint_url=moto_server) for name in ("s3", "ecr", "iam")}
     bucket = f"dirs-{repo.name.lower().replace('_', '-')[-16:]}"
-    clients["s3"].create_bucket(Bucket=bucket)
-    role = clients["iam"].create_role(RoleName=f"sm-{bucket}", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
-    ecr = clients["ecr"].create_repository(repositoryName=f"train-{bucket}")["repository"]["repositoryUri"]
+    session, clients, role, ecr = aws_account(moto_server, bucket)
     image = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"})
     clients["ecr"].put_image(repositoryName=f"train-{bucket}", imageManifest=image, imageTag="cpu-test")
 

@@ -100,6 +100,19 @@ class SageMakerWorker(threading.Thread):
         self.fake.end(name, end.pop("status"), **end)
 
 
+def aws_account(moto_server: str, bucket: str) -> tuple[Any, dict[str, Any], str, str]:
+    """Make, on moto, what terraform/ makes: the bucket, a SageMaker role and an ECR repository
+    (``train-<bucket>``); return the boto3 session, its s3/ecr/iam clients, the role ARN and the repository URI."""
+    import boto3
+
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    clients = {name: session.client(name, endpoint_url=moto_server) for name in ("s3", "ecr", "iam")}
+    clients["s3"].create_bucket(Bucket=bucket)
+    role = clients["iam"].create_role(RoleName=f"sm-{bucket}", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
+    ecr = clients["ecr"].create_repository(repositoryName=f"train-{bucket}")["repository"]["repositoryUri"]
+    return session, clients, role, ecr
+
+
 @contextlib.contextmanager
 def remote_repo(
     folder: Path, params: dict[str, dict[str, Any]], moto_server: str, fake: FakeSageMaker
@@ -108,17 +121,12 @@ def remote_repo(
     in moto, a real MLflow server of its own (no experiment yet) and a running :class:`SageMakerWorker`:
     a dict of repo, env (with the train stage switched to SageMaker), bucket, s3, worker, uri, fake,
     session (boto3) and repository (the ECR repository: a new commit needs its image tag there)."""
-    import boto3
 
     copy = folder / "repo"
     copy.mkdir()
     env = git_copy_of_repo(copy, params)
-    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
-    clients = {name: session.client(name, endpoint_url=moto_server) for name in ("s3", "ecr", "iam")}
     bucket = f"remote-{folder.name.lower().replace('_', '-')[-20:]}"
-    clients["s3"].create_bucket(Bucket=bucket)
-    role = clients["iam"].create_role(RoleName=f"sm-{bucket}", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
-    ecr = clients["ecr"].create_repository(repositoryName=f"train-{bucket}")["repository"]["repositoryUri"]
+    session, clients, role, ecr = aws_account(moto_server, bucket)
     outputs = {"ecr_repository_url": ecr, "sagemaker_role_arn": role, "bucket_name": bucket}
     (copy / "tf-outputs.json").write_text(json.dumps({k: {"value": v} for k, v in outputs.items()}))
     (copy / ".gitignore").write_text((copy / ".gitignore").read_text() + "/tf-outputs.json\n")
