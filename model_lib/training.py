@@ -653,6 +653,10 @@ def _run(
     seconds = time.perf_counter() - started
     if run.best is not None:
         model.set_weights(run.best)
+    # The padded validation slice (reviews x max_length ids) is not needed by the views fitted next:
+    # let it go before they build their matrices, the run's memory peak.
+    del x_val, y_val, rows
+    run.validation = (np.zeros((0, 0), np.int32), np.zeros(0, np.float32), None, 1)
     shipped = assemble.shipped_model(
         distributed.local_model(model, parallel), data, config, hp, fit_views=parallel.is_coordinator
     )
