@@ -146,12 +146,16 @@ def test_sdk_local_mode_trains_in_the_image(
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    # One folder per channel: the SDK mounts a file:// channel's folder, not the file.
+    # One folder per channel: the SDK mounts a file:// channel's folder, not the file; a split is a folder already.
     channels = {}
     for name, path in write_prepared(tmp_path / "prepared").items():
-        (tmp_path / "channels" / name).mkdir(parents=True)
-        shutil.copy2(path, tmp_path / "channels" / name / path.name)
-        channels[name] = f"file://{tmp_path / 'channels' / name}"
+        folder = tmp_path / "channels" / name
+        if path.is_dir():
+            shutil.copytree(path, folder)
+        else:
+            folder.mkdir(parents=True)
+            shutil.copy2(path, folder / path.name)
+        channels[name] = f"file://{folder}"
     (tmp_path / "root").mkdir()
     session = LocalSession()
     session.config = {"local": {"local_code": True, "container_root": str(tmp_path / "root")}}
