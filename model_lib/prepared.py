@@ -101,10 +101,10 @@ class Split:
     def padded(self, rows: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
         """Return the reviews ``rows`` (all if None) as int32 ids of shape (len(rows), max_length),
         'pre'-padded with 0: exactly what ``Vocabulary.encode`` returns for their texts."""
-        rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
-        out = np.zeros((len(rows), self.max_length), dtype=np.int32)
-        for first in range(0, len(rows), _ROWS_AT_A_TIME):  # bounds the index arrays below
-            chosen = rows[first : first + _ROWS_AT_A_TIME]
+        indices: np.ndarray = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
+        out = np.zeros((len(indices), self.max_length), dtype=np.int32)
+        for first in range(0, len(indices), _ROWS_AT_A_TIME):  # bounds the index arrays below
+            chosen = indices[first : first + _ROWS_AT_A_TIME]
             starts = self.offsets[chosen]
             lengths = self.offsets[chosen + 1] - starts
             total = int(lengths.sum())
