@@ -126,7 +126,10 @@ class Channel:
         Raises:
             SageMakerEnvironmentError: if the folder is missing or empty or (a one-file channel) holds several files.
         """
-        return self.folder if self.files and directory else self.file
+        if not directory:
+            return self.file
+        self.files  # noqa: B018  # raises for a missing or empty folder, as a one-file channel does
+        return self.folder
 
 
 @dataclasses.dataclass(frozen=True)
