@@ -164,10 +164,11 @@ def test_four_queued_experiments_run_as_four_overlapping_jobs_each_tracked_and_p
 
     # Nothing is left to launch: a second start of the queue sends no job. Its output goes to a file: the
     # worker it starts can stay idle holding its stdout (seen once in CI), so a pipe would never close.
-    with (repo.parent / "run-all-again.log").open("w") as log:
+    again_log = repo.parent / "run-all-again.log"
+    with again_log.open("w") as log:
         command = ["dvc", "exp", "run", "--run-all", "--jobs", "4"]
         again = subprocess.run(command, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300)
-    assert again.returncode == 0, (repo.parent / "run-all-again.log").read_text()[-3000:]
+    assert again.returncode == 0, again_log.read_text()[-3000:]
     time.sleep(2)
     assert worker.started == jobs
     subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
