@@ -65,7 +65,33 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:  # pragma: no cover - a process of another user reused the id
         return True
-    return True
+    return _member_running(pgid)
+
+
+def _member_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is still running, not only exited and waiting to be reaped.
+
+    The toolkit's ``train`` dies at once on SIGTERM, so the training script is an orphan when it
+    exits, and its parent is then PID 1. tini in the image reaps it at once; the PID 1 of a desktop
+    or CI machine may take seconds (measured: 2 s here), and a zombie still answers ``killpg(pgid, 0)``.
+    Where there is no /proc, that answer is all there is.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # pragma: no cover - not Linux
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:  # gone while we looked
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def signal_group(pgid: int, signum: int) -> None:

@@ -2,6 +2,7 @@
 steps and during a checkpoint write, or stopped with SIGTERM, and restarted on the same base dir,
 ends with bitwise the weights of a job never interrupted, in one MLflow run."""
 
+import contextlib
 import json
 import os
 import random
@@ -111,6 +112,18 @@ def test_job_killed_three_times_ends_with_the_uninterrupted_weights_in_one_mlflo
     assert checkpoints.latest(base / "checkpoints") is None
 
 
+def running_in_group(pgid: int) -> list[int]:
+    """PIDs of group ``pgid`` still running; one that exited and awaits its reaping is not."""
+    import psutil
+
+    running = []
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                running.append(process.pid)
+    return running
+
+
 def model_lib_job(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(BIN / "model-lib"), "sagemaker-local", "--source-dir", str(REPO / "entry_point"), *args],
@@ -136,7 +149,7 @@ def test_sigterm_saves_the_state_exits_within_10_s_and_the_rerun_resumes(prepare
     stopped_after = time.monotonic() - sent
     output = job.stdout.read()
     assert code == 128 + signal.SIGTERM, output[-3000:]
-    assert stopped_after < 10
+    assert stopped_after < 10, f"stopped {stopped_after:.1f} s after SIGTERM:\n{output[-3000:]}"
     assert "SIGTERM received: saving the training state" in output  # the signal reached the training script
     newest = checkpoints.latest(base / "checkpoints")
     assert newest is not None and newest.state["step"] + newest.state["epoch"] > 0
@@ -169,6 +182,5 @@ def test_the_toolkit_does_not_pass_sigterm_on_so_the_job_wait_does(prepared, tmp
     time.sleep(1.0)
     os.killpg(process.pid, 0)  # still there: the orphaned training script trains on
     assert wait_for_job(process, timeout=600) == 128 + signal.SIGTERM
-    with pytest.raises(ProcessLookupError):
-        os.killpg(process.pid, 0)  # nobody is left in the job's process group
+    assert running_in_group(process.pid) == []  # nobody is left running in the job's process group
     assert (base / "model" / "model.keras").is_file()  # the orphan finished and wrote the model
