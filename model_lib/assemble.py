@@ -33,7 +33,14 @@ class Shipped:
     seconds: float
 
 
-def views(data: PreparedData, config: TrainConfig, hp: dict[str, Any]) -> list[tuple[LinearView, float]]:
+def has_views(hp: dict[str, Any]) -> bool:
+    """Return whether the hyperparameters ``hp`` give the shipped model NB-SVM views (a weight above 0)."""
+    return bool(hp["nb_view_weight"] > 0 or hp["nb_crop_view_weight"] > 0)
+
+
+def views(
+    data: PreparedData, config: TrainConfig, hp: dict[str, Any], sample: tuple[np.ndarray, np.ndarray] | None = None
+) -> list[tuple[LinearView, float]]:
     """Return the ensemble's (view, weight) pairs: an NB-SVM fitted on the training reviews, and one
     fitted on every review once whole and once cropped (so that it learns short texts too).
 
@@ -41,10 +48,13 @@ def views(data: PreparedData, config: TrainConfig, hp: dict[str, Any]) -> list[t
     The views are fitted on at most ``config.nb_view_reviews`` training reviews (above it, a sample
     drawn from (seed, "views"), kept in split order): their sparse matrices and the logistic
     regression grow with the reviews, and memory must not. The crops are drawn from (seed, epochs),
-    so the same config fits the same views.
+    so the same config fits the same views. ``sample`` is those reviews padded, and their labels,
+    when this process does not hold them all (a host of a sharded split: model_lib.shards).
     """
-    rows = view_rows(len(data.train), config.nb_view_reviews, config.seed)
-    x, y = data.train.padded(rows), data.train.labels[rows]
+    if sample is None:
+        rows = view_rows(len(data.train), config.nb_view_reviews, config.seed)
+        sample = (data.train.padded(rows), data.train.labels[rows])
+    x, y = sample
     vocab, buckets, order = data.vocabulary.size, config.ngram_buckets, config.ngram_order
     whole = ngram_matrix(x, vocab, buckets, order)
     fitted = []
@@ -69,25 +79,33 @@ def view_rows(reviews: int, most: int, seed: int) -> np.ndarray:
 
 
 def shipped_model(
-    model: keras.Model, data: PreparedData, config: TrainConfig, hp: dict[str, Any], *, fit_views: bool = True
+    model: keras.Model,
+    data: PreparedData,
+    config: TrainConfig,
+    hp: dict[str, Any],
+    *,
+    fit_views: bool = True,
+    view_sample: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Shipped:
     """Return the model to ship built around the trained ``model`` (a model of this process alone).
 
     With ``fit_views`` and a view weight above 0 the NB-SVM views join ``model`` in an ensemble
-    (a cluster's workers pass False: their models are not kept). On the TensorFlow backend the
+    (a cluster's workers pass False: their models are not kept), fitted on ``view_sample`` when
+    given (see :func:`views`). On the TensorFlow backend the
     raw-string model wraps the result; elsewhere ``raw_model`` is None and
     :func:`model_lib.export.save_raw_string_model` builds it in a TensorFlow process.
     """
     from model_lib.export import raw_string_model
 
     seconds = 0.0
-    if fit_views and (hp["nb_view_weight"] > 0 or hp["nb_crop_view_weight"] > 0):
+    if fit_views and has_views(hp):
         began = time.perf_counter()
-        model = with_views(model, views(data, config, hp), buckets=config.ngram_buckets, order=config.ngram_order)
+        fitted = views(data, config, hp, view_sample)
+        model = with_views(model, fitted, buckets=config.ngram_buckets, order=config.ngram_order)
         seconds = time.perf_counter() - began
         logger.info("NB-SVM views fitted in %.1f s", seconds)
     raw = raw_string_model(model, data.vocabulary, data.max_length) if keras.backend.backend() == "tensorflow" else None
     return Shipped(model, raw, seconds)
 
 
-__all__ = ["Shipped", "shipped_model", "view_rows", "views"]
+__all__ = ["Shipped", "has_views", "shipped_model", "view_rows", "views"]

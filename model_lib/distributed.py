@@ -205,7 +205,9 @@ def _padded_size(count: int, multiple: int) -> int:
     return -(-count // multiple) * multiple
 
 
-def host_batch(batch: np.ndarray, parallel: Parallelism) -> tuple[np.ndarray, np.ndarray | None]:
+def host_batch(
+    batch: np.ndarray, parallel: Parallelism, owners: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Return this process's rows of a global ``batch`` (indices) and their sample weights.
 
     One process on one device: the batch itself and None (the loop feeds exactly what it fed before).
@@ -213,7 +215,13 @@ def host_batch(batch: np.ndarray, parallel: Parallelism) -> tuple[np.ndarray, np
     device count; a batch that does not divide (an epoch's last) is padded with copies of its first
     row at weight 0, and its real rows get weight padded/real, so that the mean loss, and with it
     the gradient, is the one of the real rows (the rule Keras uses for masks).
+
+    ``owners`` (the process holding each row of ``batch``, when each host holds some of the data:
+    :mod:`model_lib.shards`) cuts the batch by owner instead: each process feeds the rows it holds,
+    padded to the largest share, so the global batch holds every real row once.
     """
+    if owners is not None and parallel.process_count > 1:
+        return _owned_rows(batch, parallel, owners)
     if not parallel.distributed:
         return batch, None
     share = _padded_size(_padded_size(len(batch), parallel.process_count) // parallel.process_count, parallel.local_devices)
@@ -225,6 +233,20 @@ def host_batch(batch: np.ndarray, parallel: Parallelism) -> tuple[np.ndarray, np
     if padded == len(batch):
         return rows[mine], None
     return rows[mine], weights[mine]
+
+
+def _owned_rows(batch: np.ndarray, parallel: Parallelism, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    counts = np.bincount(owners, minlength=parallel.process_count)
+    share = _padded_size(max(int(counts.max()), 1), parallel.local_devices)
+    padded = share * parallel.process_count
+    mine = batch[owners == parallel.process_index]
+    if padded == len(batch):  # every process holds as many rows of it: nothing to pad
+        return mine, None
+    filler = mine[0] if len(mine) else batch[0]  # a host that owns none feeds a row of 0 weight
+    rows = np.concatenate([mine, np.full(share - len(mine), filler, dtype=batch.dtype)])
+    weights = np.zeros(share, dtype="float32")
+    weights[: len(mine)] = padded / len(batch)
+    return rows, weights
 
 
 def validation_feed(

@@ -82,17 +82,20 @@ def check_run_outputs(paths: RunPaths) -> None:
         check_output_folder(paths.reports, "the reports")
 
 
-def load_checked(config: TrainConfig, files: Mapping[str, str | os.PathLike[str]]) -> PreparedData:
+def load_checked(
+    config: TrainConfig, files: Mapping[str, str | os.PathLike[str]], *, some_parts: bool = False
+) -> PreparedData:
     """Return the prepared data, after checking (from the file headers alone) that ``config`` can
-    train on them.
+    train on them. With ``some_parts`` (a host of a multi-host job, whose train channel may be
+    sharded) the train folder may hold some parts of its split: training makes it whole (model_lib.shards).
 
     Raises:
         ConfigError: if a hyperparameter cannot work with these data (found before they load).
         DataError: if a file is missing or malformed, or the files do not fit together.
     """
     effective_hyperparameters(config)  # raises for hyperparameters that cannot work together
-    check_train_fits_data(config, split_shape(files["train"]))
-    return load_prepared(files["train"], files["test"], files["vocab"], files["embeddings"])
+    check_train_fits_data(config, split_shape(files["train"], some_parts=some_parts))
+    return load_prepared(files["train"], files["test"], files["vocab"], files["embeddings"], some_parts=some_parts)
 
 
 def evaluate_model(
@@ -191,7 +194,7 @@ def _train_and_record_holding_the_folder(
 
     if register_model:
         _check_registration(register_model, track)
-    data = load_checked(config, files)
+    data = load_checked(config, files, some_parts=cluster is not None and cluster.multi_host)
     tracker, lineage = _open_tracker(track, files, paths, training.fingerprint(config, data), tags, data_origin.digests)
     # Each host of a multi-host job its own series (system/<host>/...); one host: system/...
     node = cluster.current_host if cluster is not None and cluster.multi_host else None
@@ -316,7 +319,7 @@ def train_as_worker(
     from model_lib.tracking import host_monitor, system_metrics_settings
 
     system_metrics_settings()  # a bad switch fails here, before training, as on the coordinator
-    data = load_checked(config, files)
+    data = load_checked(config, files, some_parts=cluster.multi_host)
     result = training.run(
         config, data, verbose=verbose, cluster=cluster,
         while_training=lambda run_id: host_monitor(run_id, node=cluster.current_host),

@@ -137,6 +137,16 @@ def nb_log_count_ratios(
     unpadded id lists, one per label) is read once, a chunk of reviews at a time: memory holds the
     two count tables, not a matrix of every review's n-grams.
     """
+    positive, negative = nb_review_counts(ids, labels, vocab_size, buckets, order)
+    return _ratios(positive, negative, alpha=alpha, min_count=min_count)
+
+
+def nb_review_counts(
+    ids: Iterable[np.ndarray], labels: np.ndarray, vocab_size: int, buckets: int, order: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (positive, negative): how many positive and how many negative reviews hold each n-gram
+    id (float64 of whole numbers), read as :func:`nb_log_count_ratios` reads ``ids``. Counts of
+    disjoint sets of reviews add up to those of their union (how hosts holding shards combine them)."""
     labels = np.asarray(labels)
     size = vocab_size + buckets * (order - 1)
     positive, negative = np.zeros(size, np.float64), np.zeros(size, np.float64)
@@ -148,7 +158,7 @@ def nb_log_count_ratios(
         positive += np.bincount(columns[is_positive], minlength=size)
         negative += np.bincount(columns[~is_positive], minlength=size)
         start += len(chunk)
-    return _ratios(positive, negative, alpha=alpha, min_count=min_count)
+    return positive, negative
 
 
 _COUNT_CHUNK = 4096  # reviews whose n-grams are counted at a time
@@ -286,9 +296,12 @@ def ngram_glove(
 
 def ngram_glove_fitted(hyperparameters: Mapping[str, Any], fit: SplitRows, vocab_size: int) -> dict[str, Any]:
     """Return what :func:`ngram_glove` needs fitted on the fit rows ``fit``: its ``ngram_weights``,
-    the NB log-count ratios of :func:`nb_log_count_ratios`."""
+    the NB log-count ratios of :func:`nb_log_count_ratios`, of the counts of every host's rows when
+    each host holds some (``fit.across_hosts``)."""
     buckets, order = hyperparameters["ngram_buckets"], hyperparameters["ngram_order"]
-    return {"ngram_weights": nb_log_count_ratios(fit.rows(), fit.labels, vocab_size, buckets, order)}
+    positive, negative = nb_review_counts(fit.rows(), fit.labels, vocab_size, buckets, order)
+    positive, negative = fit.across_hosts(positive), fit.across_hosts(negative)
+    return {"ngram_weights": _ratios(positive, negative, alpha=1.0, min_count=2)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
 import zipfile
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +77,13 @@ class Split:
     labels: np.ndarray
     max_length: int
     vocabulary: str | None = None
+    # The crc32 of each part it was read from, in part order (None: made in memory): the data's
+    # identity, the same whether one host read every part or each host some (model_lib.shards).
+    part_digests: tuple[int, ...] | None = None
+    # Only some parts of a split are here (a host's share of a sharded channel): which (None: all).
+    held: HeldParts | None = None
+    # The process that holds each row, when the hosts of a cluster each hold some (model_lib.shards).
+    owners: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -136,12 +145,37 @@ _ROWS_AT_A_TIME = 4096
 
 
 @dataclasses.dataclass(frozen=True)
+class HeldParts:
+    """Which parts of a split a :class:`Split` of some of them holds, in the order it holds them."""
+
+    index: tuple[int, ...]  # each held part's number in its split
+    first_row: tuple[int, ...]  # the split row of its first review
+    rows: tuple[int, ...]  # its reviews
+    parts: int  # the parts of the whole split
+    split_rows: int  # the reviews of the whole split
+
+
+def part_digest(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> int:
+    """Return the crc32 of one part's reviews: its ids, review lengths and labels."""
+    digest = zlib.crc32(np.ascontiguousarray(ids, dtype=np.int32).data)
+    digest = zlib.crc32(np.ascontiguousarray(np.diff(offsets), dtype=np.int64).data, digest)
+    return zlib.crc32(np.ascontiguousarray(labels, dtype=np.int8).data, digest)
+
+
+def _as_they_are(counts: np.ndarray) -> np.ndarray:
+    return counts
+
+
+@dataclasses.dataclass(frozen=True)
 class SplitRows:
     """Some reviews of a split, by row, without a copy of their ids: what a model's fitter reads
     (:data:`model_lib.registry.Fitter`)."""
 
     split: Split
     indices: np.ndarray
+    # Sums counts (whole numbers, one array per host) over the hosts of a cluster that each hold
+    # some of the rows (model_lib.shards); the counts as they are otherwise.
+    across_hosts: Callable[[np.ndarray], np.ndarray] = _as_they_are
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -221,8 +255,11 @@ class PreparedData:
             raise DataError(f"{self.sources['test']}: the split is empty; expected encoded reviews")
         for name, split in (("train", self.train), ("test", self.test)):
             check_split_values(split.ids, split.labels, self.sources[name])
-        check_both_labels(self.train.labels, f"{self.sources['train']}: y: the split")
-        if not self.train.ids.size or int(self.train.ids.max()) <= OOV_ID:
+        if self.train.held is None:  # some parts: checked once every host's labels are known (model_lib.shards)
+            check_both_labels(self.train.labels, f"{self.sources['train']}: y: the split")
+        # A host of a sharded split may own none of its rows (model_lib.shards): its ids are the others'.
+        ids = self.train.ids
+        if (not ids.size and self.train.owners is None) or (ids.size and int(ids.max()) <= OOV_ID):
             raise DataError(
                 f"{self.sources['train']}: x: every id is padding or OOV (0 or 1); expected ids of vocabulary tokens "
                 f"(2 to {self.vocabulary.size - 1})"
@@ -380,8 +417,9 @@ def _read_part(file: Path) -> _Part:
     return part
 
 
-def _parts(path: str | os.PathLike[str]) -> list[_Part]:
-    """Return the parts of the split folder ``path`` in order, checked to make one whole split.
+def _parts(path: str | os.PathLike[str], some_parts: bool = False) -> list[_Part]:
+    """Return the parts of the split folder ``path`` in order, checked to make one whole split
+    (with ``some_parts``: some parts of one split, each once).
 
     Raises:
         DataError: naming the folder and the part that is missing, repeated or does not belong.
@@ -395,6 +433,8 @@ def _parts(path: str | os.PathLike[str]) -> list[_Part]:
                     f"{path}: {part.file.name} and {first.file.name} are parts of different splits ({field} "
                     f"{getattr(part, field)} and {getattr(first, field)}); expected the parts of one prepare run"
                 )
+    if some_parts:
+        return _some_parts(path, parts)
     indices = [part.index for part in parts]
     for expected, (index, part) in enumerate(zip(indices, parts)):
         if index != expected:
@@ -413,13 +453,36 @@ def _parts(path: str | os.PathLike[str]) -> list[_Part]:
     return parts
 
 
-def load_split(path: str | os.PathLike[str]) -> Split:
-    """Return the encoded split in the folder ``path``.
+def _some_parts(path: str | os.PathLike[str], parts: list[_Part]) -> list[_Part]:
+    """Return ``parts`` (in order, of one split), checked to hold each part once and to place it in the split.
 
     Raises:
-        DataError: if the folder is missing, or its parts are not those of one whole split.
+        DataError: naming the folder and the part that is repeated or misplaced.
     """
-    parts = _parts(path)
+    for before, part in itertools.pairwise(parts):
+        if part.index == before.index:
+            raise DataError(f"{path}: part {part.index} of {part.parts} appears twice ({part.file}); expected each part once")
+    for part in parts:
+        if not (0 <= part.index < part.parts and 0 <= part.first_row <= part.split_rows - len(part.labels)):
+            raise DataError(
+                f"{part.file}: part {part.index} of {part.parts} at review {part.first_row} of {part.split_rows}: "
+                "not a place in its split"
+            )
+    return parts
+
+
+def load_split(path: str | os.PathLike[str], *, some_parts: bool = False) -> Split:
+    """Return the encoded split in the folder ``path``.
+
+    With ``some_parts`` the folder may hold only some of the split's parts (a host's share of a
+    sharded channel): the split then holds their reviews, in part order, and says which in ``held``
+    (None when every part is there).
+
+    Raises:
+        DataError: if the folder is missing, or its parts are not those of one whole split (with
+            ``some_parts``: of one split, each once).
+    """
+    parts = _parts(path, some_parts)
     sizes = [int(part.offsets[-1]) for part in parts]
     ids = np.empty(sum(sizes), dtype=np.int32)  # filled part by part: no second copy of the split
     start = 0
@@ -437,7 +500,18 @@ def load_split(path: str | os.PathLike[str]) -> Split:
     bases = np.cumsum([0, *sizes[:-1]])
     offsets = np.concatenate([[0], *(part.offsets[1:] + base for part, base in zip(parts, bases))]).astype(np.int64)
     labels = np.concatenate([part.labels for part in parts]).astype(np.int8)
-    return Split(ids, offsets, labels, parts[0].max_length, parts[0].vocabulary)
+    bounds = np.cumsum([0, *(len(part.labels) for part in parts)])
+    digests = tuple(
+        part_digest(ids[offsets[a] : offsets[b]], offsets[a : b + 1], labels[a:b]) for a, b in itertools.pairwise(bounds)
+    )
+    first = parts[0]
+    held = None
+    if len(parts) < first.parts:
+        held = HeldParts(
+            tuple(p.index for p in parts), tuple(p.first_row for p in parts), tuple(len(p.labels) for p in parts),
+            first.parts, first.split_rows,
+        )  # fmt: skip
+    return Split(ids, offsets, labels, first.max_length, first.vocabulary, digests, held)
 
 
 def split_vocabulary(path: str | os.PathLike[str]) -> str | None:
@@ -449,13 +523,14 @@ def split_vocabulary(path: str | os.PathLike[str]) -> str | None:
     return _parts(path)[0].vocabulary
 
 
-def split_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """Return (reviews, max_length) of a split from its parts' small members (no ids are read).
+def split_shape(path: str | os.PathLike[str], *, some_parts: bool = False) -> tuple[int, int]:
+    """Return (reviews, max_length) of a split from its parts' small members (no ids are read); the
+    reviews of the whole split, also when the folder holds ``some_parts`` of it.
 
     Raises:
         DataError: if the folder is missing or is not an encoded split.
     """
-    parts = _parts(path)
+    parts = _parts(path, some_parts)
     return parts[0].split_rows, parts[0].max_length
 
 
@@ -489,15 +564,19 @@ def load_prepared(
     test: str | os.PathLike[str],
     vocab: str | os.PathLike[str],
     embeddings: str | os.PathLike[str],
+    *,
+    some_parts: bool = False,
 ) -> PreparedData:
     """Return the prepared data from its four files, checked to fit together.
+
+    With ``some_parts`` the train folder may hold only some parts of its split (see :func:`load_split`).
 
     Raises:
         DataError: if a file is missing or malformed, or the files do not fit together.
     """
     from model_lib.text import Vocabulary  # imports TensorFlow: only when the data are loaded
 
-    train_split, test_split = load_split(train), load_split(test)
+    train_split, test_split = load_split(train, some_parts=some_parts), load_split(test)
     vocabulary = Vocabulary.load(vocab)
     sources = {"train": str(train), "test": str(test), "vocab": str(vocab), "embeddings": str(embeddings)}
     data = PreparedData(train_split, test_split, vocabulary, load_embedding_matrix(embeddings), sources)

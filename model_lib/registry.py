@@ -30,7 +30,9 @@ SEED_CNN_LENGTH = 1000  # seed_cnn's pooling sizes 5/5/35 need exactly this many
 DataCheck = Callable[["TrainConfig", tuple[int, ...]], None]
 # A fitter: (effective hyperparameters, the fit rows as a model_lib.prepared.SplitRows, vocabulary size)
 # -> the builder's keyword arguments learnt from the fit split (read it with .rows() and .labels: a
-# large split does not fit in memory padded).
+# large split does not fit in memory padded). On a cluster whose hosts each hold some rows (a sharded
+# channel), .rows() yields this host's ids and an empty list for every other row, while .labels are
+# all of them: a fitter that counts passes its counts through .across_hosts to get the whole split's.
 Fitter = Callable[[Mapping[str, Any], "SplitRows", int], dict[str, Any]]
 
 

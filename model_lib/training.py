@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import keras
 import numpy as np
 
-from model_lib import assemble, checkpoints, distributed, registry
+from model_lib import assemble, checkpoints, distributed, registry, shards
 from model_lib.augment import cropped as _cropped
 from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
@@ -70,10 +70,17 @@ def fingerprint(config: TrainConfig, data: PreparedData) -> dict[str, Any]:
     A checkpoint is resumed only by a run with the same fingerprint.
     """
     values = {k: v for k, v in to_dict(config).items() if k not in _NOT_IN_FINGERPRINT}
-    digest = 0
-    for array in (data.train.ids, data.train.offsets, data.train.labels, data.embedding_matrix):
+    train, digest = data.train, 0
+    if train.part_digests is not None:  # read from parts: theirs, however the hosts shared them out
+        arrays: tuple[np.ndarray, ...] = (np.asarray(train.part_digests, dtype=np.uint32), data.embedding_matrix)
+    else:
+        arrays = (train.ids, train.offsets, train.labels, data.embedding_matrix)
+    if train.held is not None:  # some parts only (before model_lib.shards makes it whole): which
+        arrays = (np.asarray(train.held.index, dtype=np.int64), *arrays)
+    for array in arrays:
         digest = zlib.crc32(np.ascontiguousarray(array).data, digest)
-    values["data"] = f"{data.train.shape}:{len(data.vocabulary)}:{digest:08x}"
+    shape = train.shape if train.held is None else (train.held.split_rows, train.max_length)
+    values["data"] = f"{shape}:{len(data.vocabulary)}:{digest:08x}"
     return values
 
 
@@ -126,7 +133,13 @@ def _validation_split(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarra
     return np.sort(fit), np.sort(val)
 
 
-def _compiled_model(config: TrainConfig, hp: dict[str, Any], data: PreparedData, fit_idx: np.ndarray) -> keras.Model:
+def _compiled_model(
+    config: TrainConfig,
+    hp: dict[str, Any],
+    data: PreparedData,
+    fit_idx: np.ndarray,
+    parallel: distributed.Parallelism | None = None,
+) -> keras.Model:
     matrix = data.embedding_matrix
     if not config.glove_init:
         # Ablation: same shape and scale as GloVe, but no information in it.
@@ -134,7 +147,10 @@ def _compiled_model(config: TrainConfig, hp: dict[str, Any], data: PreparedData,
         matrix = rng.normal(0.0, float(matrix[FIRST_TOKEN_ID:].std()), matrix.shape).astype(np.float32)
         matrix[:FIRST_TOKEN_ID] = 0.0  # padding and OOV rows
     entry = registry.get(config.model)
-    fitted = entry.fitted_arguments(hp, SplitRows(data.train, fit_idx), matrix.shape[0])  # no copy of the split
+    fit = SplitRows(data.train, fit_idx)  # no copy of the split
+    if parallel is not None:
+        fit = dataclasses.replace(fit, across_hosts=shards.counts_summer(data.train, parallel))
+    fitted = entry.fitted_arguments(hp, fit, matrix.shape[0])
     model = entry.build(matrix, max_length=data.max_length, **entry.builder_arguments(hp), **fitted)
     optimizer = keras.optimizers.Adam(learning_rate=hp["learning_rate"], clipnorm=hp["clipnorm"])
     model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
@@ -507,7 +523,8 @@ def _train_step(run: _Run, state: TrainingState, order: np.ndarray, metrics: _Ep
     # Padded here, a batch at a time: the split holds each review's ids only.
     x = _cropped(run.data.train.padded(batch), run.hp["crop_share"], np.random.default_rng([seed, state.epoch, state.step]))
     y = run.data.train.labels[batch].astype("float32")
-    rows, weights = distributed.host_batch(np.arange(len(batch)), run.parallel)  # this host's shard
+    owners = None if run.data.train.owners is None else run.data.train.owners[batch]
+    rows, weights = distributed.host_batch(np.arange(len(batch)), run.parallel, owners)  # this host's shard
     logs = run.model.train_on_batch(x[rows], y[rows], sample_weight=weights, return_dict=True)
     _check_finite_loss(float(logs["loss"]), f"loss is {{}} at epoch {state.epoch + 1}, step {state.step + 1}")
     # The metric variables are the global batch's, padding included (every host feeds a shard of
@@ -621,14 +638,16 @@ def _run(
     run_id: str | None,
     parallel: distributed.Parallelism,
 ) -> TrainResult:
+    data = dataclasses.replace(data, train=shards.hollowed(data.train, parallel, data.sources["train"]))
     data.check()
     hp = effective_hyperparameters(config)
     _seed_everything(config.seed)
     fit_idx, val_idx = _validation_split(data.train.labels, config.validation_split, config.seed)
-    x_val, y_val = data.train.padded(val_idx), data.train.labels[val_idx].astype("float32")
+    x_val = shards.padded_everywhere(data.train, val_idx, parallel)
+    y_val = data.train.labels[val_idx].astype("float32")
     identity = fingerprint(config, data)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    model = _compiled_model(config, hp, data, fit_idx)
+    model = _compiled_model(config, hp, data, fit_idx, parallel)
 
     rows = np.zeros(parallel.local_devices, dtype=int)  # one probe row per local device (data parallelism splits it)
     generation = _shared_generation(checkpoints.latest(directory), identity, parallel)
@@ -657,8 +676,12 @@ def _run(
     # let it go before they build their matrices, the run's memory peak.
     del x_val, y_val, rows
     run.validation = (np.zeros((0, 0), np.int32), np.zeros(0, np.float32), None, 1)
+    view_sample = None
+    if data.train.owners is not None and assemble.has_views(hp):  # the coordinator fits them on rows of every host
+        view_rows = assemble.view_rows(len(data.train), config.nb_view_reviews, config.seed)
+        view_sample = (shards.padded_everywhere(data.train, view_rows, parallel), data.train.labels[view_rows])
     shipped = assemble.shipped_model(
-        distributed.local_model(model, parallel), data, config, hp, fit_views=parallel.is_coordinator
+        distributed.local_model(model, parallel), data, config, hp, fit_views=parallel.is_coordinator, view_sample=view_sample
     )
     saver = run.saver
     return TrainResult(

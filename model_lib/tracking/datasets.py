@@ -163,12 +163,13 @@ def describe_inputs(
 
 
 def _rows(path: str | os.PathLike[str]) -> int | None:
-    """Return the rows of an encoded split folder (from its parts' small members), or None if it is not one."""
+    """Return the rows of an encoded split folder (from its parts' small members; of the whole split
+    when a host holds some parts of it), or None if it is not one."""
     from model_lib.errors import DataError
     from model_lib.prepared import split_shape
 
     try:
-        return split_shape(path)[0]
+        return split_shape(path, some_parts=True)[0]
     except DataError:
         return None
 

@@ -13,16 +13,23 @@ import pytest
 
 from model_lib import checkpoints
 from model_lib.config import TrainConfig
-from model_lib.sagemaker.basedir import encode_hyperparameters, host_base_dirs, lay_out, loopback_hosts
+from model_lib.sagemaker.basedir import channel_dir, encode_hyperparameters, host_base_dirs, lay_out, loopback_hosts
 from model_lib.sagemaker.local import run_local, start_hosts
 from tests.conftest import BIN, REPO, write_prepared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Tiny, so that the three jobs here take about two minutes on two cores: 270 training reviews, 17
-# steps an epoch of global batch 16 (8 per host), the last step 3 reviews (a padded shard).
-HPS = {"epochs": 3, "batch_size": 16, "learning_rate": 0.01, "ngram_buckets": 1009, "patience": 5, "checkpoint_steps": 2}
-# Weights of two hosts differ from one host's only by the order of the gradient sum (measured: ~1e-7).
+# Tiny, so that the three jobs here take about two minutes on two cores: 270 training reviews in 3
+# parts (of 100, 100 and 70: the hosts get 2 and 1 of them, ShardedByS3Key), 17 steps an epoch of
+# global batch 16, each host feeding the rows it holds (padded to the larger share at weight 0).
+# No dropout: which mask falls on which review depends on where the review sits in the global
+# batch, and a host holding shards feeds its own rows, not the batch's first half, so with dropout
+# the two jobs are different draws of the same training (measured: weights 0.13 apart).
+HPS = {
+    "epochs": 3, "batch_size": 16, "learning_rate": 0.01, "ngram_buckets": 1009, "patience": 5, "checkpoint_steps": 2,
+    "dropout": 0.0,
+}  # fmt: skip
+# Weights of two hosts differ from one host's only by the order of the gradient sum (measured: 2.4e-7).
 TOLERANCE = 1e-5
 
 
@@ -52,6 +59,18 @@ def one_host(prepared, tmp_path_factory):
     return final_weights(base)
 
 
+def assert_disjoint_shares_of_every_part(folders, split):
+    """Each host's train channel holds parts no other host holds, and together every part, as the
+    channel is ShardedByS3Key in each host's inputdataconfig.json."""
+    shares = [{p.read_bytes() for p in channel_dir(folder, "train").rglob("*") if p.is_file()} for folder in folders.values()]
+    assert all(shares) and not set.intersection(*shares)
+    assert set.union(*shares) == {p.read_bytes() for p in split.iterdir()} and len(set.union(*shares)) == 3
+    for folder in folders.values():
+        config = json.loads((folder / "input" / "config" / "inputdataconfig.json").read_text())
+        distribution = {name: config[name]["S3DistributionType"] for name in ("train", "test")}
+        assert distribution == {"train": "ShardedByS3Key", "test": "FullyReplicated"}
+
+
 def model_lib_local(base, prepared, *extra, env=None):
     params = base.parent / "params.yaml"
     params.write_text(json.dumps({"train": HPS}), encoding="utf-8")  # JSON is YAML
@@ -72,6 +91,7 @@ def test_a_killed_worker_fails_the_job_with_the_reason_within_seconds_and_a_rest
     folders = host_base_dirs(base, hosts)
     for host, folder in folders.items():
         lay_out(folder, encode_hyperparameters(HPS), prepared, REPO / "entry_point", hosts=hosts, current_host=host)
+    assert_disjoint_shares_of_every_part(folders, prepared["train"])
     experiment = f"multi-{tmp_path.name}"  # the run the killed job opens, and its restart reopens
     tracking = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": experiment}
     tracking["MODEL_LIB_SYSTEM_METRICS_SECONDS"] = "1"

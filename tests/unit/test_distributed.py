@@ -57,3 +57,21 @@ def test_several_hosts_on_the_tensorflow_backend_are_refused_naming_the_backend(
         ConfigError, match="2 hosts: multi-host training needs the JAX backend \\(KERAS_BACKEND=jax\\), got 'tensorflow'"
     ):
         start(Cluster(hosts=("algo-1", "algo-2"), current_host="algo-2"))
+
+
+@pytest.mark.parametrize(
+    "owners,devices",
+    [([0, 1, 1, 0, 0, 0, 1, 0], 1), ([1, 1, 1], 1), ([0, 1, 0, 1], 1), ([0, 0, 0, 1, 1], 2)],
+)
+def test_a_batch_of_sharded_rows_is_cut_by_owner_every_row_once_on_its_host_keeping_the_mean(owners, devices):
+    batch, owners = np.arange(len(owners)), np.asarray(owners)
+    cut = [host_batch(batch, Parallelism(i, 2, devices), owners) for i in range(2)]
+    assert len({len(rows) for rows, _ in cut}) == 1 and len(cut[0][0]) % devices == 0
+    for host, (rows, weights) in enumerate(cut):
+        real = rows if weights is None else rows[weights > 0]
+        assert (owners[real] == host).all()  # each host feeds only rows it holds
+    rows = np.concatenate([r for r, _ in cut])
+    weights = np.concatenate([w if w is not None else np.ones(len(r)) for r, w in cut])
+    assert sorted(rows[weights > 0]) == list(batch)
+    losses = np.random.default_rng(len(batch)).random(len(batch))
+    assert np.isclose((weights * losses[rows]).sum() / len(rows), losses.mean())

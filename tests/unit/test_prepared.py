@@ -173,3 +173,23 @@ def test_evaluate_command_on_a_split_of_one_class_says_the_auc_is_undefined(tmp_
     out = capsys.readouterr().out
     assert "ROC AUC undefined (one class), predicted in " in out and out.rstrip().endswith("-> reports/")
     assert (tmp_path / "reports" / "roc.csv").read_text() == "fpr,tpr,threshold\n"
+
+
+def test_a_host_holding_some_parts_loads_them_and_knows_which_and_where_they_go(tmp_path):
+    split = Split.from_padded(np.arange(1, 31, dtype=np.int32).reshape(10, 3), np.arange(10) % 2)
+    write_split(tmp_path / "whole", split, shard_reviews=4)  # parts of 4, 4 and 2 reviews
+    (tmp_path / "share").mkdir()
+    for name in ("part-00000.npz", "part-00002.npz"):
+        shutil.copy(tmp_path / "whole" / name, tmp_path / "share" / name)
+    with pytest.raises(DataError, match=r"share: part 1 of 3 is missing"):
+        load_split(tmp_path / "share")
+    some = load_split(tmp_path / "share", some_parts=True)
+    assert some.held is not None and (some.held.index, some.held.first_row, some.held.rows) == ((0, 2), (0, 8), (4, 2))
+    assert (some.held.parts, some.held.split_rows) == (3, 10) and split_shape(tmp_path / "share", some_parts=True) == (10, 3)
+    np.testing.assert_array_equal(some.padded(), split.padded([0, 1, 2, 3, 8, 9]))
+    whole = load_split(tmp_path / "whole", some_parts=True)  # every part there: a whole split
+    assert whole.held is None and whole.part_digests is not None
+    assert (some.part_digests[0], some.part_digests[1]) == (whole.part_digests[0], whole.part_digests[2])
+    shutil.copy(tmp_path / "whole" / "part-00000.npz", tmp_path / "share" / "again.npz")
+    with pytest.raises(DataError, match=r"share: part 0 of 3 appears twice"):
+        load_split(tmp_path / "share", some_parts=True)
