@@ -27,26 +27,35 @@ from model_lib.prepared import Split, check_both_labels
 _ROWS_AT_A_TIME = 4096  # rows of padded ids summed across hosts at once: bounds the gathered arrays
 
 
-def summed(values: np.ndarray, parallel: distributed.Parallelism) -> np.ndarray:
+# Every process's int32 array of the same shape, stacked (processes first), on every process.
+Gather = Callable[[np.ndarray], np.ndarray]
+
+
+def _all_processes(values: np.ndarray) -> np.ndarray:
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(values))
+
+
+def summed(values: np.ndarray, parallel: distributed.Parallelism, gather: Gather = _all_processes) -> np.ndarray:
     """Return the element-wise sum of ``values`` (int32, the same shape on every process) over the processes."""
     if parallel.process_count == 1:
         return values
-    from jax.experimental import multihost_utils
-
-    gathered = multihost_utils.process_allgather(np.ascontiguousarray(values, dtype=np.int32))
-    return np.asarray(gathered).sum(axis=0, dtype=np.int64).astype(np.int32)
+    gathered = gather(np.ascontiguousarray(values, dtype=np.int32))
+    return gathered.sum(axis=0, dtype=np.int64).astype(np.int32)
 
 
-def hollowed(split: Split, parallel: distributed.Parallelism, where: str = "train") -> Split:
+def hollowed(split: Split, parallel: distributed.Parallelism, where: str = "train", gather: Gather = _all_processes) -> Split:
     """Return ``split`` as the whole split it is some parts of, holding this host's rows (see the module docstring).
 
     ``split`` is returned as it is when no process holds only some parts (every host read
-    everything, or there is one process). Every process must call this at the same point.
+    everything, or there is one process). Every process must call this at the same point;
+    ``gather`` is how they exchange arrays (JAX's, once jax.distributed is up).
 
     Raises:
         DataError: naming ``where``, if a part of the split is on no host, or the split then holds one class only.
     """
-    if not distributed.any_process(split.held is not None, parallel):
+    if parallel.process_count == 1 or not summed(np.asarray([split.held is not None], np.int32), parallel, gather)[0]:
         return split
     if split.held is None:  # this host holds every part: the held parts are all of them
         raise DataError(
@@ -54,7 +63,9 @@ def hollowed(split: Split, parallel: distributed.Parallelism, where: str = "trai
             "read the channel the same way (all ShardedByS3Key or all FullyReplicated)"
         )
     held = split.held
-    holders = _gathered_masks(held.index, held.parts, parallel)
+    mine = np.zeros(held.parts, dtype=np.int32)
+    mine[list(held.index)] = 1
+    holders = gather(mine).reshape(parallel.process_count, held.parts)
     nowhere = np.flatnonzero(holders.sum(axis=0) == 0)
     if len(nowhere):
         raise DataError(
@@ -68,7 +79,7 @@ def hollowed(split: Split, parallel: distributed.Parallelism, where: str = "trai
     for i in owned:
         rows[held.index[i]] = held.rows[i]
         digests[held.index[i]] = np.uint32(split.part_digests[i] if split.part_digests else 0).view(np.int32)
-    rows, digests = summed(rows, parallel), summed(digests, parallel)
+    rows, digests = summed(rows, parallel, gather), summed(digests, parallel, gather)
     first_rows = np.concatenate([[0], np.cumsum(rows)[:-1]])
     if int(rows.sum()) != held.split_rows:
         raise DataError(f"{where}: the parts on all hosts hold {int(rows.sum())} reviews, their split {held.split_rows}")
@@ -87,7 +98,7 @@ def hollowed(split: Split, parallel: distributed.Parallelism, where: str = "trai
         labels[into] = split.labels[a:b]
         lengths[into] = np.diff(split.offsets[a : b + 1])
         pieces.append(split.ids[split.offsets[a] : split.offsets[b]])
-    labels = summed(labels, parallel).astype(np.int8)
+    labels = summed(labels, parallel, gather).astype(np.int8)
     check_both_labels(labels, f"{where}: y: the split on all hosts")
     ids = pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
     return dataclasses.replace(
@@ -116,16 +127,9 @@ def counts_summer(split: Split, parallel: distributed.Parallelism) -> Callable[[
     return across_hosts
 
 
-def _gathered_masks(index: tuple[int, ...], parts: int, parallel: distributed.Parallelism) -> np.ndarray:
-    """Return (processes, parts): 1 where a process holds a part."""
-    from jax.experimental import multihost_utils
-
-    mine = np.zeros(parts, dtype=np.int32)
-    mine[list(index)] = 1
-    return np.asarray(multihost_utils.process_allgather(mine)).reshape(parallel.process_count, parts)
-
-
-def padded_everywhere(split: Split, rows: np.ndarray, parallel: distributed.Parallelism) -> np.ndarray:
+def padded_everywhere(
+    split: Split, rows: np.ndarray, parallel: distributed.Parallelism, gather: Gather = _all_processes
+) -> np.ndarray:
     """Return the reviews ``rows`` of ``split`` padded (as :meth:`Split.padded`), on every process,
     from the hosts that own them; the split's own padding when it is not hollow. Every process
     must call this with the same ``rows``."""
@@ -134,7 +138,7 @@ def padded_everywhere(split: Split, rows: np.ndarray, parallel: distributed.Para
     out = np.empty((len(rows), split.max_length), dtype=np.int32)
     for first in range(0, len(rows), _ROWS_AT_A_TIME):  # a host's rows of others are 0: the sum is the owner's
         chosen = rows[first : first + _ROWS_AT_A_TIME]
-        out[first : first + len(chosen)] = summed(split.padded(chosen), parallel)
+        out[first : first + len(chosen)] = summed(split.padded(chosen), parallel, gather)
     return out
 
 
