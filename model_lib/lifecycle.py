@@ -82,9 +82,7 @@ def check_run_outputs(paths: RunPaths) -> None:
         check_output_folder(paths.reports, "the reports")
 
 
-def load_checked(
-    config: TrainConfig, files: Mapping[str, str | os.PathLike[str]], *, some_parts: bool = False
-) -> PreparedData:
+def load_checked(config: TrainConfig, files: Mapping[str, str | os.PathLike[str]], *, some_parts: bool = False) -> PreparedData:
     """Return the prepared data, after checking (from the file headers alone) that ``config`` can
     train on them. With ``some_parts`` (a host of a multi-host job, whose train channel may be
     sharded) the train folder may hold some parts of its split: training makes it whole (model_lib.shards).
