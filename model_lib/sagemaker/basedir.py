@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model_lib.errors import SageMakerEnvironmentError
+from model_lib.sagemaker.channels import SHARDED_DISTRIBUTION, channel_distribution, host_share
 from model_lib.sagemaker.supervise import DEFAULT_JOB_NAME
 from model_lib.tracking.lineage import file_md5
 
@@ -105,6 +106,9 @@ def lay_out(
 
     ``channel_files`` maps each channel to a file or a folder (a DVC directory output); a folder's
     files are laid out as a ManifestFile channel of its DVC objects lands (:func:`channel_members`).
+    Each channel's distribution is :func:`channels.channel_distribution`'s for ``len(hosts)`` hosts
+    and its objects, written to inputdataconfig.json; of a ShardedByS3Key channel the host gets only
+    its share (:func:`channels.host_share`, by ``current_host``'s place in ``hosts``).
 
     ``hyperparameters`` are the already-encoded strings (see :func:`encode_hyperparameters`).
     ``hosts`` and ``current_host`` go to resourceconfig.json (default: one host, "localhost").
@@ -121,14 +125,21 @@ def lay_out(
         "sagemaker_region": "us-east-1",
     }
     encoded = {**dict(hyperparameters), **{k: json.dumps(v) for k, v in submitted.items()}}
+    hosts = hosts or [LOCAL_HOST]
+    members = {name: channel_members(source) for name, source in channel_files.items()}
+    distributions = {name: channel_distribution(name, len(hosts), len(found)) for name, found in members.items()}
     channels = {
-        name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-        for name in channel_files
+        name: {"TrainingInputMode": "File", "S3DistributionType": distribution, "RecordWrapperType": "None"}
+        for name, distribution in distributions.items()
     }
     write_job_config(base_dir, encoded, channels, "local", hosts=hosts, current_host=current_host)
-    for name, source in channel_files.items():
+    host_index = hosts.index(current_host or hosts[0])
+    for name, found in members.items():
         folder = channel_dir(base_dir, name)
-        for path, relative in channel_members(source):
+        if distributions[name] == SHARDED_DISTRIBUTION:
+            share = set(host_share((relative for _, relative in found), host_index, len(hosts)))
+            found = [(path, relative) for path, relative in found if relative in share]
+        for path, relative in found:
             target = folder / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,17 +29,38 @@ from model_lib.sagemaker.jobs import split_s3_uri
 
 DIR_SUFFIX = ".dir"  # DVC 3: a directory's md5 (and its listing object) ends so
 MANIFESTS_PREFIX = "manifests"  # under the job bucket
-# Every channel's S3 distribution, whatever the instance count: the training side reads every shard on
-# every host for now. Multi-host training on disjoint shards changes "train" to ShardedByS3Key here.
+# A channel's S3 distribution: every host gets every object, except the channels below on several
+# hosts, where each host gets a disjoint share of the objects (training reads only its share; the
+# coordinator evaluates the test split whole, so that one stays replicated).
 DEFAULT_DISTRIBUTION = "FullyReplicated"
+SHARDED_DISTRIBUTION = "ShardedByS3Key"
+SHARDED_CHANNELS = ("train",)
 _HEAD_THREADS = 16  # HEAD requests in flight while checking that a directory's objects are pushed
 
 
-def channel_distribution(name: str, instance_count: int) -> str:
-    """Return the S3DataDistributionType of channel ``name`` in a job on ``instance_count`` instances
-    (:data:`DEFAULT_DISTRIBUTION` for every channel today: see there)."""
-    del name, instance_count  # the one place a per-channel distribution will be chosen
+def channel_distribution(name: str, instance_count: int, objects: int) -> str:
+    """Return the S3DataDistributionType of channel ``name`` of ``objects`` S3 objects in a job on
+    ``instance_count`` instances: :data:`SHARDED_DISTRIBUTION` for a channel of
+    :data:`SHARDED_CHANNELS` on several instances with at least one object per instance, else
+    :data:`DEFAULT_DISTRIBUTION`.
+
+    Sharding splits objects, not rows: with fewer objects than instances some host would get none (a
+    one-file channel is never split), so such a channel stays replicated. The one place this is decided.
+    """
+    if name in SHARDED_CHANNELS and 1 < instance_count <= objects:
+        return SHARDED_DISTRIBUTION
     return DEFAULT_DISTRIBUTION
+
+
+def host_share(keys: Iterable[str], host_index: int, host_count: int) -> list[str]:
+    """Return the keys of a ShardedByS3Key channel that host ``host_index`` of ``host_count`` gets in
+    our stand-ins: of the keys in sorted order, those at positions i with i % host_count == host_index.
+
+    The hosts' shares are disjoint and together are every key. SageMaker documents only that each
+    instance gets about 1/n of the objects, not which: the training side must find its parts by
+    their content and never depend on which host got which.
+    """
+    return [key for i, key in enumerate(sorted(keys)) if i % host_count == host_index]
 
 
 @dataclasses.dataclass(frozen=True)

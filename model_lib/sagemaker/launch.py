@@ -641,11 +641,12 @@ def start(job: LaunchPlan, boto_session: Any, *, dry_run: bool = False) -> dict[
 def training_input(job: LaunchPlan, name: str) -> dict[str, Any]:
     """Return the ``TrainingInput`` arguments of channel ``name``: its DVC object (S3Prefix), or for a
     directory channel the manifest of its objects (ManifestFile); the distribution of
-    :func:`channels.channel_distribution`; the input mode of --input-mode."""
+    :func:`channels.channel_distribution` for its object count; the input mode of --input-mode."""
     uri, members = job.channels[name], job.channel_members.get(name)
+    objects = 1 if members is None else len(members)  # only a directory channel can be sharded
     arguments: dict[str, Any] = {
         "s3_data": uri,
-        "distribution": dvc_channels.channel_distribution(name, job.options.instance_count),
+        "distribution": dvc_channels.channel_distribution(name, job.options.instance_count, objects),
         "input_mode": job.options.input_mode,
     }
     if members is not None:

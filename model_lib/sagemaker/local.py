@@ -7,7 +7,8 @@ requirements.txt in the source folder would be pip-installed (ours has none).
 
 Several instances (``instance_count`` N > 1): N toolkits, one per host, each with its own base dir
 and an N-host resourceconfig.json whose host names are the loopback addresses 127.0.0.1 ..
-127.0.0.N (see :func:`basedir.loopback_hosts`). The job's environment gets KERAS_BACKEND=jax (as
+127.0.0.N (see :func:`basedir.loopback_hosts`), and of a ShardedByS3Key channel only the host's share
+(:func:`basedir.lay_out`). The job's environment gets KERAS_BACKEND=jax (as
 ``model-lib launch`` sets it) and a free coordinator port.
 """
 

@@ -7,8 +7,9 @@ restored into ``checkpoints/`` and mirrored back while the job runs; the toolkit
 submitted code from S3 itself); on success ``model.tar.gz`` goes to ``<S3OutputPath>/<job>/output/``.
 
 A job with InstanceCount N > 1 runs on N local hosts (:mod:`model_lib.sagemaker.local`): every host
-gets the channels and the restored checkpoints, as on SageMaker; the coordinator's checkpoint folder
-is mirrored (the only one written) and its model/ becomes model.tar.gz.
+gets the channels and the restored checkpoints, as on SageMaker (a ShardedByS3Key channel: the host's
+share of its objects, :func:`channels.host_share` by the host's place in the job's host list); the
+coordinator's checkpoint folder is mirrored (the only one written) and its model/ becomes model.tar.gz.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from model_lib.sagemaker.basedir import (
     job_hosts,
     write_job_config,
 )
+from model_lib.sagemaker.channels import DEFAULT_DISTRIBUTION, SHARDED_DISTRIBUTION
 from model_lib.sagemaker.local import start_hosts
 from model_lib.sagemaker.s3sync import CheckpointMirror, download_manifest, download_prefix, upload_folder_archive
 from model_lib.sagemaker.supervise import job_exit_code, signal_group, wait_for_jobs
@@ -91,24 +93,28 @@ def _recorded(boto_session: Any, job_name: str) -> dict[str, Any]:
 
 
 def _prepare_host(job: Mapping[str, Any], s3: Any, folder: Path, hosts: list[str], host: str) -> None:
-    """Lay out ``host``'s base dir for ``job``: channels from S3, the job's config files, restored checkpoints.
+    """Lay out ``host``'s base dir for ``job``: channels from S3 (of a ShardedByS3Key channel, the share
+    of host ``host``'s place in ``hosts``), the job's config files, restored checkpoints.
 
     Raises:
-        SageMakerEnvironmentError: if a channel's S3 data holds nothing.
+        SageMakerEnvironmentError: if a channel's S3 data (or this host's share of it) holds nothing.
     """
     claim_base_dir(folder, reuse=False, keep=())  # the checkpoints come from checkpoint_s3_uri
     channels = {}
     job_mode = job.get("AlgorithmSpecification", {}).get("TrainingInputMode", "File")
     for channel in job.get("InputDataConfig", []):
         name, source = channel["ChannelName"], channel["DataSource"]["S3DataSource"]
+        distribution = source.get("S3DataDistributionType", DEFAULT_DISTRIBUTION)
         channels[name] = {
             # FastFile streams the same files SageMaker would download: here they are downloaded.
             "TrainingInputMode": channel.get("InputMode", job_mode),
-            "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
+            "S3DistributionType": distribution,
         }
+        share = (hosts.index(host), len(hosts)) if distribution == SHARDED_DISTRIBUTION else None
         download = download_manifest if source.get("S3DataType") == "ManifestFile" else download_prefix
-        if download(s3, source["S3Uri"], channel_dir(folder, name)) == 0:
-            raise SageMakerEnvironmentError(f"channel {name!r}: nothing at {source['S3Uri']}")
+        if download(s3, source["S3Uri"], channel_dir(folder, name), share) == 0:
+            whose = f" for host {share[0] + 1} of {share[1]} ({SHARDED_DISTRIBUTION})" if share else ""
+            raise SageMakerEnvironmentError(f"channel {name!r}: nothing at {source['S3Uri']}{whose}")
     instance_type = job.get("ResourceConfig", {}).get("InstanceType", "local")
     write_job_config(folder, job.get("HyperParameters", {}), channels, instance_type, hosts=hosts, current_host=host)
     checkpoint_uri = job.get("CheckpointConfig", {}).get("S3Uri")

@@ -5,7 +5,7 @@ Each file moves with boto3's managed transfers (``download_file``/``upload_file`
 retries are s3transfer's). What stays ours is SageMaker's policy, which no installed library has:
 an S3 *key prefix* (SageMaker's S3Prefix, not a folder: an object's own key is a prefix of itself)
 is downloaded as the toolkit lays it out, a ManifestFile's objects each at its key relative to the
-manifest's prefix; the mirror also deletes in S3 what the job deleted
+manifest's prefix (a ShardedByS3Key channel: only the host's share); the mirror also deletes in S3 what the job deleted
 (fsspec's ``put`` and boto3 only copy) and skips the hidden folders of a write in progress. s3fs
 works on folders and keeps its own listing cache, which a mirror polling one prefix must not trust.
 """
@@ -24,29 +24,31 @@ from model_lib.sagemaker.jobs import split_s3_uri
 logger = logging.getLogger(__name__)
 
 
-def download_prefix(s3: Any, uri: str, folder: Path) -> int:
+def download_prefix(s3: Any, uri: str, folder: Path, share: tuple[int, int] | None = None) -> int:
     """Download the object ``uri`` or every object under the key prefix ``uri`` into ``folder``
     (paths relative to the prefix; an object named by the whole URI keeps its own name); return the count.
+    With ``share`` (host index, host count) only that host's ShardedByS3Key share of the objects
+    (:func:`channels.host_share`).
 
     Raises:
         SageMakerEnvironmentError: if ``uri`` is not an s3:// URI.
     """
     bucket, key = split_s3_uri(uri)
     folder.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-        for item in page.get("Contents", []):
-            relative = item["Key"][len(key) :].lstrip("/") or Path(item["Key"]).name
-            target = folder / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, item["Key"], str(target))
-            count += 1
-    return count
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+    keys = _share([item["Key"] for page in pages for item in page.get("Contents", [])], share)
+    for object_key in keys:
+        relative = object_key[len(key) :].lstrip("/") or Path(object_key).name
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, object_key, str(target))
+    return len(keys)
 
 
-def download_manifest(s3: Any, uri: str, folder: Path) -> int:
+def download_manifest(s3: Any, uri: str, folder: Path, share: tuple[int, int] | None = None) -> int:
     """Download the objects the ManifestFile at ``uri`` lists into ``folder``, each at its key relative
-    to the manifest's prefix (``<prefix><key>`` -> ``folder/<key>``); return the count.
+    to the manifest's prefix (``<prefix><key>`` -> ``folder/<key>``); return the count. With ``share``
+    (host index, host count) only that host's ShardedByS3Key share of them (:func:`channels.host_share`).
 
     Raises:
         SageMakerEnvironmentError: if ``uri`` is not an s3:// URI or not a manifest.
@@ -55,6 +57,7 @@ def download_manifest(s3: Any, uri: str, folder: Path) -> int:
 
     bucket, key = split_s3_uri(uri)
     prefix, keys = read_manifest(s3.get_object(Bucket=bucket, Key=key)["Body"].read(), uri)
+    keys = _share(keys, share)
     source_bucket, source_prefix = split_s3_uri(prefix)
     folder.mkdir(parents=True, exist_ok=True)
     for relative in keys:
@@ -62,6 +65,13 @@ def download_manifest(s3: Any, uri: str, folder: Path) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(source_bucket, source_prefix + relative, str(target))
     return len(keys)
+
+
+def _share(keys: list[str], share: tuple[int, int] | None) -> list[str]:
+    """Return ``keys``, or with ``share`` (host index, host count) that host's share of them."""
+    from model_lib.sagemaker.channels import host_share
+
+    return keys if share is None else host_share(keys, *share)
 
 
 def upload_folder_archive(s3: Any, folder: Path, archive: Path, uri: str) -> None:

@@ -153,12 +153,26 @@ def test_a_directory_output_is_a_manifest_channel_of_exactly_its_dir_objects(in_
     assert [item["Key"] for item in stored] == [key]
 
 
-def test_a_two_instance_request_replicates_the_directory_to_every_host(in_repo):
-    request = sm_launch.start(planned(in_repo, "dirs-multi", instance_count=2), in_repo["session"], dry_run=True)
-    train = next(c for c in request["InputDataConfig"] if c["ChannelName"] == "train")["DataSource"]["S3DataSource"]
-    assert train["S3DataType"] == "ManifestFile"
-    # Every host reads every shard for now; ShardedByS3Key once hosts train on disjoint shards.
-    assert train["S3DataDistributionType"] == "FullyReplicated"
+def distributions(channels: list[dict]) -> dict[str, tuple[str, str, str]]:
+    """Return channel -> (S3DataType, S3DataDistributionType, InputMode) of a request's or a description's channels."""
+    found = {}
+    for channel in channels:
+        source = channel["DataSource"]["S3DataSource"]
+        found[channel["ChannelName"]] = (source["S3DataType"], source["S3DataDistributionType"], channel["InputMode"])
+    return found
+
+
+@pytest.mark.parametrize("input_mode", ["File", "FastFile"])
+def test_a_two_instance_job_shards_the_train_directory_and_replicates_the_rest(in_repo, input_mode):
+    name = f"dirs-multi-{input_mode.lower()}"
+    request = sm_launch.start(planned(in_repo, name, instance_count=2, input_mode=input_mode), in_repo["session"], dry_run=True)
+    described = launched(in_repo, name, instance_count=2, input_mode=input_mode)  # as moto stores it
+    for channels in (distributions(request["InputDataConfig"]), distributions(described["InputDataConfig"])):
+        assert channels["train"] == ("ManifestFile", "ShardedByS3Key", input_mode)  # 3 objects, 2 hosts
+        for other in set(CHANNELS) - {"train"}:  # the coordinator evaluates the test split whole
+            assert channels[other] == ("S3Prefix", "FullyReplicated", input_mode)
+    one_host = sm_launch.start(planned(in_repo, "dirs-one", input_mode=input_mode), in_repo["session"], dry_run=True)
+    assert distributions(one_host["InputDataConfig"])["train"] == ("ManifestFile", "FullyReplicated", input_mode)
 
 
 def test_a_file_of_the_directory_not_pushed_is_named(in_repo):
@@ -190,3 +204,23 @@ def test_the_recorded_job_lays_the_directory_channel_out_as_sagemaker_does(in_re
     # Training was given the channel's folder (MODEL_LIB_DATA_DIGESTS names train a directory); these
     # bytes are no split, so the job fails there, naming it.
     assert str(train) in (base / "output" / "failure").read_text()
+
+
+def test_the_recorded_two_instance_job_gives_each_host_a_disjoint_share_of_the_train_directory(in_repo, tmp_path):
+    repo = in_repo["repo"]
+    launched(in_repo, "dirs-shards", instance_count=2)
+    base = tmp_path / "job"
+    # Stopped a second after the layout (as a spot reclaim is): what is tested is what each host got.
+    command = ["model-lib", "sagemaker-local", "--job", "dirs-shards", "--base-dir", str(base), "--interrupt-after", "1"]
+    done = subprocess.run(command, cwd=repo, env=in_repo["env"], capture_output=True, text=True, timeout=300)
+    shares = []
+    for host_dir in (base, base / "hosts" / "127.0.0.2"):  # the coordinator, then the other host
+        train = host_dir / "input" / "data" / "train"
+        shares.append({p.relative_to(train).as_posix() for p in train.rglob("*") if p.is_file()})
+        config = json.loads((host_dir / "input" / "config" / "inputdataconfig.json").read_text())
+        assert config["train"]["S3DistributionType"] == "ShardedByS3Key", done.stdout + done.stderr
+        assert config["test"]["S3DistributionType"] == "FullyReplicated"
+        assert len(list((host_dir / "input" / "data" / "test").iterdir())) == 1  # every host: the whole test split
+    expected = {f"{e['md5'][:2]}/{e['md5'][2:]}" for e in cached_listing(repo, train_md5(repo))}
+    assert shares[0] and shares[1] and not shares[0] & shares[1], shares
+    assert shares[0] | shares[1] == expected

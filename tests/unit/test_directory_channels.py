@@ -2,6 +2,7 @@
 ManifestFile, the job side's view of the channel folder, local layouts and datasets
 (against moto and the real DVC: tests/integration/test_directory_channels.py)."""
 
+import io
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from model_lib.prepared import save_split
 from model_lib.sagemaker import channels
 from model_lib.sagemaker.basedir import channel_dir, lay_out
 from model_lib.sagemaker.environment import SageMakerEnvironment
+from model_lib.sagemaker.s3sync import download_manifest, download_prefix
 from model_lib.tracking.datasets import DataOrigin, describe_inputs, object_uri
 from model_lib.tracking.lineage import dir_entries, dir_md5, file_md5, lineage_tags
 from tests.conftest import REPO, sagemaker_env
@@ -54,8 +56,85 @@ def test_a_malformed_manifest_is_refused_by_where_it_is():
         channels.read_manifest(b'["no prefix"]', "s3://b/m.manifest")
 
 
-def test_every_channel_is_fully_replicated_for_now():
-    assert {channels.channel_distribution(name, count) for name in ("train", "test") for count in (1, 2)} == {"FullyReplicated"}
+@pytest.mark.parametrize("instances,objects", [(2, 2), (2, 3), (3, 7), (20, 20)])
+def test_train_is_sharded_on_several_instances_with_an_object_for_each(instances, objects):
+    assert channels.channel_distribution("train", instances, objects) == "ShardedByS3Key"
+
+
+@pytest.mark.parametrize("instances,objects", [(1, 1), (1, 5), (2, 1), (3, 2)])
+def test_train_is_replicated_on_one_instance_or_with_fewer_objects_than_instances(instances, objects):
+    assert channels.channel_distribution("train", instances, objects) == "FullyReplicated"
+
+
+@pytest.mark.parametrize("name", ["test", "vocab", "embeddings"])
+def test_the_other_channels_are_never_sharded(name):
+    assert {channels.channel_distribution(name, count, 5) for count in (1, 2, 5)} == {"FullyReplicated"}
+
+
+def test_host_shares_are_disjoint_complete_and_dealt_from_sorted_keys():
+    keys = [f"{i:02x}/object" for i in range(7)][::-1]  # given out of order
+    shares = [channels.host_share(keys, host, 3) for host in range(3)]
+    assert shares == [["00/object", "03/object", "06/object"], ["01/object", "04/object"], ["02/object", "05/object"]]
+    assert [channels.host_share(reversed(keys), host, 3) for host in range(3)] == shares  # order given: no matter
+    assert channels.host_share(keys, 0, 1) == sorted(keys)
+
+
+class ListingS3:
+    """The few S3 calls the download helpers make, over ``objects`` (key -> bytes) of one bucket."""
+
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects = objects
+
+    def get_paginator(self, _operation):
+        return self
+
+    def paginate(self, Bucket, Prefix):  # boto3's keyword names
+        return [{"Contents": [{"Key": key} for key in sorted(self.objects) if key.startswith(Prefix)]}]
+
+    def get_object(self, Bucket, Key):
+        return {"Body": io.BytesIO(self.objects[Key])}
+
+    def download_file(self, bucket, key, target):
+        Path(target).write_bytes(self.objects[key])
+
+
+@pytest.mark.parametrize("kind", ["S3Prefix", "ManifestFile"])
+def test_a_sharded_download_fetches_only_the_hosts_share(tmp_path, kind):
+    parts = {f"data/files/md5/{i}a/b": b"part %d" % i for i in range(5)}
+    manifest = json.dumps([{"prefix": "s3://b/data/files/md5/"}, *(key.removeprefix("data/files/md5/") for key in parts)])
+    s3 = ListingS3({**parts, "manifests/m.manifest": manifest.encode()})
+    got = []
+    for host in range(2):
+        folder = tmp_path / str(host)
+        if kind == "S3Prefix":
+            count = download_prefix(s3, "s3://b/data/files/md5/", folder, share=(host, 2))
+        else:
+            count = download_manifest(s3, "s3://b/manifests/m.manifest", folder, share=(host, 2))
+        got.append({p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()})
+        assert count == len(got[-1])
+    assert got == [{"0a/b", "2a/b", "4a/b"}, {"1a/b", "3a/b"}]
+
+
+def test_two_local_hosts_get_disjoint_shares_of_a_sharded_folder_and_every_host_the_test_split(tmp_path):
+    train = folder_of(tmp_path, {"part-0": b"one", "part-1": b"two", "deep/part-2": b"three"})
+    test = tmp_path / "test"
+    test.mkdir()
+    (test / "part-0").write_bytes(b"four")
+    hosts = ["127.0.0.1", "127.0.0.2"]
+    shares, configs = [], []
+    for host in hosts:
+        base = tmp_path / host
+        lay_out(base, {}, {"train": train, "test": test}, REPO / "entry_point", hosts=hosts, current_host=host)
+        folder = channel_dir(base, "train")
+        shares.append({p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()})
+        assert [p.name for p in channel_dir(base, "test").rglob("*") if p.is_file()] == [file_md5(test / "part-0")[2:]]
+        configs.append(json.loads((base / "input" / "config" / "inputdataconfig.json").read_text()))
+    md5s = {file_md5(p) for p in train.rglob("*") if p.is_file()}
+    assert shares[0] and shares[1] and not shares[0] & shares[1]
+    assert shares[0] | shares[1] == {f"{md5[:2]}/{md5[2:]}" for md5 in md5s}
+    for config in configs:
+        assert config["train"]["S3DistributionType"] == "ShardedByS3Key"
+        assert config["test"]["S3DistributionType"] == "FullyReplicated"
 
 
 def test_a_directory_channel_lists_every_file_recursively_sorted_without_hidden_ones(tmp_path):
@@ -107,6 +186,8 @@ def test_a_local_job_gets_a_folder_as_its_objects_under_their_md5_names(tmp_path
     md5s = sorted({file_md5(p) for p in folder.rglob("*") if p.is_file()})  # two files of the same bytes: one object
     assert laid_out == [f"{md5[:2]}/{md5[2:]}" for md5 in md5s]
     assert [p.name for p in channel_dir(base, "vocab").iterdir()] == ["vocab.txt"]
+    config = json.loads((base / "input" / "config" / "inputdataconfig.json").read_text())
+    assert config["train"]["S3DistributionType"] == "FullyReplicated"  # one host: every object
 
 
 def test_a_folder_input_is_described_and_tagged_by_its_dir_md5(tmp_path, monkeypatch):
