@@ -8,6 +8,7 @@ views are a deterministic fit of the training reviews).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 import zlib
@@ -55,17 +56,31 @@ def views(
         rows = view_rows(len(data.train), config.nb_view_reviews, config.seed)
         sample = (data.train.padded(rows), data.train.labels[rows])
     x, y = sample
+    del sample  # the padded reviews are freed once their matrix is made (unless the caller holds them)
     vocab, buckets, order = data.vocabulary.size, config.ngram_buckets, config.ngram_order
-    whole = ngram_matrix(x, vocab, buckets, order)
-    fitted = []
-    if hp["nb_view_weight"] > 0:
-        fitted.append((fit_nb_view(whole, y), hp["nb_view_weight"]))
-    if hp["nb_crop_view_weight"] > 0:
+    plain, crop = hp["nb_view_weight"] > 0, hp["nb_crop_view_weight"] > 0
+    if crop:
         from scipy import sparse
 
         crops = cropped(x, 1.0, np.random.default_rng([config.seed, int(hp["epochs"])]))
-        matrix = sparse.vstack([whole, ngram_matrix(crops, vocab, buckets, order)], format="csr")
-        fitted.append((fit_nb_view(matrix, np.concatenate([y, y])), hp["nb_crop_view_weight"]))
+        # The reviews, then their crops: vstack of the two matrices, made as one, so neither half
+        # nor the stack is held beside it. The reviews' matrix is a view of its first rows.
+        matrix = ngram_matrix(itertools.chain(x, crops), vocab, buckets, order)
+        del crops
+        end = matrix.indptr[len(x)]
+        parts = (matrix.data[:end], matrix.indices[:end], matrix.indptr[: len(x) + 1])
+        whole = sparse.csr_matrix(parts, shape=(len(x), matrix.shape[1]), copy=False)
+    else:
+        whole = ngram_matrix(x, vocab, buckets, order)
+    del x
+    fitted = []
+    if plain:
+        # Overwritten only when no crop view reads its rows afterwards.
+        fitted.append((fit_nb_view(whole, y, overwrite=not crop), hp["nb_view_weight"]))
+    del whole
+    if crop:
+        fitted.append((fit_nb_view(matrix, np.concatenate([y, y]), overwrite=True), hp["nb_crop_view_weight"]))
+        del matrix
     return fitted
 
 

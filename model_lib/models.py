@@ -322,32 +322,93 @@ class LinearView:
     intercept: float
 
 
+# Rows of distinct n-gram ids made at once by ngram_matrix: their int64 arrays last only while one
+# chunk is turned into the matrix's int32 columns.
+_MATRIX_CHUNK_ROWS = 1000
+# Rows of the matrix read at once by _nb_features: its temporaries stay a few MB.
+_FEATURE_BLOCK_ROWS = 2000
+
+
 def ngram_matrix(ids: Iterable[np.ndarray], vocab_size: int, buckets: int, order: int) -> Any:
     """Return the binary (texts, n-gram ids) SciPy CSR matrix of the distinct n-gram ids of each
     row of ``ids`` (see :func:`distinct_ngram_ids`)."""
     from scipy import sparse
 
-    rows = distinct_ngram_ids(ids, vocab_size, buckets, order)
-    columns = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    pointers = np.cumsum([0] + [len(r) for r in rows])
     size = vocab_size + buckets * (order - 1)
-    return sparse.csr_matrix((np.ones(len(columns), np.float32), columns, pointers), shape=(len(rows), size))
+    column_type = np.int32 if size <= np.iinfo(np.int32).max else np.int64  # what the CSR keeps (SciPy's choice)
+    texts = iter(ids)
+    chunks, lengths = [], []
+    # A chunk of texts at a time: every text's int64 id array alive at once, then their int64
+    # concatenation, would take twice the matrix's columns again (and leave the heap fragmented).
+    while rows := distinct_ngram_ids(itertools.islice(texts, _MATRIX_CHUNK_ROWS), vocab_size, buckets, order):
+        lengths.append(np.array([len(r) for r in rows], dtype=np.int64))
+        chunks.append(np.concatenate(rows).astype(column_type))
+    pointers = np.cumsum(np.concatenate([[0], *lengths]), dtype=np.int64)
+    columns = np.empty(int(pointers[-1]), dtype=column_type)
+    chunks.reverse()
+    filled = 0
+    while chunks:  # each chunk freed once copied: the columns are never held twice
+        chunk = chunks.pop()
+        columns[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+        del chunk
+    return sparse.csr_matrix((np.ones(len(columns), np.float32), columns, pointers), shape=(len(pointers) - 1, size))
 
 
-def fit_nb_view(matrix: Any, labels: np.ndarray, *, c: float = 30.0, min_count: int = 2) -> LinearView:
+def fit_nb_view(matrix: Any, labels: np.ndarray, *, c: float = 30.0, min_count: int = 2, overwrite: bool = False) -> LinearView:
     """Return the :class:`LinearView` fitted by scikit-learn's logistic regression (L2, ``C=c``) on
     the NB-scaled, l2-normalised rows of ``matrix``, the :func:`ngram_matrix` of the training texts.
+
+    With ``overwrite`` the features are built in ``matrix``'s own arrays, which it then holds: one
+    copy of the matrix fewer while the regression runs, and ``matrix`` is not to be used again.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import normalize
 
-    ratios = _nb_ratios(matrix, np.asarray(labels), alpha=1.0, min_count=min_count)
+    labels = np.asarray(labels)
+    # Each id's count of positive (negative) texts as one matrix-vector product, not a sum over a
+    # copy of those texts' rows: the same float32 additions in the same order (a 0 adds nothing).
+    positive, negative = (np.asarray(side.astype(np.float32) @ matrix, np.float64).ravel() for side in (labels == 1, labels != 1))
+    ratios = _ratios(positive, negative, alpha=1.0, min_count=min_count)
     used = np.flatnonzero(ratios)
-    features = normalize(matrix[:, used].multiply(ratios[used]).tocsr())
+    # normalize in place: a copy of the features would be freed only after it (scikit-learn keeps
+    # float32 for the lbfgs solver, so the regression copies nothing either).
+    features = normalize(_nb_features(matrix, ratios, overwrite=overwrite), copy=False)
     classifier = LogisticRegression(C=c, max_iter=3000).fit(features, labels)
     weights = np.zeros_like(ratios)
     weights[used] = classifier.coef_[0] * ratios[used]
     return LinearView(weights, ratios**2, float(classifier.intercept_[0]))
+
+
+def _nb_features(matrix: Any, ratios: np.ndarray, *, overwrite: bool) -> Any:
+    """Return the CSR matrix ``matrix[:, used].multiply(ratios[used])`` (``used``: the ids whose
+    ratio is not 0), entry for entry and bit for bit, built a block of rows at a time into new
+    arrays or, with ``overwrite``, into ``matrix``'s own."""
+    from scipy import sparse
+
+    kept = ratios != 0
+    position = np.cumsum(kept) - 1  # an id's column among the used ids
+    indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
+    # New arrays as long as the old: the tail past the features' entries is never written, so never
+    # resident. In place, a block's entries go to positions at or before those they were read from.
+    new_indices, new_data = (indices, data) if overwrite else (np.empty_like(indices), np.empty_like(data))
+    new_indptr = np.zeros_like(indptr)
+    rows = matrix.shape[0]
+    for start in range(0, rows, _FEATURE_BLOCK_ROWS):
+        stop = min(start + _FEATURE_BLOCK_ROWS, rows)
+        first, last = indptr[start], indptr[stop]
+        ids = indices[first:last]
+        keep = kept[ids]
+        ends = np.concatenate([[0], np.cumsum(keep)])[indptr[start + 1 : stop + 1] - first]
+        new_indptr[start + 1 : stop + 1] = new_indptr[start] + ends
+        ids = ids[keep]
+        values = data[first:last][keep] * ratios[ids]
+        written = new_indptr[start]
+        new_indices[written : written + len(ids)] = position[ids]
+        new_data[written : written + len(ids)] = values
+    entries = int(new_indptr[-1])
+    shape = (rows, int(kept.sum()))
+    return sparse.csr_matrix((new_data[:entries], new_indices[:entries], new_indptr), shape=shape, copy=False)
 
 
 @keras.saving.register_keras_serializable(package="model_lib")
