@@ -57,12 +57,13 @@ def hollowed(split: Split, parallel: distributed.Parallelism, where: str = "trai
     """
     if parallel.process_count == 1 or not summed(np.asarray([split.held is not None], np.int32), parallel, gather)[0]:
         return split
-    if split.held is None:  # this host holds every part: the held parts are all of them
+    if split.held is None:  # this host read the whole split, another only some parts of it
         raise DataError(
             f"{where}: this host holds every part of the split while another holds some; expected every host to "
             "read the channel the same way (all ShardedByS3Key or all FullyReplicated)"
         )
-    held = split.held
+    held, held_digests = split.held, split.part_digests
+    assert held_digests is not None  # load_split gives a split of some parts the digest of each
     mine = np.zeros(held.parts, dtype=np.int32)
     mine[list(held.index)] = 1
     holders = gather(mine).reshape(parallel.process_count, held.parts)
@@ -78,7 +79,7 @@ def hollowed(split: Split, parallel: distributed.Parallelism, where: str = "trai
     digests = np.zeros(held.parts, dtype=np.int32)
     for i in owned:
         rows[held.index[i]] = held.rows[i]
-        digests[held.index[i]] = np.uint32(split.part_digests[i] if split.part_digests else 0).view(np.int32)
+        digests[held.index[i]] = np.uint32(held_digests[i]).view(np.int32)
     rows, digests = summed(rows, parallel, gather), summed(digests, parallel, gather)
     first_rows = np.concatenate([[0], np.cumsum(rows)[:-1]])
     if int(rows.sum()) != held.split_rows:
@@ -112,11 +113,12 @@ def hollowed(split: Split, parallel: distributed.Parallelism, where: str = "trai
     )
 
 
-def counts_summer(split: Split, parallel: distributed.Parallelism) -> Callable[[np.ndarray], np.ndarray]:
-    """Return what sums a fitter's counts of ``split``'s rows over the hosts
-    (:attr:`model_lib.prepared.SplitRows.across_hosts`): the counts as they are unless ``split`` is hollow."""
-    if split.owners is None:
-        return lambda counts: counts
+def counts_summer(parallel: distributed.Parallelism) -> Callable[[np.ndarray], np.ndarray]:
+    """Return what sums a fitter's counts of a hollow split's rows over the hosts
+    (:attr:`model_lib.prepared.SplitRows.across_hosts`).
+
+    The function it returns raises ValueError for counts that are not whole numbers from 0 to 2**31 - 1.
+    """
 
     def across_hosts(counts: np.ndarray) -> np.ndarray:
         whole = np.asarray(counts)

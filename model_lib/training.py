@@ -148,8 +148,8 @@ def _compiled_model(
         matrix[:FIRST_TOKEN_ID] = 0.0  # padding and OOV rows
     entry = registry.get(config.model)
     fit = SplitRows(data.train, fit_idx)  # no copy of the split
-    if parallel is not None:
-        fit = dataclasses.replace(fit, across_hosts=shards.counts_summer(data.train, parallel))
+    if parallel is not None and data.train.owners is not None:  # each host holds some rows: their counts add up
+        fit = dataclasses.replace(fit, across_hosts=shards.counts_summer(parallel))
     fitted = entry.fitted_arguments(hp, fit, matrix.shape[0])
     model = entry.build(matrix, max_length=data.max_length, **entry.builder_arguments(hp), **fitted)
     optimizer = keras.optimizers.Adam(learning_rate=hp["learning_rate"], clipnorm=hp["clipnorm"])
