@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_launch_command(commands)
+    _add_tune_command(commands)
     return parser
 
 
@@ -175,6 +176,50 @@ def _add_launch_command(commands: Any) -> None:
         "--wait",
         action="store_true",
         help="follow the job; at its end print the model's S3 URI, billable and training seconds, test accuracy, cost in USD",
+    )
+
+
+def _add_tune_command(commands: Any) -> None:
+    """Add the ``tune`` subcommand to ``commands`` (the subparsers of ``model-lib``)."""
+    tune = commands.add_parser(
+        "tune",
+        allow_abbrev=False,
+        help="tune the train: hyperparameters (params: tune) with a SageMaker tuning job, or locally with --local",
+        description=(
+            "Build a SageMaker hyperparameter tuning job from params.yaml (tune: the ranges, objective, strategy and "
+            "limits; train: the rest) around the training job `model-lib launch` would start, with the same checks, "
+            "image, channels and options; --job-name names the tuning job (1-32 characters). Metric regexes are "
+            "model_lib's own. With MLFLOW_TRACKING_URI set, the tuning job gets an MLflow parent run and each "
+            "trial's run is its child. README: Tuning."
+        ),
+    )
+    _add_params_options(tune, "train")
+    _add_launch_options(tune)
+    tune.add_argument(
+        "--dry-run", action="store_true", help="print the CreateHyperParameterTuningJob request as JSON; send nothing"
+    )
+    tune.add_argument("--wait", action="store_true", help="follow the tuning job: each trial's status, the best so far")
+    tune.add_argument(
+        "--attach",
+        metavar="NAME",
+        help="follow the tuning job NAME started earlier instead of starting one (with --apply-best: use its best)",
+    )
+    tune.add_argument(
+        "--apply-best",
+        action="store_true",
+        help="when the tuning ends, write the best trial's values into --params train: (implies --wait), for `dvc repro`",
+    )
+    tune.add_argument(
+        "--local",
+        action="store_true",
+        help="run the search here, one `model-lib sagemaker-local` trial after another (Grid in order, every other "
+        "strategy at random), same MLflow layout; trials' folders under --base-dir (the job flags above do not apply)",
+    )
+    tune.add_argument(
+        "--base-dir",
+        type=Path,
+        default=Path("tuning-local"),
+        help="with --local: where each trial's SAGEMAKER_BASE_DIR and results.json go (default: tuning-local/)",
     )
 
 
@@ -539,6 +584,12 @@ def _launch(args: argparse.Namespace) -> int:
     return 0 if outcome.status == "Completed" else 1
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from model_lib.sagemaker import tune_command
+
+    return tune_command.run(args, _launch_options(args), _overrides_for("train", args.overrides))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``model-lib`` with ``argv``; return the exit code (2 for errors the user can fix)."""
     import model_lib
@@ -558,6 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict": _predict,
         "sagemaker-local": _sagemaker_local,
         "launch": _launch,
+        "tune": _tune,
         "mlflow-sync": _mlflow_sync,
     }
     try:

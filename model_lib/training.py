@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import keras
 import numpy as np
 
-from model_lib import assemble, checkpoints, distributed, registry, shards
+from model_lib import assemble, checkpoints, distributed, epoch_lines, registry, shards
 from model_lib.augment import cropped as _cropped
 from model_lib.config import TrainConfig, effective_hyperparameters, to_dict
 from model_lib.embeddings import FIRST_TOKEN_ID
@@ -263,11 +263,6 @@ def _shared_generation(
     if state is None or arrays is None:
         return None
     return checkpoints.Generation(generation.path if generation else Path("coordinator"), state, arrays)
-
-
-def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float], seconds: float) -> str:
-    shown = " - ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    return f"epoch {epoch + 1}/{epochs}: {shown} ({seconds:.1f} s)"
 
 
 def run(
@@ -603,7 +598,7 @@ def _end_epoch(run: _Run, state: TrainingState, trained: dict[str, float], began
     if run.tracker is not None:
         run.tracker.log_epoch(epoch, metrics)
     if run.verbose == 2 or run.show_bar:
-        logger.info(_epoch_line(epoch, int(run.hp["epochs"]), metrics, time.perf_counter() - began))
+        logger.info(epoch_lines.epoch_line(epoch, int(run.hp["epochs"]), metrics, time.perf_counter() - began))
     if run.watching and run.stop_requested():
         raise run.interrupted()
 
@@ -672,6 +667,9 @@ def _run(
     seconds = time.perf_counter() - started
     if run.best is not None:
         model.set_weights(run.best)
+    if state.history and (run.verbose == 2 or run.show_bar):  # last: a tuner scraping the log scores the kept weights
+        kept = next(entry for entry in state.history if entry["epoch"] == state.best_epoch + 1)
+        logger.info(epoch_lines.best_line(state.best_epoch, int(hp["epochs"]), kept))
     # The padded validation slice (reviews x max_length ids) is not needed by the views fitted next:
     # let it go before they build their matrices, the run's memory peak.
     del x_val, y_val, rows

@@ -29,6 +29,10 @@ DEFAULT_BASE_DIR = Path("/opt/ml")
 CONTAINER_CHECKPOINT_DIR = DEFAULT_BASE_DIR / "checkpoints"  # where SageMaker syncs checkpoint_s3_uri
 # Override the cluster's coordinator port (sagemaker-local picks a free one) and heartbeat timeout
 # (defaults: model_lib.distributed.Cluster).
+# Set by `model-lib tune` in every trial's environment (the tuning job's name): a trial is known by it.
+TUNING_JOB_ENV = "MODEL_LIB_TUNING_JOB"
+# The hyperparameter SageMaker's tuner may add to a trial (the objective's name): not one of ours.
+TUNING_OBJECTIVE_HYPERPARAMETER = "_tuning_objective_metric"
 COORDINATOR_PORT_ENV = "MODEL_LIB_COORDINATOR_PORT"
 HEARTBEAT_SECONDS_ENV = "MODEL_LIB_HEARTBEAT_SECONDS"
 
@@ -64,9 +68,14 @@ def decode_hyperparameter(value: Any) -> Any:
         return value
 
 
+def _platform_key(key: str) -> bool:
+    """Whether hyperparameter ``key`` is SageMaker's (the SDK's ``sagemaker_*``, the tuner's objective), not ours."""
+    return key.startswith("sagemaker_") or key == TUNING_OBJECTIVE_HYPERPARAMETER
+
+
 def user_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Return ``values`` decoded, without the SDK's own ``sagemaker_*`` entries."""
-    return {k: decode_hyperparameter(v) for k, v in values.items() if not k.startswith("sagemaker_")}
+    """Return ``values`` decoded, without SageMaker's own entries (``sagemaker_*``, ``_tuning_objective_metric``)."""
+    return {k: decode_hyperparameter(v) for k, v in values.items() if not _platform_key(k)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +161,7 @@ class SageMakerEnvironment:
     data_remote: str | None = None  # MODEL_LIB_DATA_REMOTE, set at launch: the DVC remote the channels came from
     # MODEL_LIB_DATA_DIGESTS, set at launch: {channel: DVC .dir md5} of the channels that are DVC directory outputs
     data_digests: dict[str, str] = dataclasses.field(default_factory=dict)
+    tuning_job: str | None = None  # MODEL_LIB_TUNING_JOB: the tuning job this job is a trial of
 
     @property
     def cluster(self) -> Cluster:
@@ -215,9 +225,11 @@ class SageMakerEnvironment:
                 "docker run (-e SM_MODEL_DIR=/opt/ml/model -e SM_OUTPUT_DATA_DIR=/opt/ml/output/data "
                 "-e SM_CHANNEL_TRAIN=... for each channel)"
             )
-        hyperparameters = user_hyperparameters(_json_env(environ, "SM_HPS", {}, dict, "a JSON object of hyperparameters"))
+        given = _json_env(environ, "SM_HPS", {}, dict, "a JSON object of hyperparameters")
+        hyperparameters = user_hyperparameters(given)
         hyperparameters.update(_hyperparameter_args(argv or []))
         training_env = _json_env(environ, "SM_TRAINING_ENV", {}, dict, "a JSON object")
+        job_name = training_env.get("job_name") or environ.get("TRAINING_JOB_NAME")
         hosts = _json_env(environ, "SM_HOSTS", ["localhost"])
         if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
             raise SageMakerEnvironmentError(f"SM_HOSTS: expected a JSON list of host names, got {environ.get('SM_HOSTS')!r}")
@@ -226,18 +238,30 @@ class SageMakerEnvironment:
             channels=_channels(environ),
             model_dir=Path(environ["SM_MODEL_DIR"]),
             output_data_dir=Path(environ["SM_OUTPUT_DATA_DIR"]),
-            checkpoint_dir=root / CONTAINER_CHECKPOINT_DIR.name,
+            checkpoint_dir=_checkpoint_dir(root, job_name if environ.get(TUNING_JOB_ENV) else None),
             hosts=list(hosts),
             current_host=environ.get("SM_CURRENT_HOST", "localhost"),
             num_gpus=_int_env(environ, "SM_NUM_GPUS", 0),
-            job_name=training_env.get("job_name") or environ.get("TRAINING_JOB_NAME"),
+            job_name=job_name,
             tracking_uri=environ.get("MLFLOW_TRACKING_URI") or None,
             register_model=environ.get(REGISTER_MODEL_ENV) or None,
             coordinator_port=_int_env(environ, COORDINATOR_PORT_ENV, DEFAULT_COORDINATOR_PORT),
             heartbeat_seconds=_int_env(environ, HEARTBEAT_SECONDS_ENV, DEFAULT_HEARTBEAT_SECONDS),
             data_remote=environ.get(DATA_REMOTE_ENV) or None,
             data_digests=_data_digests(environ),
+            tuning_job=environ.get(TUNING_JOB_ENV) or None,
         )
+
+
+def _checkpoint_dir(root: Path, trial: str | None) -> Path:
+    """Return the checkpoint folder: <base dir>/checkpoints, or for a tuning ``trial`` its own subfolder.
+
+    Every trial of a tuning job shares the one CheckpointConfig of its definition, so each keeps its
+    checkpoints (and its MLflow run id) under its job name, which a spot restart keeps: a trial never
+    resumes another's state, and a restarted trial finds its own.
+    """
+    folder = root / CONTAINER_CHECKPOINT_DIR.name
+    return folder / trial if trial else folder
 
 
 def output_dir_for_failure(environ: Mapping[str, str] | None = None) -> Path:
@@ -315,4 +339,4 @@ def _hyperparameter_args(argv: list[str]) -> dict[str, Any]:
             raise SageMakerEnvironmentError(f"arguments: expected --key value pairs, got {argv[i : i + 2]}")
         values[key[2:].replace("-", "_")] = argv[i + 1]
         i += 2
-    return {k: v for k, v in values.items() if not k.startswith("sagemaker_")}
+    return {k: v for k, v in values.items() if not _platform_key(k)}

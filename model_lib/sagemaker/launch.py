@@ -14,6 +14,7 @@ v2's ``Estimator``. SDK telemetry is off unless your SageMaker SDK config sets `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,7 +22,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -553,7 +554,7 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
     )
 
 
-def _sdk_session(boto_session: Any, bucket: str) -> Any:
+def sdk_session(boto_session: Any, bucket: str) -> Any:
     """Return a SageMaker SDK session with telemetry off unless the user's SDK config turns it on."""
     import sagemaker
     from sagemaker.config import load_sagemaker_config
@@ -602,40 +603,57 @@ def start(job: LaunchPlan, boto_session: Any, *, dry_run: bool = False) -> dict[
     With ``dry_run`` nothing is sent or uploaded: the code location in the request is where the
     real launch would upload ``entry_point/`` (as sourcedir.tar.gz).
     """
-    _quiet_sdk_config_logger()
+    quiet_sdk_config_logger()
     from sagemaker.inputs import TrainingInput
 
-    session = _sdk_session(boto_session, job.bucket)
-    captured: list[dict[str, Any]] = []
-
-    def capture(params: dict[str, Any], **_: Any) -> None:
-        captured.append(json.loads(json.dumps(params, default=str)))
-
-    def not_sent(**_: Any) -> tuple[Any, dict[str, Any]]:
-        # botocore's way to answer a call without sending it (its Stubber's): a response from
-        # before-call. Raising here instead made the SDK log an ERROR line for a dry run that worked.
-        from botocore.awsrequest import AWSResponse
-
-        arn = f"arn:aws:sagemaker:::training-job/{job.job_name} (dry run: not sent)"
-        return AWSResponse(None, 200, {}, None), {"TrainingJobArn": arn, "ResponseMetadata": {"HTTPStatusCode": 200}}
-
-    events = session.sagemaker_client.meta.events
-    hooks: list[tuple[str, Callable[..., Any]]] = [("provide-client-params.sagemaker.CreateTrainingJob", capture)]
-    if dry_run:
-        hooks.append(("before-call.sagemaker.CreateTrainingJob", not_sent))
-    for event, hook in hooks:
-        events.register(event, hook)
+    session = sdk_session(boto_session, job.bucket)
     planned_code = f"s3://{job.bucket}/code/{job.job_name}/source/sourcedir.tar.gz"
     estimator = build_estimator(job, session, source_dir=planned_code if dry_run else None)
     if not dry_run:
         dvc_channels.upload_manifests(job.bucket, job.channels, job.channel_members, boto_session.client("s3"))
     inputs = {name: TrainingInput(**training_input(job, name)) for name in job.channels}
-    try:
+    answer = {"TrainingJobArn": f"arn:aws:sagemaker:::training-job/{job.job_name} (dry run: not sent)"}
+    with captured_requests(session.sagemaker_client, "CreateTrainingJob", answer if dry_run else None) as captured:
         estimator.fit(inputs=inputs, job_name=job.job_name, wait=False, logs="None")
+    return captured[-1]
+
+
+@contextlib.contextmanager
+def captured_requests(
+    client: Any,
+    operation: str,
+    answer: Mapping[str, Any] | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield a list that gets each ``operation`` request ``client`` makes meanwhile (as plain JSON values,
+    after ``edit`` changed it in place); with ``answer`` the request is not sent, ``answer`` is its response.
+
+    botocore's way to answer a call without sending it (its Stubber's): a response from before-call.
+    Raising there instead made the SDK log an ERROR line for a dry run that worked.
+    """
+    captured: list[dict[str, Any]] = []
+
+    def capture(params: dict[str, Any], **_: Any) -> None:
+        if edit is not None:
+            edit(params)
+        captured.append(json.loads(json.dumps(params, default=str)))
+
+    def not_sent(**_: Any) -> tuple[Any, dict[str, Any]]:
+        from botocore.awsrequest import AWSResponse
+
+        return AWSResponse(None, 200, {}, None), {**(answer or {}), "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    hooks: list[tuple[str, Callable[..., Any]]] = [(f"provide-client-params.sagemaker.{operation}", capture)]
+    if answer is not None:
+        hooks.append((f"before-call.sagemaker.{operation}", not_sent))
+    events = client.meta.events
+    for event, hook in hooks:
+        events.register(event, hook)
+    try:
+        yield captured
     finally:
         for event, hook in hooks:
             events.unregister(event, hook)
-    return captured[-1]
 
 
 def training_input(job: LaunchPlan, name: str) -> dict[str, Any]:
@@ -654,7 +672,7 @@ def training_input(job: LaunchPlan, name: str) -> dict[str, Any]:
     return arguments
 
 
-def _quiet_sdk_config_logger() -> None:
+def quiet_sdk_config_logger() -> None:
     """Keep the SDK's config loader off stdout (where --dry-run prints the request): from its import on
     it logs INFO lines through a stdout handler of its own, unless its logger already has a handler.
     A NullHandler is one: its records (WARNING and above) then go where ours go, to stderr."""

@@ -13,7 +13,9 @@ A param would change the stage's params hash (and every experiment's), and a fla
 
 The job's name is derived from what it trains (hyperparameters, channel objects, image, instance
 options), so running the stage again re-attaches to the job in flight or finished instead of
-starting a second one; a failed or stopped job is retried under the next attempt number. Ctrl-C
+starting a second one; a failed or stopped job is retried under the next attempt number. Before a
+first attempt, the best trial of a recent tuning job that trained exactly the same request
+(:mod:`model_lib.sagemaker.tuned_jobs`: ``tune --apply-best`` wrote its values) is re-attached to instead. Ctrl-C
 while following asks nothing of the job: it keeps running.
 
 Attempts are named ``<base>-<n>`` and share the checkpoint prefix ``<base>``, so a later attempt
@@ -142,6 +144,7 @@ def attach_or_launch(
     from botocore.exceptions import ClientError
 
     from model_lib.sagemaker import jobs, launch
+    from model_lib.sagemaker.tuned_jobs import tuned_trial
 
     base = job_base_name(job)
     client = jobs.sagemaker_client(boto_session)
@@ -150,6 +153,9 @@ def attach_or_launch(
         name = found[1]["TrainingJobName"]
         report(f"train: SageMaker job {name} already trains these inputs ({found[1]['TrainingJobStatus']}): re-attaching")
         return str(name)
+    if found is None and (tuned := tuned_trial(job, client)) is not None:  # `model-lib tune --apply-best`'s winner
+        report(f"train: SageMaker job {tuned[0]}, the best trial of tuning job {tuned[1]}, trained these inputs: re-attaching")
+        return tuned[0]
     attempt = found[0] + 1 if found is not None else 1
     if found is not None and fallback is None:
         fallback = fallback_reason(job, found[1])

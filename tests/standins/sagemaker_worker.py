@@ -3,14 +3,20 @@ SageMaker would, with `model-lib sagemaker-local --job NAME` (the real toolkit, 
 and code), publishing the job's output to CloudWatch Logs as it goes and setting how the job ended
 (its exit code, its failure file) on the fake SageMaker (tests/standins/fake_sagemaker.py).
 
-Jobs run side by side, each in a thread of its own, as SageMaker runs each job on its own instances;
-:func:`remote_repo` lays out the repo copy, the AWS resources and the MLflow server they work with.
+The jobs run are the ``model-lib-train-*`` jobs and the trials of tuning jobs created while the fake is
+installed. Jobs run side by side, each in a thread of its own, as SageMaker runs each job on its own
+instances. As SageMaker, the worker stops a job it runs when StopTrainingJob is asked for it (SIGTERM
+to its run, unless a behaviour runs beside it: that behaviour decides), and restarts a reclaimed spot
+job when told to (:class:`SageMakerWorker`). :func:`remote_repo` lays out the repo copy, the AWS
+resources and the MLflow server they work with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -18,14 +24,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from model_lib.sagemaker.jobs import LOG_GROUP
 from tests.conftest import free_port, git_copy_of_repo, start_mlflow_server, stop_server
 from tests.conftest import run_checked as run
 from tests.standins.fake_sagemaker import FakeSageMaker, status_for_exit
 
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-# What a job's behaviour gets (its name, its running `sagemaker-local` and base dir) and returns: how
-# it ends instead (FakeSageMaker.end's arguments), {} to end as its exit code says.
+# What a job's behaviour gets (its name, its first running `sagemaker-local` and that run's base dir)
+# and returns: how it ends instead (FakeSageMaker.end's arguments), {} to end as its exit code says.
 Behaviour = Callable[[str, subprocess.Popen, Path], dict]
+RECLAIMED = 128 + signal.SIGTERM  # the exit code of a run stopped by SIGTERM, as a spot reclaim stops it
+WAITING = ("InProgress", "Stopping")  # the statuses of a job not ended yet: one to run
 TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
@@ -33,10 +41,20 @@ TRUST = {
 
 
 class SageMakerWorker(threading.Thread):
-    """Runs each training job that appears in moto, once, in a thread of its own; ``paused`` holds new
-    jobs. ``started`` lists the jobs in the order they were taken; ``times`` gives each one's
-    (start, end) in ``time.time()`` seconds, the end once its process has exited; ``behaviours`` maps a
-    job-name suffix to a :data:`Behaviour` run beside that job."""
+    """Runs each training job that appears in moto (created since the worker was, not ended yet) once, in
+    a thread of its own; ``paused`` holds new jobs. ``started`` lists the jobs in the order they were
+    taken; ``times`` gives each one's (start, end) in ``time.time()`` seconds, the end once its last
+    process has exited; ``behaviours`` maps a job-name suffix to a :data:`Behaviour` run beside that
+    job's first run.
+
+    ``restart_reclaimed`` is a predicate of the job name (default: none): a spot job
+    (EnableManagedSpotTraining) it is true of, whose first run exits 143 (SIGTERM: a spot reclaim, e.g.
+    sent by its behaviour) with no stop asked for it and no ending set by its behaviour, is run again,
+    as SageMaker restarts a reclaimed spot job: the same `sagemaker-local --job NAME` in a new base dir
+    (a new instance: its checkpoints come back from the job's S3 URI), its lines in the same log stream;
+    the job ends as that second run does, ``seconds`` counting both. ``restarted`` lists the jobs run
+    again. A trial's name ends in a random ``-<8 hex>``: a suffix of ``behaviours`` also matches the
+    name without it, so ``-002`` (or ``-002-``) is the second trial of any tuning job."""
 
     def __init__(self, repo: Path, env: dict[str, str], session: Any, fake: FakeSageMaker) -> None:
         super().__init__(daemon=True)
@@ -49,8 +67,12 @@ class SageMakerWorker(threading.Thread):
         self.times: dict[str, tuple[float, float | None]] = {}
         self.running: list[threading.Thread] = []
         self.behaviours: dict[str, Behaviour] = {}
+        self.restart_reclaimed: Callable[[str], bool] = lambda _name: False
+        self.restarted: list[str] = []
         self.paused = threading.Event()
         self.stopping = threading.Event()
+        now = datetime.datetime.now(datetime.UTC)
+        self.since = now.replace(microsecond=now.microsecond // 1000 * 1000)  # moto's CreationTime has ms
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -58,8 +80,9 @@ class SageMakerWorker(threading.Thread):
                 name = summary["TrainingJobName"]
                 # moto lives for the whole session: only the jobs created while this module's fake is
                 # installed are ours (another module's stage jobs have the same name prefix).
-                ours = name.startswith("model-lib-train-") and name in self.fake.jobs
-                if ours and name not in self.started and not self.paused.is_set():
+                ours = name in self.fake.jobs and (name.startswith("model-lib-train-") or name in self.fake.trials)
+                waiting = summary["TrainingJobStatus"] in WAITING and summary["CreationTime"] >= self.since
+                if ours and waiting and name not in self.started and not self.paused.is_set():
                     self.started.append(name)
                     thread = threading.Thread(target=self.execute, args=(name,), daemon=True)
                     self.running.append(thread)
@@ -68,36 +91,71 @@ class SageMakerWorker(threading.Thread):
         for thread in self.running:
             thread.join(timeout=600)  # while the fake is still installed for their ends
 
+    def matches(self, name: str, suffix: str) -> bool:
+        """Return whether job ``name`` ends with ``suffix`` (a trial's also without its ``<8 hex>``, or ``-<8 hex>``)."""
+        names = (name, name[:-8], name[:-9]) if name in self.fake.trials else (name,)
+        return any(stem.endswith(suffix) for stem in names)
+
     def execute(self, name: str) -> None:
         self.times[name] = (time.time(), None)
         stream = f"{name}/algo-1-{int(time.time())}"
         logs = self.session.client("logs", endpoint_url=self.env["AWS_ENDPOINT_URL"])  # clients are per thread
         logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
-        base_dir = self.repo.parent / f"worker-{name}"
-        command = ["model-lib", "sagemaker-local", "--job", name, "--base-dir", str(base_dir)]
-        output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        behaviour = next((b for suffix, b in self.behaviours.items() if self.matches(name, suffix)), None)
         started = time.monotonic()
-        process = subprocess.Popen(command, cwd=self.repo, env=self.env, **output)
-        assert process.stdout is not None
-        behaviour = next((b for suffix, b in self.behaviours.items() if name.endswith(suffix)), None)
-        ending: dict = {}
-        beside = None
-        if behaviour is not None:
-            beside = threading.Thread(target=lambda: ending.update(behaviour(name, process, base_dir)), daemon=True)
-            beside.start()
-        for line in process.stdout:
-            if line.strip():
-                event = {"timestamp": int(time.time() * 1000), "message": line.rstrip()[:1000]}
-                logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
-        code = process.wait()
-        if beside is not None:
-            beside.join()
+        base_dir = self.repo.parent / f"worker-{name}"
+
+        def publish(line: str) -> None:
+            event = {"timestamp": int(time.time() * 1000), "message": line.rstrip()[:1000]}
+            logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
+
+        code, ending = self.run_job(name, base_dir, publish, behaviour)
+        if self.reclaimed(name, code, ending):  # SageMaker runs it again on a new instance
+            self.restarted.append(name)
+            base_dir = self.repo.parent / f"worker-{name}-restarted"
+            code, ending = self.run_job(name, base_dir, publish, None)
         self.times[name] = (self.times[name][0], time.time())
         failure_file = base_dir / "output" / "failure"
         failure = failure_file.read_text(encoding="utf-8") if failure_file.is_file() else None
         end = {"status": status_for_exit(code), "exit_code": code, "seconds": time.monotonic() - started, "failure": failure}
         end.update(ending)
         self.fake.end(name, end.pop("status"), **end)
+
+    def run_job(self, name: str, base_dir: Path, publish: Callable[[str], None], behaviour: Behaviour | None) -> tuple[int, dict]:
+        """Run `model-lib sagemaker-local --job NAME` in ``base_dir`` to its exit, each line of its output
+        to ``publish``, ``behaviour`` beside it (else a stop asked for the job sends it SIGTERM); return
+        its exit code and the ending the behaviour set."""
+        command = ["model-lib", "sagemaker-local", "--job", name, "--base-dir", str(base_dir)]
+        output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        process = subprocess.Popen(command, cwd=self.repo, env=self.env, **output)
+        assert process.stdout is not None
+        ending: dict = {}
+        if behaviour is not None:
+            beside = threading.Thread(target=lambda: ending.update(behaviour(name, process, base_dir)), daemon=True)
+        else:
+            beside = threading.Thread(target=self.stop_when_asked, args=(name, process), daemon=True)
+        beside.start()
+        for line in process.stdout:
+            if line.strip():
+                publish(line)
+        code = process.wait()
+        beside.join()
+        return code, ending
+
+    def stop_when_asked(self, name: str, process: subprocess.Popen) -> None:
+        """Send ``process`` SIGTERM once StopTrainingJob has been asked for job ``name``, as SageMaker stops a job."""
+        while process.poll() is None:
+            if name in self.fake.stop_requests:
+                process.send_signal(signal.SIGTERM)
+                return
+            time.sleep(0.1)
+
+    def reclaimed(self, name: str, code: int, ending: dict) -> bool:
+        """Return whether job ``name``'s first run, which exited ``code`` (its behaviour set ``ending``), was
+        a spot reclaim to restart (see :class:`SageMakerWorker`)."""
+        if code != RECLAIMED or "status" in ending or name in self.fake.stop_requests:
+            return False
+        return bool(self.fake.jobs[name].enable_managed_spot_training) and self.restart_reclaimed(name)
 
 
 def aws_account(moto_server: str, bucket: str) -> tuple[Any, dict[str, Any], str, str]:

@@ -77,6 +77,20 @@ def test_environment_fields(tmp_path):
     assert output_dir_for_failure(sagemaker_env(tmp_path)) == tmp_path / "output"  # where the failure file goes
 
 
+def test_a_tuning_trial_checkpoints_under_its_own_job_name(tmp_path):
+    # Every trial shares its definition's one checkpoint prefix; a spot restart keeps the job's name.
+    env = {**sagemaker_env(tmp_path), "SM_TRAINING_ENV": json.dumps({"job_name": "tune-1-002-ab12cd34"})}
+    assert SageMakerEnvironment.from_env({**env, "MODEL_LIB_TUNING_JOB": "tune-1"}).checkpoint_dir == (
+        tmp_path / "checkpoints" / "tune-1-002-ab12cd34"
+    )
+    assert SageMakerEnvironment.from_env(env).checkpoint_dir == tmp_path / "checkpoints"  # not a trial
+
+
+def test_the_tuners_objective_hyperparameter_is_not_taken_for_ours(tmp_path):
+    env = sagemaker_env(tmp_path, hps={"epochs": 2, "_tuning_objective_metric": "val_loss"})
+    assert config_from(env, ["--_tuning_objective_metric", "val_loss", "--epochs", "2"]).epochs == 2
+
+
 def test_channel_with_one_file_of_any_name(tmp_path):
     folder = tmp_path / "train"
     folder.mkdir()
