@@ -195,6 +195,9 @@ def _add_tune_command(commands: Any) -> None:
     )
     _add_params_options(tune, "train")
     _add_launch_options(tune)
+    for action in tune._actions:  # the one launch flag that means another thing here
+        if action.dest == "job_name":
+            action.help = "tuning job name, 1-32 characters (default: model-lib-tune-<MMDDHHMMSS>); trials: <name>-NNN-<hex>"
     tune.add_argument(
         "--dry-run", action="store_true", help="print the CreateHyperParameterTuningJob request as JSON; send nothing"
     )
