@@ -237,7 +237,10 @@ def test_a_model_upload_that_fails_midway_is_sent_again_into_the_same_logged_mod
     assert len(client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")) >= 2
     model = logged_model(client, run.info.run_id)
     mlflow.set_tracking_uri(mlflow_server)  # models:/ URIs resolve against the current tracking URI
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}"))
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}"))
+    finally:  # process-wide: a later test of this worker would track there
+        mlflow.set_tracking_uri(None)
     assert {"MLmodel", "mlflow_model.py", "requirements.txt"} <= {p.name for p in folder.iterdir()}
     assert not (tmp_path / "checkpoints" / "mlflow-pending.json").exists()
 

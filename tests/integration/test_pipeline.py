@@ -168,7 +168,10 @@ def test_mlflow_run_holds_params_epoch_metrics_lineage_and_a_working_model(pipel
     experiment = client.get_experiment(run_info.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training view
     mlflow.set_tracking_uri(f"sqlite:///{copy}/mlflow.db")
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}"))
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(f"models:/{model.model_id}"))
+    finally:  # process-wide: a later test of this worker would track here
+        mlflow.set_tracking_uri(None)
     assert "tensorflow" in (folder / "requirements.txt").read_text()  # what serving the exported model needs
     assert "python_function" in (folder / "MLmodel").read_text()
     assert not list(folder.rglob("*.pkl"))  # a model from code and a SavedModel, no pickle
