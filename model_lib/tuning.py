@@ -271,8 +271,9 @@ def max_epochs(train: Mapping[str, Any]) -> int:
 
 def load_tune(
     params_path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None
-) -> tuple[TuneConfig, dict[str, Any]]:
-    """Return the ``tune:`` section of ``params_path`` and its ``train:`` values (``overrides`` applied).
+) -> tuple[TuneConfig, dict[str, Any], TrainConfig]:
+    """Return the ``tune:`` section of ``params_path``, its ``train:`` values (``overrides`` applied)
+    and their TrainConfig.
 
     Raises:
         ConfigError: if either section is missing or invalid (see :func:`parse_tune`), naming the key.
@@ -284,8 +285,8 @@ def load_tune(
             hint = f" (e.g. tune: {{{example}}}; README: Tuning)" if section == SECTION else ""
             raise ConfigError(f"{params_path}: missing section {section!r}{hint}")
     train = {**(params["train"] or {}), **(overrides or {})}
-    from_mapping(TrainConfig, train, f"{params_path}: train")  # the base config must be valid itself
-    return parse_tune(params[SECTION], train, f"{params_path}: {SECTION}"), train
+    config = from_mapping(TrainConfig, train, f"{params_path}: train")  # the base config must be valid itself
+    return parse_tune(params[SECTION], train, f"{params_path}: {SECTION}"), train, config
 
 
 def sampled(config: TuneConfig, seed: int) -> Iterator[dict[str, Any]]:

@@ -161,22 +161,26 @@ def described_job_cost(described: dict[str, Any], boto_session: Any = None) -> J
     return job_cost(described, found)
 
 
-def most_cost_problem(max_cost: float, instance_type: str, instance_count: int, max_run: int) -> str | None:
-    """Return why a job of ``instance_count`` x ``instance_type`` for up to ``max_run`` seconds breaks
-    ``--max-cost`` (the table's price: checked before anything is asked of AWS), or None when it fits."""
+def most_cost_problem(max_cost: float, instance_type: str, instance_count: int, max_run: int, trials: int = 1) -> str | None:
+    """Return why ``trials`` jobs (a tuning job's; 1: one job) of ``instance_count`` x ``instance_type``
+    for up to ``max_run`` seconds each break ``--max-cost`` (the table's price: checked before anything
+    is asked of AWS), or None when they fit."""
     found = table_price(instance_type)
     if found is None:
         return (
             f"--max-cost {max_cost:g}: no price known for --instance-type {instance_type} (the shipped table, "
             f"{PRICE_TABLE.name}, prices {', '.join(table_instance_types())})"
         )
-    worst = max_run / 3600 * found.usd_per_hour * instance_count
-    if worst > max_cost:
-        return (
-            f"--max-cost {max_cost:g}: the job could cost ${worst:.2f} ({instance_count} x {instance_type} at "
-            f"${found.usd_per_hour}/h for --max-run {max_run}s); lower --max-run or raise --max-cost"
-        )
-    return None
+    per_job = max_run / 3600 * found.usd_per_hour * instance_count
+    if per_job * trials <= max_cost:
+        return None
+    job = f"{instance_count} x {instance_type} at ${found.usd_per_hour}/h for --max-run {max_run}s"
+    if trials == 1:
+        return f"--max-cost {max_cost:g}: the job could cost ${per_job:.2f} ({job}); lower --max-run or raise --max-cost"
+    return (
+        f"--max-cost {max_cost:g}: the tuning job could cost ${per_job * trials:.2f} ({trials} trials x ${per_job:.2f}: "
+        f"{job}); lower max_jobs or --max-run, or raise --max-cost"
+    )
 
 
 __all__ = [

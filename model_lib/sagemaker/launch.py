@@ -505,27 +505,37 @@ def _job_environment(options: LaunchOptions, lineage: Mapping[str, str], channel
     return environment
 
 
-def _raise_if_any(found: list[str]) -> None:
+def raise_if_any(found: list[str], what: str = "the job") -> None:
+    """Raise one error listing every problem ``found`` (each once, redacted); nothing when there is none.
+
+    Raises:
+        SageMakerEnvironmentError: ``<what> was not started; N problem(s):`` and a line per problem.
+    """
     problems = list(dict.fromkeys(found))
     if problems:
         # A problem may quote a library's exception text (DVC, botocore): redact what it might hold.
         listed = "\n".join(f"  - {redact(p)}" for p in problems)
-        raise SageMakerEnvironmentError(f"the job was not started; {len(problems)} problem(s):\n{listed}")
+        raise SageMakerEnvironmentError(f"{what} was not started; {len(problems)} problem(s):\n{listed}")
 
 
 # What plan checks that needs nothing but the config, the options and this process's environment.
 _LOCAL_CHECKS = (_check_hyperparameters, _check_options, _check_tracking, _check_secrets, _check_registered_model)
 
 
+def local_problems(config: TrainConfig, options: LaunchOptions) -> list[str]:
+    """Return what the checks of :func:`plan` that need no AWS, DVC, git or Terraform find (options,
+    hyperparameters, tracking URI, credentials in what would be forwarded), one line each."""
+    draft = _Draft(config, options, boto_session=None, git={})
+    return [problem for check in _LOCAL_CHECKS for problem in check(draft)]
+
+
 def check_before_anything(config: TrainConfig, options: LaunchOptions) -> None:
-    """Run the checks of :func:`plan` that need no AWS, DVC, git or Terraform (options, hyperparameters,
-    tracking URI, credentials in what would be forwarded), so that a stage fails before it pushes data.
+    """Run the checks of :func:`local_problems`, so that a stage fails before it pushes data.
 
     Raises:
         SageMakerEnvironmentError: listing every problem found.
     """
-    draft = _Draft(config, options, boto_session=None, git={})
-    _raise_if_any([problem for check in _LOCAL_CHECKS for problem in check(draft)])
+    raise_if_any(local_problems(config, options))
 
 
 def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> LaunchPlan:
@@ -537,7 +547,7 @@ def plan(config: TrainConfig, options: LaunchOptions, boto_session: Any) -> Laun
     from model_lib.tracking import git_state
 
     draft = _Draft(config, options, boto_session, git_state(options.repo))
-    _raise_if_any([problem for check in _CHECKS for problem in check(draft)])
+    raise_if_any([problem for check in _CHECKS for problem in check(draft)])
     # The DVC experiment and sweep go with the lineage: run tags, and the SageMaker job's (a sweep's jobs are found by them too).
     lineage = {**_lineage(draft.git, draft.channels), **experiment_tags()}
     return LaunchPlan(

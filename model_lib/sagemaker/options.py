@@ -142,17 +142,21 @@ class LaunchOptions:
         if self.keep_alive is not None and self.spot:
             problems.append(f"--keep-alive {self.keep_alive}: SageMaker keeps no warm pool for managed spot jobs (--spot)")
         if self.max_cost is not None:
-            problems.extend(self._cost_problems(self.max_cost))
+            problems.extend(self.cost_problems())
         return problems
 
-    def _cost_problems(self, max_cost: float) -> list[str]:
-        """Return why --max-cost refuses the job: not a positive figure, an unpriced instance type, or
-        a worst case (--max-run billed) above it."""
+    def cost_problems(self, trials: int = 1) -> list[str]:
+        """Return why --max-cost refuses ``trials`` jobs of these options (1: this job; a tuning job's
+        trials): not a positive figure, an unpriced instance type, or a worst case (each billed
+        --max-run) above it; none without --max-cost."""
+        max_cost = self.max_cost
+        if max_cost is None:
+            return []
         from model_lib.sagemaker.cost import most_cost_problem
 
         if not 0 < max_cost < float("inf"):  # NaN fails too
             return [f"--max-cost {max_cost}: expected a positive number of US dollars"]
-        problem = most_cost_problem(max_cost, self.instance_type, self.instance_count, self.max_run)
+        problem = most_cost_problem(max_cost, self.instance_type, self.instance_count, self.max_run, trials)
         return [problem] if problem else []
 
 

@@ -70,28 +70,6 @@ def tuning_job_name(given: str | None) -> str:
     return name
 
 
-def cost_problem(tune: TuneConfig, options: LaunchOptions) -> str | None:
-    """Return why ``--max-cost`` refuses the whole tuning job (every trial billed --max-run), or None."""
-    from model_lib.sagemaker.cost import table_price
-
-    if options.max_cost is None:
-        return None
-    if not 0 < options.max_cost < float("inf"):
-        return f"--max-cost {options.max_cost}: expected a positive number of US dollars"
-    found = table_price(options.instance_type)
-    if found is None:
-        return f"--max-cost {options.max_cost:g}: no price known for --instance-type {options.instance_type}"
-    per_trial = options.max_run / 3600 * found.usd_per_hour * options.instance_count
-    worst = per_trial * tune.trials
-    if worst <= options.max_cost:
-        return None
-    return (
-        f"--max-cost {options.max_cost:g}: the tuning job could cost ${worst:.2f} ({tune.trials} trials x "
-        f"${per_trial:.2f}: {options.instance_count} x {options.instance_type} at ${found.usd_per_hour}/h for "
-        f"--max-run {options.max_run}s); lower max_jobs or --max-run, or raise --max-cost"
-    )
-
-
 def _not_for_tuning(options: LaunchOptions) -> list[tuple[str, str]]:
     """Return the launch flags given that a tuning job cannot honour, with why."""
     refused = []
@@ -113,15 +91,10 @@ def check_before_anything(tune: TuneConfig, config: TrainConfig, options: Launch
     Raises:
         SageMakerEnvironmentError: listing every problem found.
     """
-    problems = [problem] if (problem := cost_problem(tune, options)) else []
+    problems = options.cost_problems(trials=tune.trials)  # the whole tuning job, not one trial
     problems += [f"{flag}: {why}" for flag, why in _not_for_tuning(options)]
-    try:
-        launch.check_before_anything(config, dataclasses.replace(options, max_cost=None))
-    except SageMakerEnvironmentError as exc:
-        problems.extend(line.strip()[2:] for line in str(exc).splitlines()[1:])
-    if problems:
-        listed = "\n".join(f"  - {p}" for p in problems)
-        raise SageMakerEnvironmentError(f"the tuning job was not started; {len(problems)} problem(s):\n{listed}")
+    problems += launch.local_problems(config, dataclasses.replace(options, max_cost=None))
+    launch.raise_if_any(problems, "the tuning job")
 
 
 def plan(tune: TuneConfig, config: TrainConfig, options: LaunchOptions, boto_session: Any, name: str) -> TunePlan:
@@ -168,7 +141,7 @@ def build_tuner(tuning: TunePlan, session: Any, source_dir: str | None = None) -
     estimator = launch.build_estimator(job, session, source_dir=source_dir)
     strategy_config = None
     if tune.strategy == "Hyperband":
-        most = max_epochs(launch_train_values(job))
+        most = max_epochs(job.hyperparameters)
         strategy_config = StrategyConfig(HyperbandStrategyConfig(min_resource=tune.min_epochs, max_resource=most))
     return HyperparameterTuner(
         estimator,
@@ -183,11 +156,6 @@ def build_tuner(tuning: TunePlan, session: Any, source_dir: str | None = None) -
         tags=[{"Key": k, "Value": v} for k, v in job.tags.items()],
         strategy_config=strategy_config,
     )
-
-
-def launch_train_values(job: launch.LaunchPlan) -> dict[str, Any]:
-    """Return the ``train:`` values of ``job``'s hyperparameters (its nulls left out, as sent)."""
-    return dict(job.hyperparameters)
 
 
 def start(tuning: TunePlan, boto_session: Any, *, dry_run: bool = False) -> dict[str, Any]:
@@ -259,7 +227,12 @@ class Trial:
         return cls(str(summary["TrainingJobName"]), str(summary["TrainingJobStatus"]), tuned, objective)
 
     def shown(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in sorted(self.values.items()))
+        return shown_values(self.values)
+
+
+def shown_values(values: Mapping[str, Any]) -> str:
+    """Return tuned values as a report shows them: ``batch_size=16, learning_rate=0.004``."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
 
 
 def trials(client: Any, name: str) -> list[Trial]:
@@ -451,7 +424,6 @@ __all__ = [
     "best_trial",
     "build_tuner",
     "check_before_anything",
-    "cost_problem",
     "describe",
     "follow",
     "open_parent_run",
@@ -460,6 +432,7 @@ __all__ = [
     "plan",
     "record_outcome",
     "sdk_ranges",
+    "shown_values",
     "start",
     "summary_of",
     "trials",

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from model_lib.config import TrainConfig, from_mapping
 from model_lib.errors import ModelLibError
 from model_lib.sagemaker.options import LaunchOptions
 
@@ -43,23 +41,12 @@ def run(args: argparse.Namespace, options: LaunchOptions, overrides: Mapping[str
     return _start(args, options, overrides, session)
 
 
-def load(params: str, overrides: Mapping[str, str]) -> tuple[Any, dict[str, Any], TrainConfig]:
-    """Return the tune: section, the train: values (``overrides`` applied) and their TrainConfig.
-
-    Raises:
-        ConfigError: naming the key, for either section.
-    """
-    from model_lib.tuning import load_tune
-
-    search, train = load_tune(params, overrides)
-    return search, train, from_mapping(TrainConfig, train, f"{params}: train")
-
-
 def _start(args: argparse.Namespace, options: LaunchOptions, overrides: Mapping[str, str], session: Any) -> int:
     from model_lib.sagemaker import tune
     from model_lib.tracking.lineage import user_tags
+    from model_lib.tuning import load_tune
 
-    search, train, config = load(args.params, overrides)
+    search, train, config = load_tune(args.params, overrides)
     user_tags()  # the job's tags: checked before anything is asked of AWS
     name = tune.tuning_job_name(options.job_name)
     tuning = tune.plan(search, config, options, session, name)
@@ -100,7 +87,7 @@ def _follow_and_finish(args: argparse.Namespace, session: Any, name: str, parent
     if best is not None:
         _report(f"  best trial: {best.name}, {objective} {best.objective:.6g} ({best.shown()})")
     parent = parent_run_id or (tune.parent_run_of(session, best.name) if best is not None else None)
-    if parent and os.environ.get("MLFLOW_TRACKING_URI"):
+    if parent and tune.environment_has_tracking():
         tune.record_outcome(parent, summary, objective)
         _report(f"  MLflow: parent run {parent} (each trial's run is its child)")
     if args.apply_best:

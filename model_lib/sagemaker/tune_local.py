@@ -24,7 +24,8 @@ from typing import Any
 from model_lib._io import write_json
 from model_lib.epoch_lines import read_metric
 from model_lib.errors import ModelLibError
-from model_lib.sagemaker.tune import PARENT_RUN_TAG, TUNING_JOB_TAG, Trial, open_parent_run, record_outcome
+from model_lib.sagemaker.launch import TRACKING_URI_ENV
+from model_lib.sagemaker.tune import PARENT_RUN_TAG, TUNING_JOB_TAG, Trial, open_parent_run, record_outcome, shown_values
 from model_lib.tracking.lineage import TAGS_ENV, user_tags
 from model_lib.tuning import TuneConfig, sampled
 
@@ -48,8 +49,8 @@ def trial_command(params: str, overrides: Mapping[str, str], values: Mapping[str
 def _tracking_env() -> dict[str, str]:
     """Return MLFLOW_TRACKING_URI for the trials: the one set here, else the local store ``model-lib train``
     uses (``sqlite:///mlflow.db`` in this folder), made absolute: each trial runs in its own folder."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    return {"MLFLOW_TRACKING_URI": uri}
+    uri = os.environ.get(TRACKING_URI_ENV) or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return {TRACKING_URI_ENV: uri}
 
 
 def run_trial(command: list[str], env: Mapping[str, str], report: Callable[[str], None]) -> tuple[int, list[str]]:
@@ -70,18 +71,16 @@ def run(args: argparse.Namespace, overrides: Mapping[str, str], *, report: Calla
         ConfigError: for a bad tune: or train: section (before any trial runs).
         ModelLibError: if the trials' folder exists (pass another --job-name or --base-dir).
     """
-    from model_lib.config import TrainConfig, from_mapping
     from model_lib.sagemaker import tune
     from model_lib.tuning import load_tune
 
-    search, train = load_tune(args.params, overrides)
-    config = from_mapping(TrainConfig, train, f"{args.params}: train")
+    search, train, config = load_tune(args.params, overrides)
     name = tune.tuning_job_name(args.job_name)
     folder = args.base_dir / name
     if folder.exists():
         raise ModelLibError(f"{folder}: exists; pass another --job-name or --base-dir")
-    env = {**os.environ, **_tracking_env()}
     os.environ.update(_tracking_env())  # the parent run goes where the trials' runs go
+    env = dict(os.environ)
     parent = open_parent_run(name, search, train, {**user_tags(), "model_lib.local": "true"})
     tags = {**user_tags(), PARENT_RUN_TAG: parent, TUNING_JOB_TAG: name}
     report(f"tune --local: {name}: up to {search.trials} trials, one at a time; MLflow parent run {parent}")
@@ -115,7 +114,7 @@ def _one_trial(
     env: Mapping[str, str],
     report: Callable[[str], None],
 ) -> Trial:
-    shown = ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
+    shown = shown_values(values)
     report(f"{time.strftime('%H:%M:%S')} trial {name} InProgress ({shown})")
     code, lines = run_trial(trial_command(params, overrides, values, folder / name), env, report)
     scores = read_metric(lines, search.objective)

@@ -124,7 +124,7 @@ def test_apply_writes_the_values_and_keeps_the_comments(tmp_path):
     assert "learning_rate: 0.00123" in text and "batch_size: 64" in text
     assert "# the project's params" in text and "# ngram_glove | seed_cnn" in text and "{min: 0.0005, max: 0.01}" in text
     assert written["learning_rate"] == 0.00123
-    search, train = load_tune(params)
+    search, train, _ = load_tune(params)
     assert train["batch_size"] == 64 and search.ranges[0].name == "learning_rate"
 
 
@@ -146,7 +146,7 @@ def test_tune_with_a_bad_range_exits_2_before_anything_is_asked_of_aws(tmp_path,
 
 
 def test_the_shipped_params_have_a_valid_tune_section():
-    search, _ = load_tune("params.yaml")
+    search, _, _ = load_tune("params.yaml")
     assert search.objective == "val_loss" and {r.name for r in search.ranges} >= {"learning_rate"}
 
 
