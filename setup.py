@@ -33,6 +33,7 @@ setup(
         # GPU metrics in the MLflow run (pynvml; the GPU image installs it).
         "gpu": ["nvidia-ml-py==13.615.71"],
     },
-    entry_points={"console_scripts": ["model-lib=model_lib.cli:main"]},
+    # model-lib-serve: the serving image's `serve` (docker/Dockerfile links it), SageMaker's hosting contract.
+    entry_points={"console_scripts": ["model-lib=model_lib.cli:main", "model-lib-serve=model_lib.serving:main"]},
     license="Apache-2.0",
 )

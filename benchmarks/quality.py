@@ -68,7 +68,7 @@ def prepared_default_split():
     from model_lib.config import PrepareConfig
     from model_lib.data import load_reviews, split_indices
     from model_lib.embeddings import embedding_matrix, load_glove
-    from model_lib.prepared import PreparedData
+    from model_lib.prepared import PreparedData, Split
     from model_lib.text import Vocabulary
 
     config = PrepareConfig()
@@ -78,7 +78,8 @@ def prepared_default_split():
     vocabulary = Vocabulary.fit(train_texts, max_size=config.vocab_size, min_count=config.min_count)
     matrix = embedding_matrix(load_glove("bundled"), vocabulary.tokens, seed=config.seed).matrix
     ids = vocabulary.encode(reviews.texts, config.max_length)
-    data = PreparedData(ids[train], reviews.labels[train], ids[test], reviews.labels[test], vocabulary, matrix)
+    split = Split.from_padded
+    data = PreparedData(split(ids[train], reviews.labels[train]), split(ids[test], reviews.labels[test]), vocabulary, matrix)
     return data, (train_texts, reviews.labels[train]), (test_texts, reviews.labels[test])
 
 

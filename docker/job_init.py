@@ -8,7 +8,8 @@ own: SIGTERM and SIGINT are passed on to every process of that group, and this w
 them have exited (at most model_lib.sagemaker.supervise.STOP_GRACE_SECONDS after a signal, then they are
 killed), then exits with the toolkit's status: 128 + N when signal N ended it (143 for SIGTERM).
 tini stays PID 1 and reaps the script once `train` has gone. The same wait runs local process mode
-(model_lib.sagemaker.supervise.wait_for_job). Any command other than `train` is run directly.
+(model_lib.sagemaker.supervise.wait_for_job). Any command other than `train` is run directly:
+`serve` (SageMaker hosting) replaces this process, so tini passes SIGTERM straight to its gunicorn.
 """
 
 from __future__ import annotations

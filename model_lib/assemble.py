@@ -1,5 +1,6 @@
 """Assemble the model that ships from the trained one: the NB-SVM views fitted beside it (the
-ensemble, :func:`model_lib.models.with_views`) and the wrapper that takes raw review strings.
+ensemble: the registry entry's ``shipper``, :func:`model_lib.models.ngram_glove_shipped` for the
+default model) and the wrapper that takes raw review strings.
 
 This runs once, after the training loop, on the best weights; nothing here is checkpointed (the
 views are a deterministic fit of the training reviews).
@@ -17,9 +18,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from model_lib import registry
 from model_lib.augment import cropped
 from model_lib.config import TrainConfig
-from model_lib.models import LinearView, fit_nb_view, ngram_matrix, with_views
+from model_lib.models import LinearView, fit_nb_view, ngram_matrix
 from model_lib.prepared import PreparedData
 
 logger = logging.getLogger(__name__)
@@ -112,13 +114,13 @@ def shipped_model(
     """
     from model_lib.export import raw_string_model
 
-    seconds = 0.0
+    seconds, fitted = 0.0, list[tuple[LinearView, float]]()
     if fit_views and has_views(hp):
         began = time.perf_counter()
         fitted = views(data, config, hp, view_sample)
-        model = with_views(model, fitted, buckets=config.ngram_buckets, order=config.ngram_order)
         seconds = time.perf_counter() - began
         logger.info("NB-SVM views fitted in %.1f s", seconds)
+    model = registry.get(config.model).shipped(model, fitted, buckets=config.ngram_buckets, order=config.ngram_order)
     raw = raw_string_model(model, data.vocabulary, data.max_length) if keras.backend.backend() == "tensorflow" else None
     return Shipped(model, raw, seconds)
 

@@ -1,13 +1,19 @@
 """Training state on disk, for runs that are stopped at any moment (spot reclaim, Ctrl-C, SIGKILL).
 
 Each save is one *generation*: a folder ``gen-<n>`` holding ``arrays.npz`` (every model, optimizer
-and metric variable), ``best.npz`` (the best weights so far, written by each generation itself:
-generations share no file, so one damaged file never takes two with it) and ``state.json``
+and metric variable but the frozen tables a rebuilt model holds anyway), ``best.npz`` (the best
+weights so far, written by each generation itself: generations share no file, so one damaged file
+never takes two with it) and ``state.json``
 (position in the run, history, early-stopping state, the sizes and CRC-32 of the array files). It
 is written under a temporary name and renamed into place, so a generation either exists whole or
 not at all; ``state.json`` is written last inside it and names what it verifies. The newest
 :data:`KEEP` generations are kept; on start the newest one that verifies is used, and one that does
 not (truncated, corrupt) is skipped with a warning naming the file, never a crash.
+
+A large array that is mostly zeros (the n-gram weights and their optimizer slots: n-grams below
+``min_count`` never train) is stored as a bitmap of its non-zero entries and their values, lossless
+to the bit (``-0.0`` included): a generation costs what a spot job uploads, so it holds only what
+resume needs.
 
 ``run.json`` beside the generations names the MLflow run of this training, so a restarted job
 reopens the same run even when it was killed before its first generation.
@@ -33,7 +39,7 @@ from model_lib._io import temporary_folder, write_json
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: sparse entries (SPARSE_SUFFIXES); format-1 generations held the frozen tables too
 KEEP = 2
 ARRAYS = "arrays.npz"
 BEST = "best.npz"
@@ -42,6 +48,10 @@ RUN_REFERENCE = "run.json"
 RETIRED = "retired.json"  # the newest generation of a finished training: never resumed
 _GENERATION = re.compile(r"^gen-(\d{6,})$")
 _GROUPS = ("model", "optimizer", "metrics")
+# An array of at least this many entries is stored sparse when at most SPARSE_SHARE of them are non-zero.
+SPARSE_MIN_SIZE = 1 << 16
+SPARSE_SHARE = 0.5
+SPARSE_SUFFIXES = (":mask", ":values", ":shape")
 
 
 @dataclasses.dataclass
@@ -85,9 +95,50 @@ def _folder(directory: Path, number: int) -> Path:
     return directory / f"gen-{number:06d}"
 
 
+def encoded(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Return the entries to write for ``arrays``: each large, mostly-zero array as three entries
+    ``<name>:mask`` (np.packbits of which entries have any bit set), ``<name>:values`` (those
+    entries, in order) and ``<name>:shape``; every other array as it is (see :func:`decoded`)."""
+    entries: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        if array.size < SPARSE_MIN_SIZE or array.dtype.itemsize not in (1, 2, 4, 8):
+            entries[name] = array
+            continue
+        flat = array.reshape(-1)
+        # By bit pattern, not value: -0.0 is kept (it compares equal to 0.0), so decoding is exact.
+        present = flat.view(f"u{flat.dtype.itemsize}") != 0
+        if np.count_nonzero(present) > SPARSE_SHARE * flat.size:
+            entries[name] = array
+            continue
+        entries[name + ":mask"] = np.packbits(present)
+        entries[name + ":values"] = flat[present]
+        entries[name + ":shape"] = np.asarray(array.shape, dtype=np.int64)
+    return entries
+
+
+def decoded(archive: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """Return the array ``name`` of an archive written from :func:`encoded` entries, as it was saved.
+
+    Raises:
+        KeyError: if the archive holds no array ``name``.
+        ValueError: if its sparse entries do not fit together.
+    """
+    if name + ":mask" not in archive:
+        return archive[name]
+    values, shape = archive[name + ":values"], tuple(int(n) for n in archive[name + ":shape"])
+    size = int(np.prod(shape, dtype=np.int64))
+    present = np.unpackbits(archive[name + ":mask"], count=size).astype(bool)
+    if int(present.sum()) != len(values):
+        raise ValueError(f"{name}: {int(present.sum())} entries marked, {len(values)} values")
+    flat = np.zeros(size, dtype=values.dtype)
+    flat[present] = values
+    return flat.reshape(shape)
+
+
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
     with path.open("wb") as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
+        np.savez(handle, **encoded(arrays))  # type: ignore[arg-type]
         handle.flush()
         os.fsync(handle.fileno())
     return {"size": path.stat().st_size, "crc32": _crc32(path)}
@@ -155,10 +206,10 @@ def _verify(folder: Path) -> dict[str, Any]:
 
 def _read_arrays(folder: Path, counts: Mapping[str, int]) -> dict[str, list[np.ndarray]]:
     with np.load(folder / ARRAYS, allow_pickle=False) as archive:
-        arrays = {group: [archive[f"{group}/{i:05d}"] for i in range(counts.get(group, 0))] for group in _GROUPS}
+        arrays = {group: [decoded(archive, f"{group}/{i:05d}") for i in range(counts.get(group, 0))] for group in _GROUPS}
     if counts.get("best"):
         with np.load(folder / BEST, allow_pickle=False) as archive:
-            arrays["best"] = [archive[f"best/{i:05d}"] for i in range(counts["best"])]
+            arrays["best"] = [decoded(archive, f"best/{i:05d}") for i in range(counts["best"])]
     return arrays
 
 

@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_launch_command(commands)
     _add_tune_command(commands)
+    _add_deploy_command(commands)
     return parser
 
 
@@ -226,10 +227,48 @@ def _add_tune_command(commands: Any) -> None:
     )
 
 
+def _add_deploy_command(commands: Any) -> None:
+    """Add the ``deploy`` subcommand to ``commands`` (the subparsers of ``model-lib``)."""
+    from model_lib.sagemaker.deploy_options import DeployOptions
+
+    deploy = commands.add_parser(
+        "deploy",
+        allow_abbrev=False,
+        help="serve a trained model on SageMaker: a real-time or serverless endpoint, or a batch transform",
+        description=(
+            "Serve a Completed training job's model.tar.gz, named by a registered MLflow version (models:/NAME/N, whose "
+            "run carries the job's name), its S3 URI, or --job NAME, on the job's own image (its `serve`): CreateModel, "
+            "then CreateEndpointConfig and CreateEndpoint (or UpdateEndpoint with --update), or CreateTransformJob with "
+            "--batch-input. Names are derived from the source, so a second run reuses what exists. README: Deploying."
+        ),
+    )
+    deploy.add_argument("source", nargs="?", metavar="SOURCE", help="models:/NAME/N or s3://.../model.tar.gz (or --job)")
+    deploy.add_argument("--job", metavar="NAME", help="the Completed training job whose model.tar.gz to serve")
+    _add_dataclass_flags(deploy, DeployOptions)
+    deploy.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a variable of the serving container (repeatable); no credentials (DescribeModel shows them)",
+    )
+    deploy.add_argument("--dry-run", action="store_true", help="print every request as JSON (a list, in order); send nothing")
+    deploy.add_argument(
+        "--wait", action="store_true", help="follow the endpoint to InService (or the transform job to its end); exit 1 if not"
+    )
+
+
 def _add_launch_options(parser: argparse.ArgumentParser) -> None:
     """The job options `model-lib launch` takes, and MODEL_LIB_LAUNCH_OPTIONS holds for a remote train
     stage: one flag per LaunchOptions field that has a help text, its default the field's."""
-    for field, kind in _launch_flags().items():
+    from model_lib.sagemaker.options import LaunchOptions
+
+    _add_dataclass_flags(parser, LaunchOptions)
+
+
+def _add_dataclass_flags(parser: argparse.ArgumentParser, options: type) -> None:
+    """Add one flag per field of the ``options`` dataclass that has a help text, its default the field's."""
+    for field, kind in _flags_of(options).items():
         flag = "--" + field.name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, action="store_true", help=field.metadata["help"])
@@ -240,14 +279,19 @@ def _add_launch_options(parser: argparse.ArgumentParser) -> None:
 
 def _launch_flags() -> dict[Any, type]:
     """Return each LaunchOptions field that is a flag, with the type its value is parsed as."""
+    from model_lib.sagemaker.options import LaunchOptions
+
+    return _flags_of(LaunchOptions)
+
+
+def _flags_of(options: type) -> dict[Any, type]:
+    """Return each field of the ``options`` dataclass that is a flag, with the type its value is parsed as."""
     import dataclasses
     import typing
 
-    from model_lib.sagemaker.options import LaunchOptions
-
-    hints = typing.get_type_hints(LaunchOptions)
+    hints = typing.get_type_hints(options)
     flags = {}
-    for field in dataclasses.fields(LaunchOptions):
+    for field in dataclasses.fields(options):
         if "help" in field.metadata:
             kinds = [k for k in typing.get_args(hints[field.name]) if k is not type(None)] or [hints[field.name]]
             flags[field] = kinds[0]
@@ -593,6 +637,15 @@ def _tune(args: argparse.Namespace) -> int:
     return tune_command.run(args, _launch_options(args), _overrides_for("train", args.overrides))
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from model_lib.sagemaker import deploy_command
+    from model_lib.sagemaker.deploy import parse_environment
+    from model_lib.sagemaker.deploy_options import DeployOptions
+
+    values = {field.name: getattr(args, field.name) for field in _flags_of(DeployOptions)}
+    return deploy_command.run(args, DeployOptions(**values, environment=parse_environment(args.env)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``model-lib`` with ``argv``; return the exit code (2 for errors the user can fix)."""
     import model_lib
@@ -613,6 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sagemaker-local": _sagemaker_local,
         "launch": _launch,
         "tune": _tune,
+        "deploy": _deploy,
         "mlflow-sync": _mlflow_sync,
     }
     try:

@@ -27,6 +27,10 @@ NGRAM_HASH_MULTIPLIER = 1009
 # TensorFlow starts that many threads per pool: 100000 hangs the process before the first step.
 MAX_THREADS = 1024
 MAX_NGRAM_BUCKETS = (2**31 - 1) // NGRAM_HASH_MULTIPLIER - 1
+# A spot job uploads each checkpoint generation as it is written; by time, the upload rate is the
+# generation's size over this (benchmarks/checkpoint.py), whatever the machine's step time, and a
+# reclaim without notice loses at most this much work.
+CHECKPOINT_SECONDS = 30.0
 
 
 def _setting(
@@ -122,10 +126,15 @@ class TrainConfig:
     threads: int | None = _setting(
         None, f"TensorFlow intra/inter-op threads, 1 to {MAX_THREADS}; null lets TensorFlow decide", "threads"
     )
+    checkpoint_seconds: float = _setting(
+        CHECKPOINT_SECONDS,
+        "save the whole training state after the first step N seconds after the last save (and at the "
+        "end) when a checkpoint folder is used; 0: by checkpoint_steps and at each epoch end",
+        "non_negative",
+    )
     checkpoint_steps: int = _setting(
-        100,
-        "save the whole training state every N steps (and at each epoch end) when a checkpoint folder is "
-        "used; 0 saves at epoch ends only",
+        0,
+        "also save the whole training state every N steps of an epoch; 0: by checkpoint_seconds alone",
         "non_negative",
     )
 

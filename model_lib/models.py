@@ -480,6 +480,153 @@ def with_views(model: keras.Model, views: list[tuple[LinearView, float]], *, buc
     return ensemble
 
 
+# CompactIds packs, for each block of 8 ids, (rows used before the block) << 8 | (the block's bitmap)
+# in one int32: the index costs half a byte per id, and an id's row is one gather away.
+_BLOCK = 8
+_MAX_COMPACT_ROWS = (1 << 23) - 1  # what the 23 bits above the bitmap hold
+_POPCOUNT = np.array([bin(byte).count("1") for byte in range(256)], np.int32)
+
+
+@keras.saving.register_keras_serializable(package="model_lib")
+class CompactIds(keras.layers.Layer):
+    """Maps n-gram ids to the rows of tables that hold only the ids some table uses: 1 + the
+    number of used ids below the id, for a used id, and 0 (a row of zeros) for any other id,
+    padding and repeats included.
+
+    Most of a hashed table's rows are n-grams seen in fewer than 2 training reviews, whose weights
+    are 0: tables of the used rows are a third of the size and give the same sums, bit for bit.
+    ``id_count`` is how many ids there are (:attr:`HashedNgrams.id_count`); set the index with
+    :func:`compact_index`.
+    """
+
+    def __init__(self, id_count: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.id_count = int(id_count)
+        blocks = self.id_count // _BLOCK + 1
+        self.index = self.add_weight(shape=(blocks,), dtype="int32", initializer="zeros", trainable=False, name="index")
+
+    def call(self, ids: Any) -> Any:
+        ids = ops.cast(ids, "int32")
+        packed = ops.take(self.index, ops.right_shift(ids, 3))
+        bitmap, before = ops.bitwise_and(packed, 255), ops.right_shift(packed, 8)
+        offset = ops.bitwise_and(ids, _BLOCK - 1)
+        used = ops.bitwise_and(ops.right_shift(bitmap, offset), 1) == 1
+        below = ops.bitwise_and(bitmap, ops.left_shift(1, offset) - 1)
+        return ops.where(used, before + ops.take(ops.convert_to_tensor(_POPCOUNT), below) + 1, 0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "id_count": self.id_count}
+
+
+def compact_index(used: np.ndarray) -> np.ndarray:
+    """Return the :class:`CompactIds` index of the bool mask ``used`` (one entry per id; id 0,
+    padding, is never used).
+
+    Raises:
+        ValueError: if more ids are used than the index can count.
+    """
+    used = np.asarray(used, dtype=bool).copy()
+    used[0] = False
+    if int(used.sum()) > _MAX_COMPACT_ROWS:
+        raise ValueError(f"CompactIds: at most {_MAX_COMPACT_ROWS} used ids, got {int(used.sum())}")
+    blocks = len(used) // _BLOCK + 1
+    padded = np.zeros(blocks * _BLOCK, dtype=bool)
+    padded[: len(used)] = used
+    bitmap = np.packbits(padded.reshape(blocks, _BLOCK), axis=1, bitorder="little").reshape(-1).astype(np.int32)
+    before = np.concatenate([[0], np.cumsum(_POPCOUNT[bitmap])[:-1]]).astype(np.int32)
+    return np.left_shift(before, 8) | bitmap
+
+
+def _used_ids(tables: Iterable[np.ndarray]) -> np.ndarray:
+    """Return the bool mask of the ids whose row has any bit set in one of ``tables`` (1-D, of one length)."""
+    tables = [np.asarray(table, np.float32).reshape(-1) for table in tables]
+    used = np.zeros(len(tables[0]), dtype=bool)
+    for table in tables:
+        used |= table.view(np.uint32) != 0  # by bits: a -0.0 weight is kept as it is
+    used[0] = False
+    return used
+
+
+def ngram_glove_shipped(model: keras.Model, views: list[tuple[LinearView, float]], *, buckets: int, order: int) -> keras.Model:
+    """Return the model to ship of the trained :func:`ngram_glove` ``model`` and its (view,
+    weight) pairs: the P(positive) of :func:`with_views` bit for bit, as one graph whose per-n-gram
+    tables hold only the n-grams some table uses (:class:`CompactIds`), with no optimizer state.
+
+    The gate is folded into the n-gram weights (a switched-off n-gram's weight is 0 and never
+    trains), the n-gram ids are hashed once for the model and the views, and dropout (the identity
+    once trained) is left out.
+
+    Raises:
+        ValueError: if ``model`` is not an ngram_glove model (a layer it has is missing).
+    """
+    names = ("ngrams", "ngram_weights", "ngram_active", "linear_logit", "glove", "glove_logit", "length_logit")
+    try:
+        layers = {name: model.get_layer(name) for name in names}
+    except ValueError as exc:
+        raise ValueError(f"ngram_glove_shipped: {model.name!r} is not an ngram_glove model ({exc})") from None
+    weights = (layers["ngram_weights"].get_weights()[0] * layers["ngram_active"].get_weights()[0]).reshape(-1)
+    view_tables = [(view.weights, view.squares) for view, _ in views]
+    used = _used_ids([weights, *(table for pair in view_tables for table in pair)])
+    rows_used = int(used.sum())
+
+    def compact(table: np.ndarray) -> np.ndarray:
+        return np.concatenate([[0.0], np.asarray(table, np.float32).reshape(-1)[used]]).astype(np.float32)[:, None]
+
+    inputs = keras.Input(shape=model.input_shape[1:], dtype="int32", name="token_ids")
+    ngrams = HashedNgrams.from_config(layers["ngrams"].get_config())
+    ngram_ids = ngrams(inputs)
+    id_rows = CompactIds(ngrams.id_count, name="ngram_rows")
+    rows = id_rows(ngram_ids)
+    tables: list[tuple[keras.layers.Layer, list[np.ndarray]]] = [(id_rows, [compact_index(used)])]
+
+    def table(name: str, values: np.ndarray) -> Any:
+        layer = keras.layers.Embedding(rows_used + 1, 1, trainable=False, name=name)
+        tables.append((layer, [compact(values)]))
+        return layer(rows)
+
+    linear = MaskedSum.from_config(layers["linear_logit"].get_config())(table("ngram_weights", weights), ngram_ids)
+    glove_matrix = layers["glove"].get_weights()[0]
+    glove = keras.layers.Embedding(glove_matrix.shape[0], glove_matrix.shape[1], name="glove")
+    glove_logit = keras.layers.Dense(1, name="glove_logit")
+    length_logit = keras.layers.Dense(1, use_bias=False, name="length_logit")
+    logit = keras.layers.Add(name="logit")(
+        [
+            linear,
+            glove_logit(MaskedMean(name="glove_bag")(glove(inputs), inputs)),
+            length_logit(LogLength(name="log_length")(inputs)),
+        ]
+    )
+    probability = keras.layers.Activation("sigmoid", name="p_positive")(logit)
+    if views:
+        logits = [
+            NormalizedLinearLogit(view.intercept, name=f"view{number}_logit")(
+                table(f"view{number}_weights", view.weights), table(f"view{number}_squares", view.squares), ngram_ids
+            )
+            for number, (view, _) in enumerate(views, start=1)
+        ]
+        probability = LogitMix([weight for _, weight in views], name="ensemble_p_positive")(probability, *logits)
+    shipped = keras.Model(inputs, probability, name=f"{model.name}_ensemble" if views else model.name)
+    for layer, values in tables:
+        layer.set_weights(values)
+    for name, layer in (("glove", glove), ("glove_logit", glove_logit), ("length_logit", length_logit)):
+        layer.set_weights(layers[name].get_weights())
+    return shipped
+
+
+def without_optimizer(model: keras.Model) -> keras.Model:
+    """Return a copy of the trained functional ``model`` with its weights and no optimizer state
+    (what a compiled model would save beside its weights: Adam keeps two slots per weight)."""
+    copy = model.__class__.from_config(model.get_config())  # clone_model would compile the copy as well
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def shipped_as_trained(model: keras.Model, views: list[tuple[LinearView, float]], *, buckets: int, order: int) -> keras.Model:
+    """Return the model to ship of a trained ``model`` of any kind: :func:`with_views` of its copy
+    without optimizer state (:func:`without_optimizer`) and the (view, weight) pairs."""
+    return with_views(without_optimizer(model), views, buckets=buckets, order=order)
+
+
 def build_model(name: str, embedding_matrix: np.ndarray, **hyperparameters: Any) -> keras.Model:
     """Return the uncompiled model ``name`` (a :mod:`model_lib.registry` entry) built on ``embedding_matrix``.
 

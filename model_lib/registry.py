@@ -74,6 +74,9 @@ class ModelEntry:
         length: the one encoded length the model takes (``prepare.max_length``); None takes any.
         length_reason: why it needs that length, for the error message.
         checks: further data checks, each ``(config, train_shape)`` raising ConfigError.
+        shipper: ``"module:function"`` or a callable ``(trained_model, views, *, buckets, order)``
+            returning the model to ship from the trained one and its NB-SVM (view, weight) pairs
+            (maybe none); by default :func:`model_lib.models.shipped_as_trained`.
     """
 
     name: str
@@ -84,6 +87,7 @@ class ModelEntry:
     length: int | None = None
     length_reason: str = ""
     checks: tuple[DataCheck, ...] = ()
+    shipper: str | Callable[..., Any] = "model_lib.models:shipped_as_trained"
 
     def build(self, embedding_matrix: Any, **arguments: Any) -> Any:
         """Return the uncompiled model built by the builder on ``embedding_matrix`` with ``arguments``."""
@@ -106,6 +110,10 @@ class ModelEntry:
         if self.fitter is None:
             return {}
         return dict(_resolve(self.fitter)(hyperparameters, fit, vocab_size))
+
+    def shipped(self, model: Any, views: list[Any], *, buckets: int, order: int) -> Any:
+        """Return the model to ship from the trained ``model`` and its (view, weight) pairs (see ``shipper``)."""
+        return _resolve(self.shipper)(model, views, buckets=buckets, order=order)
 
     def check_data(self, config: TrainConfig, train_shape: tuple[int, ...]) -> None:
         """Check the model can train on encoded reviews of ``train_shape`` (reviews, tokens).
@@ -173,6 +181,7 @@ register(
         ),
         hyperparameters=("dropout", "ngram_buckets", "ngram_order"),
         fitter="model_lib.models:ngram_glove_fitted",
+        shipper="model_lib.models:ngram_glove_shipped",
     )
 )
 register(

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 # Settings that change how a run is carried out but not what it computes: a checkpoint made with
 # other values of these is still resumed.
-_NOT_IN_FINGERPRINT = ("checkpoint_steps", "threads")
+_NOT_IN_FINGERPRINT = ("checkpoint_steps", "checkpoint_seconds", "threads")
 # Without a progress bar (output to a log or a pipe), a line this often within an epoch: an epoch of a
 # large corpus runs for many minutes.
 PROGRESS_SECONDS = 60.0
@@ -102,6 +102,7 @@ class TrainResult:
     checkpoints_saved: int = 0
     checkpoint_seconds: float = 0.0  # time training waited for checkpoint saves, part of train_seconds
     checkpoint_final_seconds: float = 0.0  # of which: waiting at the end for the last write to land
+    epochs_seconds: float = 0.0  # the epochs alone: train_seconds less the fit of the NB-SVM views
 
 
 def _seed_everything(seed: int) -> None:
@@ -157,9 +158,31 @@ def _compiled_model(
     return model
 
 
+def _frozen_weights(model: keras.Model) -> set[int]:
+    """Return the ids of the weights of ``model``'s frozen layers (``trainable`` False, nested models
+    included): tables the build sets from the config and the data, which training never changes."""
+    frozen: set[int] = set()
+    layers = list(model.layers)
+    while layers:
+        layer = layers.pop()
+        if not layer.trainable:
+            frozen.update(id(weight) for weight in layer.weights)
+        layers.extend(getattr(layer, "layers", ()))
+    return frozen
+
+
+def _kept_weights(model: keras.Model) -> list[Any]:
+    """Return the weights of ``model`` that a checkpoint and the best weights hold: all but the
+    frozen tables (:func:`_frozen_weights`; a resumed run rebuilds them bit for bit, as its
+    fingerprint is the same)."""
+    frozen = _frozen_weights(model)
+    return [weight for weight in model.weights if id(weight) not in frozen]
+
+
 def _variable_groups(model: keras.Model) -> dict[str, list[Any]]:
+    frozen = _frozen_weights(model)
     return {
-        "model": list(model.variables),
+        "model": [variable for variable in model.variables if id(variable) not in frozen],
         "optimizer": list(model.optimizer.variables),
         "metrics": list(model.metrics_variables),
     }
@@ -280,8 +303,9 @@ def run(
 
     A validation slice (``config.validation_split`` of the training split, stratified, seeded) drives
     early stopping; the weights of the epoch with the lowest validation loss are kept. With
-    ``checkpoint_dir``, the whole state is saved every ``config.checkpoint_steps`` steps and at each
-    epoch end (see :mod:`model_lib.checkpoints`), and a later call with the same config and data
+    ``checkpoint_dir``, the whole state is saved every ``config.checkpoint_seconds`` (and every
+    ``config.checkpoint_steps`` steps when set) and at the end (see :class:`_Checkpoints` and
+    :mod:`model_lib.checkpoints`), and a later call with the same config and data
     resumes at the step where it stopped. ``verbose``: 0 silent, 1 a progress bar, 2 one log line
     per epoch, "auto" a bar on a terminal. ``run_id`` (the MLflow run) is stored in the checkpoints.
 
@@ -405,18 +429,30 @@ class _EpochMetrics:
 class _Checkpoints:
     """Saves the training state at its cadence and counts what saving cost the run.
 
-    A generation is saved every ``every`` steps (0: never mid-epoch), at each epoch end and when a
-    stop is requested. ``seconds`` is the time training waited for saves, ``final_seconds`` the
-    part of it spent at the end waiting for the last write to land.
+    A generation is saved after a step once ``every_seconds`` have passed since the last save (or
+    the start), every ``every_steps`` steps of an epoch, at the end of training and when a stop is
+    requested; 0 turns a cadence off. With ``every_seconds`` 0, each epoch end is saved too (the
+    cadence by steps alone). By time, what a spot job uploads per second does not grow with the
+    speed of the machine. ``seconds`` is the time training waited for saves, ``final_seconds``
+    the part of it spent at the end waiting for the last write to land.
     """
 
-    def __init__(self, writer: _CheckpointWriter, context: dict[str, Any], every: int) -> None:
-        self._writer, self._context, self._every = writer, json.loads(json.dumps(context)), every
+    def __init__(self, writer: _CheckpointWriter, context: dict[str, Any], every_steps: int, every_seconds: float) -> None:
+        self._writer, self._context = writer, json.loads(json.dumps(context))
+        self._every_steps, self._every_seconds = every_steps, every_seconds
+        self._last = time.monotonic()
         self.count, self.seconds, self.final_seconds = 0, 0.0, 0.0
+
+    def _time_is_up(self) -> bool:
+        return bool(self._every_seconds) and time.monotonic() - self._last >= self._every_seconds
 
     def due(self, step: int) -> bool:
         """Return whether the cadence saves after ``step`` steps of an epoch."""
-        return bool(self._every) and step % self._every == 0
+        return (bool(self._every_steps) and step % self._every_steps == 0) or self._time_is_up()
+
+    def due_at_epoch_end(self, finished: bool) -> bool:
+        """Return whether the cadence saves at an epoch's end; ``finished``: training ends there."""
+        return finished or not self._every_seconds or self._time_is_up()
 
     def save(self, state: TrainingState, model: keras.Model, best: list[np.ndarray] | None) -> None:
         """Queue one generation of ``state``, every variable of ``model`` and ``best`` (the best weights so far)."""
@@ -425,6 +461,7 @@ class _Checkpoints:
         # .numpy() of a variable is already a snapshot (a read, then a copy): one copy, no second one.
         arrays = {group: [np.asarray(v.numpy()) for v in variables] for group, variables in _variable_groups(model).items()}
         self._writer.submit(snapshot, arrays, best)
+        self._last = time.monotonic()
         self.count += 1
         self.seconds += time.perf_counter() - began
 
@@ -589,17 +626,19 @@ def _end_epoch(run: _Run, state: TrainingState, trained: dict[str, float], began
     state.history.append({"epoch": epoch + 1, **metrics})
     if state.best_val_loss is None or metrics["val_loss"] < state.best_val_loss:
         state.best_val_loss, state.best_epoch, state.wait = metrics["val_loss"], epoch, 0
-        run.best = [np.asarray(w) for w in run.model.get_weights()]
+        run.best = [np.asarray(w.numpy()) for w in _kept_weights(run.model)]
     else:
         state.wait += 1
     state.epoch, state.step, state.epoch_sums = epoch + 1, 0, []
-    if run.saver is not None:
+    stop_now = run.watching and run.stop_requested()
+    finished = state.epoch >= int(run.hp["epochs"]) or state.wait >= max(run.config.patience, 1)
+    if run.saver is not None and (stop_now or run.saver.due_at_epoch_end(finished)):
         run.saver.save(state, run.model, run.best)
     if run.tracker is not None:
         run.tracker.log_epoch(epoch, metrics)
     if run.verbose == 2 or run.show_bar:
         logger.info(epoch_lines.epoch_line(epoch, int(run.hp["epochs"]), metrics, time.perf_counter() - began))
-    if run.watching and run.stop_requested():
+    if stop_now:
         raise run.interrupted()
 
 
@@ -660,13 +699,14 @@ def _run(
             tracker.log_history(list(state.history))
     if directory is not None:
         context = {"fingerprint": identity, "run_id": run_id, "steps_per_epoch": run.steps}
-        run.saver = _Checkpoints(_CheckpointWriter(directory), context, config.checkpoint_steps)
+        run.saver = _Checkpoints(_CheckpointWriter(directory), context, config.checkpoint_steps, config.checkpoint_seconds)
 
     started = time.perf_counter()
     _train_epochs(run, state)
     seconds = time.perf_counter() - started
     if run.best is not None:
-        model.set_weights(run.best)
+        for weight, value in zip(_kept_weights(model), run.best, strict=True):
+            weight.assign(value)
     if state.history and (run.verbose == 2 or run.show_bar):  # last: a tuner scraping the log scores the kept weights
         kept = next(entry for entry in state.history if entry["epoch"] == state.best_epoch + 1)
         logger.info(epoch_lines.best_line(state.best_epoch, int(hp["epochs"]), kept))
@@ -693,6 +733,7 @@ def _run(
         checkpoints_saved=saver.count if saver else 0,
         checkpoint_seconds=saver.seconds if saver else 0.0,
         checkpoint_final_seconds=saver.final_seconds if saver else 0.0,
+        epochs_seconds=seconds,
     )
 
 

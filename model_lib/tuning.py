@@ -46,7 +46,7 @@ EARLY_STOPPING = ("Off", "Auto")
 MAX_TRAINING_JOBS = 750
 MAX_PARALLEL_JOBS = 100
 # Keys whose effect the validation metrics cannot see, or that change what they measure: a search
-# over them would rank noise (seed, threads, checkpoint_steps), rank trials on different validation
+# over them would rank noise (seed, threads, checkpoint_steps, checkpoint_seconds), rank trials on different validation
 # slices (validation_split), or not see the NB-SVM views, which are fitted after training and are not
 # in the validation metrics.
 UNTUNABLE = {
@@ -54,6 +54,7 @@ UNTUNABLE = {
     "validation_split": "each value scores trials on another validation slice",
     "threads": "it changes speed, not the model",
     "checkpoint_steps": "it changes how often state is saved, not the model",
+    "checkpoint_seconds": "it changes how often state is saved, not the model",
     "nb_view_weight": "the NB-SVM views are fitted after training: the validation metrics do not see them",
     "nb_crop_view_weight": "the NB-SVM views are fitted after training: the validation metrics do not see them",
     "nb_view_reviews": "the NB-SVM views are fitted after training: the validation metrics do not see them",

@@ -147,6 +147,57 @@ data "aws_iam_policy_document" "sagemaker" {
     }
   }
 
+  # Hosting (`model-lib deploy`, only with enable_hosting): an endpoint's or a transform job's container
+  # runs with this role. It pulls the image and reads the job's model.tar.gz with the grants above
+  # (PullTrainingImage, jobs/*); what it adds is its own logs and metrics, and a batch transform's
+  # input and output, which must be under batch/ in the bucket.
+  dynamic "statement" {
+    for_each = var.enable_hosting ? [1] : []
+    content {
+      sid     = "HostingLogs"
+      actions = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+      resources = [
+        "arn:${data.aws_partition.current.partition}:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:/aws/sagemaker/Endpoints/*",
+        "arn:${data.aws_partition.current.partition}:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:/aws/sagemaker/TransformJobs",
+        "arn:${data.aws_partition.current.partition}:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:/aws/sagemaker/TransformJobs:log-stream:*",
+      ]
+    }
+  }
+  dynamic "statement" {
+    for_each = var.enable_hosting ? [1] : []
+    content {
+      sid       = "HostingMetrics"
+      actions   = ["cloudwatch:PutMetricData"]
+      resources = ["*"] # PutMetricData has no resource-level permissions; limited by namespace below
+      condition {
+        test     = "StringEquals"
+        variable = "cloudwatch:namespace"
+        values   = ["/aws/sagemaker/Endpoints", "/aws/sagemaker/TransformJobs"]
+      }
+    }
+  }
+  dynamic "statement" {
+    for_each = var.enable_hosting ? [1] : []
+    content {
+      sid       = "BatchTransformList"
+      actions   = ["s3:ListBucket"]
+      resources = [aws_s3_bucket.ml.arn]
+      condition {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = ["batch/*"]
+      }
+    }
+  }
+  dynamic "statement" {
+    for_each = var.enable_hosting ? [1] : []
+    content {
+      sid       = "BatchTransformObjects"
+      actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
+      resources = ["${aws_s3_bucket.ml.arn}/batch/*"]
+    }
+  }
+
   # Credentials of a self-hosted MLflow server, read by the job at start (model_lib/tracking.py).
   # Exactly this secret. No kms:Decrypt: a secret encrypted with the default AWS managed key
   # (aws/secretsmanager) is decrypted by Secrets Manager on the caller's behalf; a secret under a

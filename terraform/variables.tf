@@ -118,3 +118,9 @@ variable "notification_job_name_prefix" {
     error_message = "notification_job_name_prefix must be empty or up to 63 letters, digits and hyphens (as training job names are)."
   }
 }
+
+variable "enable_hosting" {
+  description = "Let the SageMaker execution role serve models (`model-lib deploy`): write endpoint and transform-job logs and metrics, and read batch-transform input and write its output under s3://<bucket_name>/batch/. The model archives (jobs/) and the image are readable already. Off by default: training alone needs none of it."
+  type        = bool
+  default     = false
+}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from model_lib.errors import SageMakerEnvironmentError, TrainingInterrupted
+from model_lib.tracking.registered import JOB_NAME_TAG
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def train_job(environ: Mapping[str, str] | None = None, argv: list[str] | None =
         vocabulary=env.model_dir / "vocab.txt",
         keep_final_checkpoint=True,  # SageMaker syncs it to checkpoint_s3_uri: the job's final state stays there
     )
-    tags = {"model_lib.stage": "sagemaker", "sagemaker.job_name": str(env.job_name)}
+    tags = {"model_lib.stage": "sagemaker", JOB_NAME_TAG: str(env.job_name)}
     cluster = env.cluster
     if cluster.multi_host:
         tags["model_lib.hosts"] = str(cluster.num_processes)

@@ -16,6 +16,7 @@ from typing import Any
 
 from model_lib.tracking.lineage import CODE_TAGS, DATA_TAG_PREFIX
 from model_lib.tracking.records import Model, Register
+from model_lib.tracking.uploads import check_whole, local_files, upload_bound
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,12 @@ def log_raw_text_model(client: Any, run_id: str, record: Model, model: Any, save
     the Keras SavedModel export of the raw-string model (``model``: the same model already loaded,
     or None to load ``record.path``), with a ``review`` string column as signature and an input
     example. The logged model is created once (its id kept in ``record``, then ``save`` is
-    called), its files are uploaded again over themselves, and the run is linked to it (with the
-    run's metrics at the record's step) only if it is not yet.
+    called), its files are uploaded again over themselves (bounded by
+    :func:`~model_lib.tracking.uploads.upload_bound`, then checked whole), and the run is linked to
+    it (with the run's metrics at the record's step) only if it is not yet.
+
+    Raises:
+        IncompleteUpload: if the server holds a file of the model with another size (sent again later).
     """
     from mlflow.entities import LoggedModelStatus
 
@@ -45,7 +50,10 @@ def log_raw_text_model(client: Any, run_id: str, record: Model, model: Any, save
     model_id = str(record.model_id)
     with tempfile.TemporaryDirectory() as folder:
         target = _save_pyfunc(Path(folder), record, model, client.get_logged_model(model_id).artifact_location, run_id)
-        client.log_model_artifacts(model_id, str(target))
+        with upload_bound([target]):
+            client.log_model_artifacts(model_id, str(target))
+        # READY only once the server holds every file whole (an upload cut short is sent again)
+        check_whole(local_files([target]), lambda path: client.list_logged_model_artifacts(model_id, path), f"model {model_id}")
     if model_id not in {output.model_id for output in (run.outputs.model_outputs if run.outputs else [])}:
         _link_to_run(client, run, model_id, record.step)
     client.finalize_logged_model(model_id, LoggedModelStatus.READY)

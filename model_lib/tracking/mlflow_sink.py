@@ -23,6 +23,7 @@ from model_lib.tracking.logged_model import log_raw_text_model, register
 from model_lib.tracking.queue import Refused, Rejected
 from model_lib.tracking.system_metrics import SystemMonitor
 from model_lib.tracking.tracker import Tracker
+from model_lib.tracking.uploads import check_whole, local_files, upload_bound
 from model_lib.tracking.uris import check_tracking_store, check_tracking_uri, public_uri
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 # MLflow's own HTTP settings, set (unless the user set them) so that one call to a server that does
 # not answer costs seconds, not MLflow's default of 7 retries with 2**n back-off and 120 s timeouts.
+# Around an artifact upload the timeout is scaled to the file's size (model_lib.tracking.uploads).
 HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -179,7 +181,9 @@ class MlflowSink:
     def _artifacts(self, record: records.Artifacts, run_id: str) -> None:
         for path in record.paths:
             if Path(path).is_file():
-                self.client.log_artifact(run_id, path, record.artifact_path)
+                with upload_bound([path]):
+                    self.client.log_artifact(run_id, path, record.artifact_path)
+                check_whole(local_files([path]), lambda _: self.client.list_artifacts(run_id, record.artifact_path), path)
 
     def _dataset(self, record: records.Dataset, run_id: str) -> None:
         self.client.log_inputs(run_id, [mlflow_dataset_input(record)])

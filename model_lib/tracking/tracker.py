@@ -38,6 +38,17 @@ def wait_seconds() -> float:
     return seconds_from_env(WAIT_ENV, DEFAULT_WAIT_SECONDS)
 
 
+def not_uploaded(waiting: Iterable[records.Record]) -> list[str]:
+    """Return the local files that the model and artifact records among ``waiting`` upload."""
+    files: list[str] = []
+    for record in waiting:
+        if isinstance(record, records.Model):
+            files.append(f"the model {record.path}")
+        elif isinstance(record, records.Artifacts):
+            files += [path for path in record.paths if Path(path).is_file()]
+    return files
+
+
 class Tracker:
     """Logs one run through ``sink``, and never stops training because of it.
 
@@ -145,6 +156,11 @@ class Tracker:
             path or "memory (no pending file)",
             path.parent if path else "DIR",
         )
+        uploads = not_uploaded(self._queue.records)
+        if uploads:
+            logger.warning(
+                "%s does not hold these files yet (they go with the records above): %s", self._queue.target, ", ".join(uploads)
+            )
         return False
 
     def count_restart(self) -> None:

@@ -145,7 +145,7 @@ def test_apply_creates_a_locked_down_bucket_registry_and_role_then_destroys(work
     # Every option on first: the provider waits 55 s for the new bucket lifecycle configuration to read
     # back the same ten times (5 s apart, after 10 s), and the rest (the notification key's own waits
     # among it) is made meanwhile. The second apply, to the defaults, then shows what they leave out.
-    terraform("apply", "-auto-approve", "-input=false", *names, *MLFLOW_VARS, *NOTIFY_VARS, cwd=folder, env=env)
+    terraform("apply", "-auto-approve", "-input=false", *names, *MLFLOW_VARS, *NOTIFY_VARS, *HOSTING_VARS, cwd=folder, env=env)
     try:
         outputs = _outputs(folder, env)
         assert outputs["bucket_name"] == bucket and outputs["dvc_remote_url"] == f"s3://{bucket}/dvc"
@@ -167,6 +167,7 @@ def test_apply_creates_a_locked_down_bucket_registry_and_role_then_destroys(work
         _assert_mlflow_grants(document)
         assert outputs["mlflow_tracking_server_arn"] == MLFLOW_SERVER_ARN
         _assert_notifications(outputs["notification_topic_arn"])
+        _assert_hosting_grants(document, bucket)
 
         # The defaults (one in-place update of the inline policy; the notification resources go).
         # -refresh=false: the state is the first apply's, seconds old; refreshing it again costs ~20 s against moto.
@@ -177,6 +178,8 @@ def test_apply_creates_a_locked_down_bucket_registry_and_role_then_destroys(work
         outputs = _outputs(folder, env)
         # MLflow variables unset: the role gets nothing for MLflow.
         assert not _mlflow_grants(document) and outputs["mlflow_tracking_server_arn"] == ""
+        # Hosting off: none of its statements.
+        assert not {s.get("Sid") for s in document["Statement"]} & set(HOSTING_SIDS)
         # Notifications off: none of their resources in the state, nor on the (moto) account.
         state = terraform("state", "list", cwd=folder, env=env).stdout.split()
         topic_policy = "data.aws_iam_policy_document.training_jobs_topic"
@@ -230,6 +233,22 @@ def _assert_mlflow_grants(document):
     assert _list(listing["Action"]) == ["s3:ListBucket"]
     assert _list(listing["Resource"]) == ["arn:aws:s3:::mlflow-artifacts-tf-test"]
     assert sorted(_list(listing["Condition"]["StringLike"]["s3:prefix"])) == ["tracking", "tracking/*"]
+
+
+HOSTING_VARS = ("-var", "enable_hosting=true")
+HOSTING_SIDS = ("HostingLogs", "HostingMetrics", "BatchTransformList", "BatchTransformObjects")
+
+
+def _assert_hosting_grants(document, bucket):
+    """enable_hosting: endpoint and transform logs and metrics, batch/ objects of the bucket; nothing wider."""
+    grants = {s.get("Sid"): s for s in document["Statement"] if s.get("Sid") in HOSTING_SIDS}
+    assert set(grants) == set(HOSTING_SIDS)
+    logs = _list(grants["HostingLogs"]["Resource"])
+    assert all(":log-group:/aws/sagemaker/Endpoints/" in r or ":log-group:/aws/sagemaker/TransformJobs" in r for r in logs)
+    namespaces = _list(grants["HostingMetrics"]["Condition"]["StringEquals"]["cloudwatch:namespace"])
+    assert sorted(namespaces) == ["/aws/sagemaker/Endpoints", "/aws/sagemaker/TransformJobs"]
+    assert _list(grants["BatchTransformObjects"]["Resource"]) == [f"arn:aws:s3:::{bucket}/batch/*"]
+    assert _list(grants["BatchTransformList"]["Condition"]["StringLike"]["s3:prefix"]) == ["batch/*"]
 
 
 def _list(value):

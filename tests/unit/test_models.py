@@ -11,6 +11,7 @@ from model_lib import registry
 from model_lib.config import TrainConfig, check_train_fits_data, effective_hyperparameters, from_mapping
 from model_lib.errors import ConfigError
 from model_lib.models import (
+    CompactIds,
     HashedNgrams,
     LogitMix,
     LogLength,
@@ -18,11 +19,14 @@ from model_lib.models import (
     MaskedSum,
     NormalizedLinearLogit,
     build_model,
+    compact_index,
     distinct_ngram_ids,
     fit_nb_view,
     nb_log_count_ratios,
+    ngram_glove_shipped,
     ngram_matrix,
     with_views,
+    without_optimizer,
 )
 
 # A vocabulary of 18 words: 20 ids with padding and OOV.
@@ -265,6 +269,7 @@ LAYERS = [
     LogLength(name="log_length"),
     NormalizedLinearLogit(intercept=0.3, name="view_logit"),
     LogitMix(view_weights=[0.4, 0.2], name="mix"),
+    CompactIds(id_count=20, name="compact_ids"),
 ]
 
 
@@ -272,7 +277,7 @@ def layer_inputs(layer: keras.layers.Layer) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 20, size=(2, 6)).astype(np.int32)
     weights = rng.normal(size=(2, 6, 1)).astype(np.float32)
-    if isinstance(layer, (HashedNgrams, LogLength)):
+    if isinstance(layer, (HashedNgrams, LogLength, CompactIds)):
         return [ids]
     if isinstance(layer, NormalizedLinearLogit):
         return [weights, np.abs(weights), ids]
@@ -301,10 +306,10 @@ def test_every_serialisable_layer_of_the_models_has_a_round_trip_test():
 
 
 def test_a_saved_ensemble_reloads_with_its_layers_and_predicts_the_same(tmp_path):
-    """ngram_glove and its NB-SVM view hold every custom layer; saved and reloaded, they score the same."""
+    """The shipped ngram_glove with an NB-SVM view holds every custom layer; saved and reloaded, it scores the same."""
     ids, labels = small_texts(0)
     model = build_model("ngram_glove", np.zeros((30, 4), np.float32), max_length=8, ngram_buckets=37, ngram_order=2)
-    ensemble = with_views(model, [(fit_nb_view(ngram_matrix(ids, 30, 37, 2), labels), 0.5)], buckets=37, order=2)
+    ensemble = ngram_glove_shipped(model, [(fit_nb_view(ngram_matrix(ids, 30, 37, 2), labels), 0.5)], buckets=37, order=2)
     before = np.asarray(ensemble(ids))
     ensemble.save(tmp_path / "ensemble.keras")
     keras.utils.clear_session()
@@ -318,3 +323,52 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     for layer in model.layers:
         layers.extend([layer, *(_all_layers(layer) if isinstance(layer, keras.Model) else [])])
     return layers
+
+
+def test_compact_ids_give_each_used_id_its_rank_and_every_other_id_row_0():
+    rng = np.random.default_rng(3)
+    used = rng.random(1001) < 0.3
+    used[0] = False
+    layer = CompactIds(id_count=1001)
+    layer.set_weights([compact_index(used)])
+    ids = rng.integers(0, 1001, size=(4, 50)).astype(np.int32)
+    expected = np.where(used[ids], np.cumsum(used)[ids], 0)  # used ids are rows 1, 2, ... in id order
+    np.testing.assert_array_equal(np.asarray(layer(ids)), expected)
+
+
+def test_the_shipped_ngram_glove_scores_as_its_ensemble_bit_for_bit_in_a_third_of_the_rows(tmp_path):
+    """The shipped model (compact tables, no optimizer, saved and reloaded) gives the exact
+    probabilities of the trained model and its views put together by with_views."""
+    ids, labels = small_texts(0)
+    test_ids, _ = small_texts(1)
+    glove = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    ratios = nb_log_count_ratios(ids, labels, vocab_size=30, buckets=37, order=2)
+    model = build_model("ngram_glove", glove, max_length=8, ngram_buckets=37, ngram_order=2, ngram_weights=ratios)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.train_on_batch(ids, labels.astype("float32"))  # Adam slots and trained weights, as a run leaves them
+    gate = model.get_layer("ngram_active").get_weights()[0]
+    assert 0 < gate.sum() < len(gate)  # some n-grams switched off, as min_count does
+    views = [
+        (fit_nb_view(ngram_matrix(ids, 30, 37, 2), labels), 0.3),
+        (fit_nb_view(ngram_matrix(test_ids, 30, 37, 2), labels), 0.2),
+    ]
+    expected = np.asarray(with_views(model, views, buckets=37, order=2)(test_ids))
+    shipped = ngram_glove_shipped(model, views, buckets=37, order=2)
+    shipped.save(tmp_path / "shipped.keras")
+    keras.utils.clear_session()
+    reloaded = keras.models.load_model(tmp_path / "shipped.keras")
+    np.testing.assert_array_equal(np.asarray(reloaded(test_ids)), expected)
+    rows = reloaded.get_layer("view1_weights").get_weights()[0]
+    assert len(rows) < len(gate)
+    assert getattr(reloaded, "optimizer", None) is None
+    alone = ngram_glove_shipped(model, [], buckets=37, order=2)  # no views: the trained model itself, compact
+    np.testing.assert_array_equal(np.asarray(alone(test_ids)), np.asarray(model(test_ids)))
+
+
+def test_without_optimizer_keeps_the_weights_and_drops_the_slots():
+    model = build_model("seed_cnn", np.zeros((30, 4), np.float32))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    copy = without_optimizer(model)
+    assert getattr(copy, "optimizer", None) is None
+    for mine, theirs in zip(copy.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
