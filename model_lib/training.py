@@ -630,15 +630,18 @@ def _end_epoch(run: _Run, state: TrainingState, trained: dict[str, float], began
     else:
         state.wait += 1
     state.epoch, state.step, state.epoch_sums = epoch + 1, 0, []
-    stop_now = run.watching and run.stop_requested()
     finished = state.epoch >= int(run.hp["epochs"]) or state.wait >= max(run.config.patience, 1)
-    if run.saver is not None and (stop_now or run.saver.due_at_epoch_end(finished)):
+    saved = False
+    if run.saver is not None and run.saver.due_at_epoch_end(finished):
         run.saver.save(state, run.model, run.best)
+        saved = True
     if run.tracker is not None:
         run.tracker.log_epoch(epoch, metrics)
     if run.verbose == 2 or run.show_bar:
         logger.info(epoch_lines.epoch_line(epoch, int(run.hp["epochs"]), metrics, time.perf_counter() - began))
-    if stop_now:
+    if run.watching and run.stop_requested():  # after the logging: a signal that came meanwhile stops here
+        if run.saver is not None and not saved:
+            run.saver.save(state, run.model, run.best)
         raise run.interrupted()
 
 

@@ -42,7 +42,6 @@ from model_lib.tracking.registered import registered_job_name
 
 logger = logging.getLogger(__name__)
 
-# The tag model_lib.sagemaker.job names a job's MLflow run with: from a registered version to its job.
 SOURCE_TAG = "model_lib.source"  # on every resource deploy creates: what it was deployed from
 VARIANT_NAME = "AllTraffic"
 ENDPOINT_TERMINAL = ("InService", "Failed", "OutOfService")

@@ -39,7 +39,8 @@ def pipeline_repo(tmp_path_factory):
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(model_lib(?:\.\w+)*)\s*$")
 # Modules that parse flags, word errors, mask credentials in what is printed or export names: a change
 # to them cannot change an output. (The CLI builds every command's flags, `launch`'s from
-# sagemaker/options.py, for every stage, and installs redaction.py's masking.)
+# sagemaker/options.py and `deploy`'s from sagemaker/deploy_options.py, for every stage, and installs
+# redaction.py's masking.)
 NOT_OUTPUT_CODE = {
     "model_lib/__init__.py",
     "model_lib/cli.py",
@@ -47,6 +48,7 @@ NOT_OUTPUT_CODE = {
     "model_lib/redaction.py",
     "model_lib/sagemaker/__init__.py",
     "model_lib/sagemaker/options.py",
+    "model_lib/sagemaker/deploy_options.py",
 }
 
 
