@@ -276,7 +276,7 @@ def plan(source: Source, options: DeployOptions, boto_session: Any) -> DeployPla
         s3 = boto_session.client("s3")
         found = [
             _object_problem(source.model_data, "model archive", s3),
-            launch._image_problem(str(image), boto_session.client("ecr")),
+            launch.image_problem(str(image), boto_session.client("ecr")),
         ]
         if options.batch_input is not None:
             found.append(_batch_input_problem(options.batch_input, s3))

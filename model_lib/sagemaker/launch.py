@@ -229,7 +229,8 @@ def _missing_directory_objects(draft: _Draft, s3: Any, reported: list[str]) -> l
     return problems
 
 
-def _image_problem(image_uri: str, ecr: Any) -> str | None:
+def image_problem(image_uri: str, ecr: Any) -> str | None:
+    """Return why ``image_uri`` cannot run a job or an endpoint (no tag, not in ECR, no credentials), or None."""
     from botocore.exceptions import ClientError
 
     repository, _, tag = image_uri.split("/", 1)[-1].partition(":")
@@ -460,7 +461,7 @@ def _check_aws(draft: _Draft) -> list[str]:
             if not any(problem.startswith("AWS credentials") for problem in found):
                 problems.extend(_missing_directory_objects(draft, s3, found))
         if draft.image_uri:
-            image = _image_problem(draft.image_uri, draft.boto_session.client("ecr"))
+            image = image_problem(draft.image_uri, draft.boto_session.client("ecr"))
             if image and image not in problems:
                 problems.append(image)
     except Exception as exc:  # botocore: no credentials, endpoint unreachable
