@@ -39,7 +39,7 @@ from model_lib._io import temporary_folder, write_json
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: sparse entries (SPARSE_SUFFIXES); format-1 generations held the frozen tables too
+FORMAT = 2  # 2: sparse entries (see encoded); format-1 generations held the frozen tables too
 KEEP = 2
 ARRAYS = "arrays.npz"
 BEST = "best.npz"
@@ -51,7 +51,6 @@ _GROUPS = ("model", "optimizer", "metrics")
 # An array of at least this many entries is stored sparse when at most SPARSE_SHARE of them are non-zero.
 SPARSE_MIN_SIZE = 1 << 16
 SPARSE_SHARE = 0.5
-SPARSE_SUFFIXES = (":mask", ":values", ":shape")
 
 
 @dataclasses.dataclass

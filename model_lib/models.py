@@ -482,7 +482,8 @@ def with_views(model: keras.Model, views: list[tuple[LinearView, float]], *, buc
 
 # CompactIds packs, for each block of 8 ids, (rows used before the block) << 8 | (the block's bitmap)
 # in one int32: the index costs half a byte per id, and an id's row is one gather away.
-_BLOCK = 8
+_BLOCK_BITS = 3
+_BLOCK = 1 << _BLOCK_BITS
 _MAX_COMPACT_ROWS = (1 << 23) - 1  # what the 23 bits above the bitmap hold
 _POPCOUNT = np.array([bin(byte).count("1") for byte in range(256)], np.int32)
 
@@ -507,7 +508,7 @@ class CompactIds(keras.layers.Layer):
 
     def call(self, ids: Any) -> Any:
         ids = ops.cast(ids, "int32")
-        packed = ops.take(self.index, ops.right_shift(ids, 3))
+        packed = ops.take(self.index, ops.right_shift(ids, _BLOCK_BITS))
         bitmap, before = ops.bitwise_and(packed, 255), ops.right_shift(packed, 8)
         offset = ops.bitwise_and(ids, _BLOCK - 1)
         used = ops.bitwise_and(ops.right_shift(bitmap, offset), 1) == 1

@@ -499,6 +499,11 @@ class _Run:
     def steps(self) -> int:
         return math.ceil(len(self.fit_idx) / int(self.hp["batch_size"]))
 
+    def stops_early(self, state: TrainingState) -> bool:
+        """Return whether early stopping ends training at ``state``: ``patience`` epochs in a row
+        without a lower validation loss (0 counts as 1)."""
+        return state.wait >= max(self.config.patience, 1)
+
     @property
     def watching(self) -> bool:
         """Return whether stops are checked at step boundaries (there is a state to save, or hosts to keep in step)."""
@@ -630,7 +635,7 @@ def _end_epoch(run: _Run, state: TrainingState, trained: dict[str, float], began
     else:
         state.wait += 1
     state.epoch, state.step, state.epoch_sums = epoch + 1, 0, []
-    finished = state.epoch >= int(run.hp["epochs"]) or state.wait >= max(run.config.patience, 1)
+    finished = state.epoch >= int(run.hp["epochs"]) or run.stops_early(state)
     saved = False
     if run.saver is not None and run.saver.due_at_epoch_end(finished):
         run.saver.save(state, run.model, run.best)
@@ -654,8 +659,8 @@ def _train_epochs(run: _Run, state: TrainingState) -> None:
     with run.stop.installed(run.watching):
         while state.epoch < int(run.hp["epochs"]):
             if state.step == 0:
-                if state.wait >= max(run.config.patience, 1):
-                    break  # `patience` epochs in a row without a lower validation loss (0 counts as 1)
+                if run.stops_early(state):
+                    break
                 _reseed_random_layers(run.model, run.config.seed, state.epoch)
                 run.model.reset_metrics()
             began = time.perf_counter()
